@@ -1,0 +1,94 @@
+"""Co-simulation overhead benchmark: the env against bare SUMO on identical traffic.
+
+(a) ``sumo`` as a plain process, the agents on fixed free-flow routes (the same route file the env
+    loads), run to the simulated time at which the env's episode ended;
+(b) the env with the ``shortest`` policy, which re-picks those same routes at every decision.
+The traffic is the same, so env_s / sumo_s is the price of the co-simulation. The run also checks that
+claim: SUMO's all-vehicle trip statistics of (a) and (b) must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from cosim.env import EnvConfig, VehicleRoutingEnv
+from cosim.kernel import sumo_binary, write_agent_routes
+from cosim.policies import shortest_actions
+from scenarios import Scenario
+
+
+def _bare_sumo(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[float, dict]:
+    sc = env.scenario
+    with tempfile.TemporaryDirectory(prefix="cosim-bench-") as tmp:
+        routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env._initial_routes)
+        stats = Path(tmp) / "stats.xml"
+        cmd = [
+            sumo_binary("sumo"),
+            *env.kernel._args(seed, [sc.background_file, routes], end, None),
+            "--statistic-output", str(stats),
+        ]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"bare sumo failed: {proc.stderr.strip()[-500:]}")
+        trip = ET.parse(stats).getroot().find("vehicleTripStatistics")
+        out = {"count": float(trip.get("count")), "duration": float(trip.get("duration"))}
+        return wall, out
+
+
+def _env_episode(env: VehicleRoutingEnv, seed: int) -> float:
+    t0 = time.perf_counter()
+    obs, _ = env.reset(seed=seed)
+    while env.agents:
+        obs, *_ = env.step(shortest_actions(env, obs))
+    return time.perf_counter() - t0
+
+
+def overhead(
+    scenario: Scenario,
+    agents: int,
+    backend: str = "libsumo",
+    seed: int = 0,
+    repeat: int = 3,
+) -> dict:
+    """One overhead measurement (median of `repeat` episodes each way)."""
+    env = VehicleRoutingEnv(scenario, EnvConfig(n_agents=agents, backend=backend))
+    try:
+        env_times, sumo_times = [], []
+        for _ in range(repeat):
+            env_times.append(_env_episode(env, seed))
+        m = dict(env.metrics)
+        for _ in range(repeat):
+            wall, bare = _bare_sumo(env, seed, m["sim_time"])
+            sumo_times.append(wall)
+    finally:
+        env.close()
+    env_s, sumo_s = statistics.median(env_times), statistics.median(sumo_times)
+    return {
+        "scenario": scenario.name,
+        "backend": backend,
+        "agents": agents,
+        "seed": seed,
+        "repeat": repeat,
+        "sim_time": m["sim_time"],
+        "sumo_s": round(sumo_s, 4),
+        "env_s": round(env_s, 4),
+        "ratio": round(env_s / sumo_s, 4),
+        "decisions": m["decisions"],
+        "decisions_per_s": round(m["decisions"] / env_s, 1),
+        "arrival_rate": m["arrival_rate"],
+        "teleports": m["teleports"],
+        # identical traffic check: SUMO's own statistics over all finished vehicles, both runs
+        "env_vehicles_finished": m["all_vehicles_finished"],
+        "sumo_vehicles_finished": bare["count"],
+        "env_mean_duration": m["all_vehicles_mean_travel_time"],
+        "sumo_mean_duration": bare["duration"],
+        "cores": os.cpu_count(),
+    }

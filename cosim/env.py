@@ -1,0 +1,579 @@
+"""The multi-agent vehicle-routing environment (PettingZoo ParallelEnv) on a real city in SUMO.
+
+Agents are controlled vehicles with fixed trips that persist across episodes (day-to-day route choice).
+An agent decides when its vehicle enters an edge whose end junction offers more than one continuation
+from which its destination is still reachable; the action picks the next edge (candidates sorted by
+free-flow time to the destination, so action 0 is the free-flow shortest choice), and the vehicle is
+then routed along it and the free-flow shortest path from there.
+
+PettingZoo's parallel contract keeps every unfinished agent in ``agents`` and wants an action from each
+at every step, but in a city only a few vehicles stand at a junction at a time. Agents that are not at
+a decision point get a constant observation with an all-zero ``action_mask`` and their action is
+ignored; learners act on agents whose mask has a 1 (``infos[a]["deciding"]`` says the same).
+
+Stepping is event-driven: after applying the actions SUMO runs on until some agent must decide, arrives
+or the horizon is reached. Per simulation step Python reads one subscription; an agent is looked at
+only after the earliest time it can physically have reached its next decision edge (route length over
+its maximum speed), so the work in between is independent of the number of agents.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from cosim.errors import CosimError, SumoFault
+from cosim.features import Decision, make_observation, make_reward
+from cosim.kernel import AGENT_ACCEL, SumoKernel
+from scenarios import Scenario, Trip
+
+WAITING, RUNNING, DONE = 0, 1, 2
+TRIGGER_S = 3.0  # free-flow seconds of road before a decision edge on which the decision is taken
+
+
+def _steps_to_cover(dist: float, v: float, vmax: float, accel: float = AGENT_ACCEL) -> int:
+    """Fewest 1-s steps in which a vehicle at speed v can cover dist metres: SUMO's Euler update adds at
+    most `accel` to the speed per step, then moves by the new speed, never above vmax."""
+    if dist <= 0.0:
+        return 0
+    v = min(v, vmax)
+    n1 = max(math.ceil((vmax - v) / accel), 0)  # the step in which top speed is reached
+    if n1 == 0:
+        return math.ceil(dist / vmax)
+    m = n1 - 1  # steps of free acceleration: distance m*v + accel*m*(m+1)/2
+    dm = m * v + accel * m * (m + 1) / 2.0
+    if dist <= dm:
+        b = v + accel / 2.0
+        return max(math.ceil((-b + math.sqrt(b * b + 2.0 * accel * dist)) / accel - 1e-9), 1)
+    d1 = dm + vmax
+    if dist <= d1:
+        return n1
+    return n1 + math.ceil((dist - d1) / vmax - 1e-9)
+
+
+@dataclass
+class EnvConfig:
+    n_agents: int | None = None  # None: the scenario recipe's default
+    backend: str = "libsumo"  # libsumo | traci
+    gui: bool = False
+    max_actions: int = 6  # fixed action width: keeps policies portable across cities
+    horizon: float | None = None  # s; None: the recipe's horizon
+    observation: str = "default"
+    reward: str = "travel_time"
+    reward_scale: float = 60.0
+    teleport_penalty: float = 5.0
+    timeout_penalty: float = 10.0
+    label: str | None = None  # TraCI connection label (several simulations in one process)
+    sumo_args: tuple[str, ...] = ()
+
+
+@dataclass(eq=False)
+class _Agent:
+    """Run-time state of one controlled vehicle (Python touches it only at its own events)."""
+
+    name: str
+    trip: Trip
+    origin: int
+    dest: int
+    status: int = WAITING
+    depart_time: float = -1.0
+    last_time: float = 0.0  # time of the last decision (or departure)
+    edge: int = -1  # last edge seen
+    route: list[int] = field(default_factory=list)  # planned edges, starting at the current one
+    watch: int = -1  # next decision edge on the route, -1 = none left
+    watch_j: int = -1  # its index in route
+    trigger_i: int = 0  # index in route where its trigger stretch begins
+    open_from: int = 0  # route index from which edges are still undecided
+    m_after_current: float = 0.0  # metres from the end of the current edge to the trigger stretch
+    vmax_ahead: float = 0.0  # the vehicle's top speed on the way there
+    pos: float = 0.0  # metres along route[0] and speed when last seen
+    speed: float = 0.0
+    dec_edge: int = -1  # the edge whose continuations the current decision chooses among
+    version: int = 0  # invalidates stale heap entries
+    speed_factor: float = 1.0
+    teleports: int = 0
+    pending_teleports: int = 0
+    decisions: int = 0
+    candidates: tuple[int, ...] = ()
+    trace: list[tuple[float, int]] = field(default_factory=list)  # (time, edge) at every edge seen
+    arrival_time: float = -1.0
+
+
+class VehicleRoutingEnv(ParallelEnv):
+    metadata = {"name": "cosim_vehicle_routing_v0", "render_modes": ["human"], "is_parallelizable": True}
+
+    def __init__(self, scenario: Scenario, config: EnvConfig | None = None, **overrides):
+        cfg = config or EnvConfig()
+        for k, v in overrides.items():
+            if not hasattr(cfg, k):
+                raise CosimError(f"unknown environment option {k!r}")
+            setattr(cfg, k, v)
+        self.config = cfg
+        self.scenario = scenario
+        self.graph = scenario.graph
+        self.trips = scenario.trips(cfg.n_agents)
+        self.horizon = float(cfg.horizon if cfg.horizon is not None else scenario.horizon)
+        if self.graph.max_degree > cfg.max_actions:
+            raise CosimError(
+                f"scenario {scenario.name!r} has junctions with {self.graph.max_degree} continuations, "
+                f"more than max_actions={cfg.max_actions}; raise max_actions"
+            )
+        g = self.graph
+        self._trip_idx = []
+        for t in self.trips:
+            if t.origin not in g.index or t.destination not in g.index:
+                raise CosimError(f"trip {t.id} uses an edge that is not in the net")
+            o, d = g.index[t.origin], g.index[t.destination]
+            if not g.path(o, d):
+                raise CosimError(f"trip {t.id} cannot be routed from {t.origin} to {t.destination}")
+            self._trip_idx.append((o, d))
+
+        self.possible_agents = [t.id for t in self.trips]
+        self.agents: list[str] = []
+        self.obs_fn = make_observation(cfg.observation)
+        self.reward_fn = make_reward(
+            cfg.reward,
+            scale=cfg.reward_scale,
+            teleport_penalty=cfg.teleport_penalty,
+            timeout_penalty=cfg.timeout_penalty,
+        )
+        k = cfg.max_actions
+        self.obs_size = self.obs_fn.size(k)
+        self._obs_space = spaces.Dict(
+            {
+                "observation": spaces.Box(0.0, 5.0, shape=(self.obs_size,), dtype=np.float32),
+                "action_mask": spaces.Box(0, 1, shape=(k,), dtype=np.int8),
+            }
+        )
+        self._act_space = spaces.Discrete(k)
+        idle_obs = np.zeros(self.obs_size, dtype=np.float32)
+        idle_mask = np.zeros(k, dtype=np.int8)
+        idle_obs.flags.writeable = False
+        idle_mask.flags.writeable = False
+        self._idle_obs = {"observation": idle_obs, "action_mask": idle_mask}
+        self._idle_info = {"deciding": False}
+        self.state_size = len(g.edges) + 3 * len(self.trips)
+
+        self.kernel = SumoKernel(
+            scenario, backend=cfg.backend, gui=cfg.gui, label=cfg.label, sumo_args=cfg.sumo_args
+        )
+        # initial routes = free-flow shortest paths (what the `shortest` policy keeps choosing)
+        self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
+        self._rng = np.random.default_rng()
+        self._seq = itertools.count()
+        self._decision_cache: dict[tuple[int, int], tuple[tuple[int, ...], tuple[float, ...]]] = {}
+        self._is_decision: dict[int, np.ndarray] = {}
+        self.faults = 0
+        self.episode = 0
+        self.metrics: dict = {}
+
+    # ------------------------------------------------------------------ spaces
+    @lru_cache(maxsize=None)
+    def observation_space(self, agent):
+        return self._obs_space
+
+    @lru_cache(maxsize=None)
+    def action_space(self, agent):
+        return self._act_space
+
+    # ------------------------------------------------------------------ graph helpers (cached per dest)
+    def _decision_edges(self, dest: int) -> np.ndarray:
+        m = self._is_decision.get(dest)
+        if m is None:
+            reach = np.isfinite(self.graph.time_to(dest))
+            m = np.array([sum(reach[f] for f in s) > 1 for s in self.graph.succ], dtype=bool)
+            m[dest] = False
+            self._is_decision[dest] = m
+        return m
+
+    def _candidates(self, edge: int, dest: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        key = (edge, dest)
+        hit = self._decision_cache.get(key)
+        if hit is None:
+            t = self.graph.time_to(dest)
+            cands = sorted(self.graph.candidates(edge, dest), key=lambda f: (t[f], self.graph.edges[f]))
+            hit = (tuple(cands), tuple(float(t[f]) for f in cands))
+            self._decision_cache[key] = hit
+        return hit
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            sumo_seed = int(seed)
+        else:
+            sumo_seed = int(self._rng.integers(2**31 - 1))
+        self.episode += 1
+        self._sim_seed = sumo_seed
+        self._state = [
+            _Agent(name=t.id, trip=t, origin=o, dest=d) for t, (o, d) in zip(self.trips, self._trip_idx)
+        ]
+        self._by_name = {a.name: a for a in self._state}
+        self._heap: list[tuple[float, int, int, _Agent]] = []
+        self._due: set[_Agent] = set()
+        self._deciding: list[_Agent] = []
+        self._finished: list[_Agent] = []
+        self._teleports_all = 0
+        self._arrived_all = 0
+        self._decisions = 0
+        self.metrics = {}
+        for attempt in (1, 2):
+            try:
+                self.kernel.start(sumo_seed, self.trips, self._initial_routes, self.horizon)
+                break
+            except SumoFault:
+                self.kernel.fault()
+                self.faults += 1
+                if attempt == 2:
+                    raise
+        self.time = 0.0
+        self.agents = list(self.possible_agents)
+        obs, rew, term, trunc, infos = self._advance()
+        return obs, infos
+
+    def step(self, actions: dict):
+        if not self.agents:
+            raise CosimError("step() called on a finished episode; call reset()")
+        self._apply(actions)
+        obs, rew, term, trunc, infos = self._advance()
+        return obs, rew, term, trunc, infos
+
+    # ------------------------------------------------------------------ actions
+    def _apply(self, actions: dict) -> None:
+        g = self.graph
+        for a in self._deciding:
+            if a.name not in actions:
+                raise CosimError(f"agent {a.name} is at a decision point but got no action")
+            act = actions[a.name]
+            try:
+                act = int(act)
+            except (TypeError, ValueError):
+                raise CosimError(f"action for {a.name} must be an integer, got {act!r}") from None
+            if not 0 <= act < len(a.candidates):
+                raise CosimError(
+                    f"action {act} for {a.name} is outside its action mask "
+                    f"(valid: 0..{len(a.candidates) - 1} at edge {g.edges[a.dec_edge]})"
+                )
+            # the vehicle keeps its planned edges up to the decision edge, then takes the chosen one
+            route = a.route[: a.watch_j + 1] + g.path(a.candidates[act], a.dest)
+            self.kernel.set_route(a.name, [g.edges[i] for i in route])
+            a.decisions += 1
+            self._watch(a, route, self.time, start=a.watch_j + 1)
+        self._deciding = []
+
+    # ------------------------------------------------------------------ watching for decision points
+    #
+    # After each decision (or departure) the env knows the agent's planned route, hence the next edge
+    # W where it must decide. A decision is due once the agent stands anywhere on a short *trigger
+    # stretch* ending at W (at least TRIGGER_S seconds of free-flow driving), not only on W itself:
+    # OSM nets have edges of a few decimetres that a vehicle crosses inside one 1-s step, and a decision
+    # there would otherwise be skipped. Deciding on the stretch is the same decision (same candidates,
+    # continuations of W); only the observation is taken up to a couple of seconds earlier.
+    # Until the agent can physically have reached the stretch (free-flow time at its own top speed), it
+    # is not looked at at all.
+
+    def _watch(self, a: _Agent, route: list[int], now: float, start: int = 0) -> None:
+        """Plan the watch for a route that starts at the agent's current edge; the next decision edge is
+        searched from route[start] on (past the edge just decided)."""
+        a.route = route
+        a.open_from = start
+        a.version += 1
+        isdec = self._decision_edges(a.dest)
+        r = np.asarray(route)
+        hits = np.flatnonzero(isdec[r[start:]])
+        if hits.size == 0:
+            a.watch = a.watch_j = -1
+            self._due.discard(a)
+            return
+        j = int(hits[0]) + start
+        ff = self.graph.fftime
+        i, acc = j, float(ff[route[j]])
+        while i > 0 and acc < TRIGGER_S:
+            i -= 1
+            acc += float(ff[route[i]])
+        a.watch, a.watch_j, a.trigger_i = route[j], j, i
+        if i == 0:
+            self._due.add(a)
+        else:
+            g = self.graph
+            a.m_after_current = float(g.length[r[1:i]].sum())
+            a.vmax_ahead = float(g.speed[r[:i]].max()) * max(a.speed_factor, 1.0)
+            self._schedule(a, now)
+
+    def _schedule(self, a: _Agent, now: float) -> None:
+        """Look at the agent again no earlier than it can reach its trigger stretch, from where it was
+        last seen (a.pos, a.speed on route[0])."""
+        dist = self.graph.length[a.route[0]] - a.pos + a.m_after_current
+        steps = _steps_to_cover(dist, a.speed, a.vmax_ahead)
+        if steps <= 2:
+            self._due.add(a)
+        else:
+            self._due.discard(a)
+            heapq.heappush(self._heap, (now + steps - 1, next(self._seq), a.version, a))
+
+    def _replan(self, a: _Agent, route: list[int], now: float, start: int = 0) -> None:
+        """Watch from route[start] on; if that is the current edge and a decision edge, decide now."""
+        self._watch(a, route, now, start=start)
+        if a.watch_j == 0:
+            self._due.discard(a)
+            self._decide(a)
+
+    # ------------------------------------------------------------------ simulation loop
+    def _advance(self):
+        k = self.kernel
+        try:
+            while True:
+                if self.time >= self.horizon:
+                    return self._finish(truncated=True)
+                ev = k.step()
+                now = self.time = ev.time
+                self._arrived_all += ev.n_arrived_all
+                self._teleports_all += ev.n_teleported_all
+                for name in ev.departed:
+                    a = self._by_name[name]
+                    a.status = RUNNING
+                    a.depart_time = a.last_time = now
+                    a.pos = a.speed = 0.0
+                    a.speed_factor = k.speed_factor(name)
+                    a.edge = a.origin
+                    a.trace.append((now, a.origin))
+                    route = self.graph.path(a.origin, a.dest)
+                    self._replan(a, route, now)
+                for name in ev.teleported:
+                    a = self._by_name[name]
+                    a.teleports += 1
+                    a.pending_teleports += 1
+                    if a.watch >= 0:
+                        self._due.add(a)  # it jumped ahead: look at it again
+                for name in ev.arrived:
+                    a = self._by_name[name]
+                    a.status = DONE
+                    a.arrival_time = now
+                    a.trace.append((now, a.dest))
+                    self._due.discard(a)
+                    self._finished.append(a)
+                heap = self._heap
+                while heap and heap[0][0] <= now:
+                    _, _, ver, a = heapq.heappop(heap)
+                    if ver == a.version and a.status == RUNNING:
+                        self._due.add(a)
+                if self._due:
+                    self._check_due(now)
+                if self._deciding or self._finished:
+                    return self._emit()
+        except SumoFault as exc:
+            return self._fault(exc)
+
+    def _check_due(self, now: float) -> None:
+        due = [a for a in self._due if a.status == RUNNING]
+        g = self.graph
+        index = g.index
+        for a, (road, pos, speed) in zip(due, self.kernel.positions([a.name for a in due])):
+            e = index.get(road, -1) if road else -1
+            if e < 0:
+                continue  # on a junction's internal lane: look again next step
+            a.pos, a.speed = pos, speed
+            if e == a.route[0]:
+                k = 0
+            else:
+                try:
+                    k = a.route.index(e)
+                except ValueError:  # off the planned route (teleport): plan again from here
+                    a.edge = e
+                    a.trace.append((now, e))
+                    self._replan(a, g.path(e, a.dest), now)
+                    continue
+                a.edge = e
+                a.trace.append((now, e))
+            if a.trigger_i <= k <= a.watch_j:
+                self._due.discard(a)
+                self._decide(a, k)
+            elif k > 0:  # moved on: not yet at the stretch, or (rarely) crossed it within one step
+                self._replan(a, a.route[k:], now, start=max(a.open_from - k, 0))
+            elif a.trigger_i > 0:  # same edge, stretch ahead: bound again from where the vehicle is
+                a.version += 1
+                self._schedule(a, now)
+
+    def _decide(self, a: _Agent, k: int = 0) -> None:
+        """The agent, standing on route[k], must choose the continuation of its watched edge."""
+        if k:
+            a.route = a.route[k:]
+            a.watch_j -= k
+            a.open_from = max(a.open_from - k, 0)
+        a.dec_edge = a.watch
+        a.candidates, _ = self._candidates(a.dec_edge, a.dest)
+        self._deciding.append(a)
+
+    def _observe(self, a: _Agent) -> np.ndarray:
+        cands, times = self._candidates(a.dec_edge, a.dest)
+        k = self.kernel
+        speed_ratio, occ, agents_on = [], [], []
+        by_name = self._by_name
+        for f in cands:
+            edge_id = self.graph.edges[f]
+            mean_speed, o, ids = k.edge_traffic(edge_id)
+            speed_ratio.append(1.0 if mean_speed < 0 else mean_speed / max(self.graph.speed[f], 0.1))
+            occ.append(o)
+            agents_on.append(sum(1 for v in ids if v in by_name))
+        d = Decision(
+            time=self.time,
+            horizon=self.horizon,
+            elapsed=self.time - a.depart_time,
+            remaining=float(self.graph.time_to(a.dest)[a.dec_edge]),
+            cand_time=times,
+            cand_speed_ratio=speed_ratio,
+            cand_occupancy=occ,
+            cand_agents=agents_on,
+        )
+        return self.obs_fn(d, self.config.max_actions)
+
+    def _emit(self):
+        live = self.agents
+        obs = dict.fromkeys(live, self._idle_obs)
+        rew = dict.fromkeys(live, 0.0)
+        term = dict.fromkeys(live, False)
+        trunc = dict.fromkeys(live, False)
+        infos = dict.fromkeys(live, self._idle_info)
+        now = self.time
+        k = self.config.max_actions
+        for a in self._deciding:
+            mask = np.zeros(k, dtype=np.int8)
+            mask[: len(a.candidates)] = 1
+            obs[a.name] = {"observation": self._observe(a), "action_mask": mask}
+            rew[a.name] = self.reward_fn(now - a.last_time, a.pending_teleports, False)
+            a.pending_teleports = 0
+            a.last_time = now
+            infos[a.name] = {
+                "deciding": True,
+                "edge": self.graph.edges[a.dec_edge],
+                "at": self.graph.edges[a.route[0]],
+                "candidates": tuple(self.graph.edges[f] for f in a.candidates),
+                "time": now,
+            }
+            self._decisions += 1
+        if self._finished:
+            for a in self._finished:
+                rew[a.name] = self.reward_fn(now - a.last_time, a.pending_teleports, False)
+                term[a.name] = True
+                infos[a.name] = self._final_info(a)
+            done = {a.name for a in self._finished}
+            self._finished = []
+            self.agents = [n for n in live if n not in done]
+            if not self.agents:
+                self._summarise(truncated=False)
+        return obs, rew, term, trunc, infos
+
+    def _final_info(self, a: _Agent, fault: bool = False) -> dict:
+        arrived = a.status == DONE
+        return {
+            "deciding": False,
+            "arrived": arrived,
+            "travel_time": (a.arrival_time if arrived else self.time) - a.depart_time if a.depart_time >= 0 else 0.0,
+            "departed": a.depart_time >= 0,
+            "teleports": a.teleports,
+            "decisions": a.decisions,
+            "sumo_fault": fault,
+        }
+
+    def _finish(self, truncated: bool, fault: bool = False):
+        """Horizon reached (or SUMO failed): every live agent is truncated."""
+        live = self.agents
+        now = self.time
+        obs = dict.fromkeys(live, self._idle_obs)
+        rew, term, trunc, infos = {}, dict.fromkeys(live, False), dict.fromkeys(live, True), {}
+        for name in live:
+            a = self._by_name[name]
+            running = a.status == RUNNING
+            rew[name] = (
+                self.reward_fn(now - a.last_time, a.pending_teleports, True) if running and not fault else 0.0
+            )
+            infos[name] = self._final_info(a, fault)
+        for a in self._finished:  # arrived in the very step that failed
+            rew[a.name] = 0.0
+            term[a.name] = True
+            trunc[a.name] = False
+            infos[a.name] = self._final_info(a, fault)
+        self._finished = []
+        self._deciding = []
+        self.agents = []
+        self._summarise(truncated=truncated, fault=fault)
+        return obs, rew, term, trunc, infos
+
+    def _fault(self, exc: Exception):
+        self.faults += 1
+        self.kernel.fault()
+        return self._finish(truncated=True, fault=True)
+
+    def _summarise(self, truncated: bool, fault: bool = False) -> None:
+        st = self._state
+        arrived = [a for a in st if a.status == DONE]
+        tt = [(a.arrival_time if a.status == DONE else self.time) - a.depart_time for a in st if a.depart_time >= 0]
+        stats = {} if fault else self.kernel.trip_statistics()
+        self.metrics = {
+            "episode": self.episode,
+            "seed": self._sim_seed,
+            "sim_time": self.time,
+            "agents": len(st),
+            "arrived": len(arrived),
+            "arrival_rate": len(arrived) / len(st),
+            # unfinished agents count with the time they had spent at the end (a lower bound)
+            "mean_travel_time": float(np.mean(tt)) if tt else float("nan"),
+            "mean_travel_time_arrived": float(np.mean([a.arrival_time - a.depart_time for a in arrived]))
+            if arrived
+            else float("nan"),
+            "agent_teleports": sum(a.teleports for a in st),
+            "teleports": self._teleports_all,
+            "decisions": self._decisions,
+            "truncated": truncated,
+            "sumo_fault": fault,
+            "sumo_faults_total": self.faults,
+            "all_vehicles_mean_travel_time": stats.get("duration", float("nan")),
+            "all_vehicles_mean_time_loss": stats.get("timeLoss", float("nan")),
+            "all_vehicles_finished": stats.get("count", float("nan")),
+        }
+
+    # ------------------------------------------------------------------ extras
+    @property
+    def deciding_agents(self) -> list[str]:
+        """Agents at a decision point now: the ones whose action counts (others may be omitted)."""
+        return [a.name for a in self._deciding]
+
+    def candidate_edges(self, agent: str) -> tuple[str, ...]:
+        """Edge ids behind the agent's actions at its current decision (index = action)."""
+        a = self._by_name[agent]
+        return tuple(self.graph.edges[f] for f in a.candidates)
+
+    def state(self) -> np.ndarray:
+        """Global state for centralised critics: occupancy of every edge, then per agent (running,
+        elapsed, remaining free-flow time). Computed on demand: only MAPPO-style critics pay for it."""
+        g = self.graph
+        out = np.zeros(self.state_size, dtype=np.float32)
+        if self.kernel.running:
+            try:
+                out[: len(g.edges)] = self.kernel.occupancies(g.edges)
+            except SumoFault:
+                pass
+        base = len(g.edges)
+        for i, a in enumerate(self._state):
+            if a.status == RUNNING:
+                out[base + 3 * i] = 1.0
+                out[base + 3 * i + 1] = min((self.time - a.depart_time) / 1800.0, 5.0)
+                out[base + 3 * i + 2] = min(float(g.time_to(a.dest)[a.edge]) / 1800.0, 5.0)
+        return out
+
+    def trajectory(self, agent: str) -> list[tuple[float, str]]:
+        """(time, edge id) for every edge the environment saw the agent on this episode."""
+        return [(t, self.graph.edges[e]) for t, e in self._by_name[agent].trace]
+
+    def render(self):
+        return None  # the GUI (EnvConfig(gui=True)) renders live
+
+    def close(self):
+        self.kernel.close()

@@ -1,0 +1,380 @@
+"""The kernel: the one place that talks to SUMO at run time (Flow's "kernel" idea).
+
+The environment, the baselines and the LLM plan executor all drive SUMO through `SumoKernel`, so the
+backend choice, the subscription layout, reload-vs-restart and fault handling live here only.
+
+Backends
+* ``libsumo`` (default): SUMO runs inside this process, no socket; one simulation per process.
+* ``traci``: a SUMO child process per kernel, with its own connection label, so several simulations can
+  run in one process and ``sumo-gui`` can be shown.
+
+Speed: per simulation step the kernel reads one subscription (departed / arrived / teleported ids, which
+come back with the step itself) and nothing per vehicle. Per-vehicle reads happen only when the
+environment asks about a specific agent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import traci.constants as tc
+
+from cosim.errors import CosimError, SumoFault
+from scenarios import Scenario, Trip
+
+_SIM_VARS = (
+    tc.VAR_DEPARTED_VEHICLES_IDS,
+    tc.VAR_ARRIVED_VEHICLES_IDS,
+    tc.VAR_TELEPORT_STARTING_VEHICLES_IDS,
+)
+_ROAD = tc.VAR_ROAD_ID
+_POS = tc.VAR_LANEPOSITION
+_SPEED = tc.VAR_SPEED
+_AGENT_VARS = (_ROAD, _POS, _SPEED)
+AGENT_ACCEL = 2.6  # m/s^2, set explicitly on the agent vType: the env's look-ahead bounds rely on it
+AGENT_VTYPE = "agent"
+
+# libsumo holds a single simulation per process: remember which kernel has it.
+_libsumo_owner: "weakref.ref[SumoKernel] | None" = None
+
+
+def sumo_home() -> str:
+    home = os.environ.get("SUMO_HOME")
+    if home and Path(home, "bin").is_dir():
+        return home
+    import sumo  # the eclipse-sumo wheel
+
+    os.environ["SUMO_HOME"] = sumo.SUMO_HOME
+    return sumo.SUMO_HOME
+
+
+def sumo_binary(name: str = "sumo") -> str:
+    path = Path(sumo_home(), "bin", name)
+    if not path.exists():
+        found = shutil.which(name)
+        if not found:
+            raise CosimError(f"SUMO binary {name!r} not found (is eclipse-sumo installed?)")
+        return found
+    return str(path)
+
+
+def sumo_version() -> str:
+    import sumolib
+
+    return getattr(sumolib, "__version__", None) or "unknown"
+
+
+def _fault_types() -> tuple[type[BaseException], ...]:
+    import traci.exceptions as te
+
+    kinds: list[type[BaseException]] = [te.FatalTraCIError, te.TraCIException, ConnectionError, BrokenPipeError]
+    try:
+        import libsumo
+
+        kinds += [libsumo.TraCIException, libsumo.FatalTraCIError]
+    except ImportError:  # pragma: no cover - libsumo is a hard dependency, but TraCI alone still works
+        pass
+    return tuple(kinds)
+
+
+FAULTS = _fault_types()
+
+
+def write_agent_routes(path: Path, trips: Sequence[Trip], routes: Sequence[Sequence[str]]) -> Path:
+    """Agents as a SUMO route file: the same file feeds the env and the bare-SUMO benchmark, so both see
+    identical vehicles (same type, departure, initial free-flow route)."""
+    order = sorted(range(len(trips)), key=lambda i: (trips[i].depart, i))
+    lines = [
+        "<routes>",
+        f'  <vType id="{AGENT_VTYPE}" vClass="passenger" accel="{AGENT_ACCEL}" color="1,0,0"/>',
+    ]
+    for i in order:
+        t = trips[i]
+        lines.append(
+            f'  <vehicle id="{t.id}" type="{AGENT_VTYPE}" depart="{t.depart:.2f}" departLane="best">'
+            f'<route edges="{" ".join(routes[i])}"/></vehicle>'
+        )
+    lines.append("</routes>\n")
+    path.write_text("\n".join(lines))
+    return path
+
+
+@dataclass
+class StepEvents:
+    time: float
+    departed: list[str]
+    arrived: list[str]
+    teleported: list[str]
+    n_arrived_all: int
+    n_teleported_all: int
+
+
+class SumoKernel:
+    """One SUMO simulation, started once and reloaded between episodes."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        backend: str = "libsumo",
+        gui: bool = False,
+        label: str | None = None,
+        sumo_args: Sequence[str] = (),
+    ) -> None:
+        if backend not in ("libsumo", "traci"):
+            raise CosimError(f"unknown backend {backend!r} (choose libsumo or traci)")
+        if gui:
+            if backend != "traci":
+                backend = "traci"  # sumo-gui only runs as a separate process
+            if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+                raise CosimError("--gui needs a display, but neither DISPLAY nor WAYLAND_DISPLAY is set")
+        self.scenario = scenario
+        self.backend = backend
+        self.gui = gui
+        self.label = label or f"cosim-{id(self):x}"
+        self.extra_args = list(sumo_args)
+        self.conn = None  # libsumo module or a traci Connection
+        self._proc = None  # the SUMO child process (TraCI)
+        self.faults = 0
+        self.workdir = Path(tempfile.mkdtemp(prefix="cosim-kernel-"))
+        self._agents: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        return self.conn is not None
+
+    def _args(self, seed: int, route_files: Sequence[Path], end: float, tripinfo: Path | None) -> list[str]:
+        args = [
+            "-c", str(self.scenario.sumocfg),
+            "-r", ",".join(str(p) for p in route_files),
+            "--seed", str(int(seed)),
+            "--begin", "0",
+            "--end", f"{end:g}",
+            "--no-step-log", "true",
+            "--no-warnings", "true",
+            "--time-to-teleport", "300",
+            # tripinfo devices on every vehicle make SUMO keep the all-vehicle trip statistics that
+            # trip_statistics() reads; writing them to a null file keeps SUMO quiet (unlike
+            # --duration-log.statistics, which turns on verbose output).
+            "--tripinfo-output", str(tripinfo) if tripinfo is not None else os.devnull,
+        ]
+        if self.gui:
+            args += ["--start", "true", "--quit-on-end", "true"]
+        return args + self.extra_args
+
+    def start(
+        self,
+        seed: int,
+        trips: Sequence[Trip],
+        routes: Sequence[Sequence[str]],
+        end: float,
+        tripinfo: Path | None = None,
+    ) -> None:
+        """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one."""
+        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes)
+        args = self._args(seed, [self.scenario.background_file, route_file], end, tripinfo)
+        self._agents = frozenset(t.id for t in trips)
+        if self.conn is not None:
+            try:
+                self.conn.load(args)
+            except FAULTS:
+                self.faults += 1
+                self._drop()
+        if self.conn is None:
+            self._launch(args)
+        try:
+            self.conn.simulation.subscribe(_SIM_VARS)
+        except FAULTS as exc:
+            self._drop()
+            raise SumoFault(f"SUMO failed right after start: {exc}") from exc
+
+    def _launch(self, args: list[str]) -> None:
+        global _libsumo_owner
+        if self.backend == "libsumo":
+            import libsumo
+
+            owner = _libsumo_owner() if _libsumo_owner else None
+            if owner is not None and owner is not self and owner.running:
+                raise CosimError(
+                    "libsumo runs one simulation per process and another environment holds it; "
+                    "close it first or use backend='traci' for several simulations in one process"
+                )
+            try:
+                libsumo.start([sumo_binary("sumo")] + args)
+            except FAULTS as exc:
+                raise SumoFault(f"SUMO could not start: {exc}") from exc
+            _libsumo_owner = weakref.ref(self)
+            self.conn = libsumo
+        else:
+            import contextlib
+            import subprocess
+            import sys
+
+            import sumolib
+            import traci.main
+
+            binary = sumo_binary("sumo-gui" if self.gui else "sumo")
+            port = sumolib.miscutils.getFreeSocketPort()
+            try:
+                self._proc = subprocess.Popen(
+                    [binary, *args, "--remote-port", str(port)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                # a private connection (not traci's global registry): several kernels coexist freely;
+                # traci prints its connection retries, which must not reach our stdout
+                with contextlib.redirect_stdout(sys.stderr):
+                    self.conn = traci.main.connect(
+                        port, numRetries=200, proc=self._proc, waitBetweenRetries=0.05, label=self.label
+                    )
+            except (FAULTS + (OSError,)) as exc:
+                err = ""
+                if self._proc is not None and self._proc.poll() is not None and self._proc.stderr:
+                    err = self._proc.stderr.read().decode(errors="replace").strip()[-300:]
+                self._kill_proc()
+                raise SumoFault(f"SUMO could not start: {exc} {err}".strip()) from exc
+
+    def _drop(self) -> None:
+        """Forget a simulation that failed; never raises."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close(False) if self.backend == "traci" else conn.close()
+            except Exception:  # noqa: BLE001 - the simulation is already broken; closing is best effort
+                pass
+        self._kill_proc()
+
+    def _kill_proc(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def fault(self) -> None:
+        """Record a SUMO fault: the simulation is dropped; the next start() launches a fresh one."""
+        self.faults += 1
+        self._drop()
+
+    def close(self) -> None:
+        self._drop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __del__(self) -> None:  # best effort: free SUMO and the temp folder
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------------ stepping
+    def step(self) -> StepEvents:
+        try:
+            self.conn.simulationStep()
+            res = self.conn.simulation.getSubscriptionResults()
+            now = self.conn.simulation.getTime()
+        except FAULTS as exc:
+            raise SumoFault(str(exc) or type(exc).__name__) from exc
+        except AttributeError as exc:  # conn is None: stepping a dropped simulation
+            raise SumoFault("no SUMO simulation is running") from exc
+        agents = self._agents
+        dep = res[tc.VAR_DEPARTED_VEHICLES_IDS]
+        arr = res[tc.VAR_ARRIVED_VEHICLES_IDS]
+        tel = res[tc.VAR_TELEPORT_STARTING_VEHICLES_IDS]
+        departed = [v for v in dep if v in agents] if dep else []
+        if departed:
+            try:
+                for v in departed:
+                    self.conn.vehicle.subscribe(v, _AGENT_VARS)
+            except FAULTS as exc:
+                raise SumoFault(str(exc)) from exc
+        return StepEvents(
+            time=now,
+            departed=departed,
+            arrived=[v for v in arr if v in agents] if arr else [],
+            teleported=[v for v in tel if v in agents] if tel else [],
+            n_arrived_all=len(arr),
+            n_teleported_all=len(tel),
+        )
+
+    # ------------------------------------------------------------------ per-agent access
+    def road(self, vid: str) -> str:
+        """The agent's current edge ('' for internal junction lanes or when not in the network)."""
+        try:
+            r = self.conn.vehicle.getSubscriptionResults(vid)
+        except FAULTS as exc:
+            raise SumoFault(str(exc)) from exc
+        road = r.get(_ROAD, "") if r else ""
+        return "" if road.startswith(":") else road
+
+    def positions(self, vids) -> list[tuple[str, float, float]]:
+        """(edge, metres along it, speed) for several agents in one call; edge '' on a junction's
+        internal lane or when not in the network. The env's hot loop over agents near a decision."""
+        get = self.conn.vehicle.getSubscriptionResults
+        out = []
+        try:
+            for v in vids:
+                r = get(v)
+                if r:
+                    road = r[_ROAD]
+                    out.append(("" if road[:1] == ":" else road, r[_POS], r[_SPEED]))
+                else:
+                    out.append(("", 0.0, 0.0))
+        except FAULTS as exc:
+            raise SumoFault(str(exc)) from exc
+        return out
+
+    def set_route(self, vid: str, edges: Sequence[str]) -> None:
+        try:
+            self.conn.vehicle.setRoute(vid, edges)
+        except FAULTS as exc:
+            raise SumoFault(f"setRoute({vid}) failed: {exc}") from exc
+
+    def speed_factor(self, vid: str) -> float:
+        try:
+            return float(self.conn.vehicle.getSpeedFactor(vid))
+        except FAULTS as exc:
+            raise SumoFault(str(exc)) from exc
+
+    def edge_traffic(self, edge: str) -> tuple[float, float, tuple[str, ...]]:
+        """(mean speed m/s, occupancy 0..1, vehicle ids) of an edge in the last step."""
+        e = self.conn.edge
+        try:
+            n = e.getLastStepVehicleNumber(edge)
+            if n == 0:
+                return -1.0, 0.0, ()
+            return e.getLastStepMeanSpeed(edge), e.getLastStepOccupancy(edge) / 100.0, e.getLastStepVehicleIDs(edge)
+        except FAULTS as exc:
+            raise SumoFault(str(exc)) from exc
+
+    def occupancies(self, edges: Sequence[str]) -> list[float]:
+        get = self.conn.edge.getLastStepOccupancy
+        try:
+            return [get(x) / 100.0 for x in edges]
+        except FAULTS as exc:
+            raise SumoFault(str(exc)) from exc
+
+    def trip_statistics(self) -> dict[str, float]:
+        """SUMO's own aggregate over all vehicles that finished so far (kept by the tripinfo devices)."""
+        out = {}
+        try:
+            for key in ("count", "duration", "timeLoss", "routeLength", "waitingTime"):
+                out[key] = float(self.conn.simulation.getParameter("", f"device.tripinfo.{key}"))
+            out["teleports"] = float(self.conn.simulation.getParameter("", "stats.teleports.total"))
+        except FAULTS:
+            pass
+        except ValueError:
+            pass
+        return out
+
+    def time(self) -> float:
+        return self.conn.simulation.getTime()
+
+    def process_pid(self) -> int | None:
+        """PID of the SUMO child process (TraCI only); tests kill it to check fault recovery."""
+        return self._proc.pid if self._proc is not None else None

@@ -1,0 +1,46 @@
+"""The `cosim` console script: one entry point; each layer contributes its own sub-commands.
+
+Heavy imports (torch, SUMO, LangChain) happen inside the commands, so `cosim --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from scenarios.errors import UserError
+
+app = typer.Typer(
+    name="cosim",
+    help="LLM-guided multi-agent RL on real OpenStreetMap cities in SUMO (RELED).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from scenarios.cli import app as scenario_app
+    from cosim.cli import register as register_cosim
+
+    app.add_typer(scenario_app, name="scenario", help="Build, list and inspect city scenarios.")
+    register_cosim(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
