@@ -70,6 +70,9 @@ class EnvConfig:
     reward_scale: float = 60.0
     teleport_penalty: float = 5.0
     timeout_penalty: float = 10.0
+    # "policy": agents choose at decision points; "sumo-rerouting": no decisions, SUMO's own
+    # travel-time rerouting device steers the agents (a baseline through the same env and metrics)
+    control: str = "policy"
     label: str | None = None  # TraCI connection label (several simulations in one process)
     sumo_args: tuple[str, ...] = ()
 
@@ -84,7 +87,7 @@ class _Agent:
     dest: int
     status: int = WAITING
     depart_time: float = -1.0
-    last_time: float = 0.0  # time of the last decision (or departure)
+    last_time: float = -1.0  # time of the agent's last decision; -1 before its first
     edge: int = -1  # last edge seen
     route: list[int] = field(default_factory=list)  # planned edges, starting at the current one
     watch: int = -1  # next decision edge on the route, -1 = none left
@@ -116,6 +119,9 @@ class VehicleRoutingEnv(ParallelEnv):
                 raise CosimError(f"unknown environment option {k!r}")
             setattr(cfg, k, v)
         self.config = cfg
+        if cfg.control not in ("policy", "sumo-rerouting"):
+            raise CosimError(f"unknown control {cfg.control!r} (policy or sumo-rerouting)")
+        self._rerouting = cfg.control == "sumo-rerouting"
         self.scenario = scenario
         self.graph = scenario.graph
         self.trips = scenario.trips(cfg.n_agents)
@@ -170,6 +176,8 @@ class VehicleRoutingEnv(ParallelEnv):
         self._seq = itertools.count()
         self._decision_cache: dict[tuple[int, int], tuple[tuple[int, ...], tuple[float, ...]]] = {}
         self._is_decision: dict[int, np.ndarray] = {}
+        for _, d in self._trip_idx:  # shortest paths and decision edges per destination, up front
+            self._decision_edges(d)
         self.faults = 0
         self.episode = 0
         self.metrics: dict = {}
@@ -188,7 +196,7 @@ class VehicleRoutingEnv(ParallelEnv):
         m = self._is_decision.get(dest)
         if m is None:
             reach = np.isfinite(self.graph.time_to(dest))
-            m = np.array([sum(reach[f] for f in s) > 1 for s in self.graph.succ], dtype=bool)
+            m = self.graph.out_count(reach) > 1
             m[dest] = False
             self._is_decision[dest] = m
         return m
@@ -217,7 +225,7 @@ class VehicleRoutingEnv(ParallelEnv):
         ]
         self._by_name = {a.name: a for a in self._state}
         self._heap: list[tuple[float, int, int, _Agent]] = []
-        self._due: set[_Agent] = set()
+        self._due: dict[_Agent, None] = {}  # insertion-ordered: runs are reproducible
         self._deciding: list[_Agent] = []
         self._finished: list[_Agent] = []
         self._teleports_all = 0
@@ -226,7 +234,9 @@ class VehicleRoutingEnv(ParallelEnv):
         self.metrics = {}
         for attempt in (1, 2):
             try:
-                self.kernel.start(sumo_seed, self.trips, self._initial_routes, self.horizon)
+                self.kernel.start(
+                    sumo_seed, self.trips, self._initial_routes, self.horizon, rerouting=self._rerouting
+                )
                 break
             except SumoFault:
                 self.kernel.fault()
@@ -235,15 +245,17 @@ class VehicleRoutingEnv(ParallelEnv):
                     raise
         self.time = 0.0
         self.agents = list(self.possible_agents)
-        obs, rew, term, trunc, infos = self._advance()
+        obs, _, _, _, infos = self._advance()
         return obs, infos
 
     def step(self, actions: dict):
         if not self.agents:
             raise CosimError("step() called on a finished episode; call reset()")
-        self._apply(actions)
-        obs, rew, term, trunc, infos = self._advance()
-        return obs, rew, term, trunc, infos
+        try:
+            self._apply(actions)
+        except SumoFault as exc:
+            return self._fault(exc)
+        return self._advance()
 
     # ------------------------------------------------------------------ actions
     def _apply(self, actions: dict) -> None:
@@ -290,7 +302,7 @@ class VehicleRoutingEnv(ParallelEnv):
         hits = np.flatnonzero(isdec[r[start:]])
         if hits.size == 0:
             a.watch = a.watch_j = -1
-            self._due.discard(a)
+            self._due.pop(a, None)
             return
         j = int(hits[0]) + start
         ff = self.graph.fftime
@@ -300,7 +312,7 @@ class VehicleRoutingEnv(ParallelEnv):
             acc += float(ff[route[i]])
         a.watch, a.watch_j, a.trigger_i = route[j], j, i
         if i == 0:
-            self._due.add(a)
+            self._due[a] = None
         else:
             g = self.graph
             a.m_after_current = float(g.length[r[1:i]].sum())
@@ -313,16 +325,16 @@ class VehicleRoutingEnv(ParallelEnv):
         dist = self.graph.length[a.route[0]] - a.pos + a.m_after_current
         steps = _steps_to_cover(dist, a.speed, a.vmax_ahead)
         if steps <= 2:
-            self._due.add(a)
+            self._due[a] = None
         else:
-            self._due.discard(a)
+            self._due.pop(a, None)
             heapq.heappush(self._heap, (now + steps - 1, next(self._seq), a.version, a))
 
     def _replan(self, a: _Agent, route: list[int], now: float, start: int = 0) -> None:
         """Watch from route[start] on; if that is the current edge and a decision edge, decide now."""
         self._watch(a, route, now, start=start)
         if a.watch_j == 0:
-            self._due.discard(a)
+            self._due.pop(a, None)
             self._decide(a)
 
     # ------------------------------------------------------------------ simulation loop
@@ -339,31 +351,31 @@ class VehicleRoutingEnv(ParallelEnv):
                 for name in ev.departed:
                     a = self._by_name[name]
                     a.status = RUNNING
-                    a.depart_time = a.last_time = now
+                    a.depart_time = now
                     a.pos = a.speed = 0.0
                     a.speed_factor = k.speed_factor(name)
                     a.edge = a.origin
                     a.trace.append((now, a.origin))
-                    route = self.graph.path(a.origin, a.dest)
-                    self._replan(a, route, now)
+                    if not self._rerouting:
+                        self._replan(a, self.graph.path(a.origin, a.dest), now)
                 for name in ev.teleported:
                     a = self._by_name[name]
                     a.teleports += 1
                     a.pending_teleports += 1
                     if a.watch >= 0:
-                        self._due.add(a)  # it jumped ahead: look at it again
+                        self._due[a] = None  # it jumped ahead: look at it again
                 for name in ev.arrived:
                     a = self._by_name[name]
                     a.status = DONE
                     a.arrival_time = now
                     a.trace.append((now, a.dest))
-                    self._due.discard(a)
+                    self._due.pop(a, None)
                     self._finished.append(a)
                 heap = self._heap
                 while heap and heap[0][0] <= now:
                     _, _, ver, a = heapq.heappop(heap)
                     if ver == a.version and a.status == RUNNING:
-                        self._due.add(a)
+                        self._due[a] = None
                 if self._due:
                     self._check_due(now)
                 if self._deciding or self._finished:
@@ -393,7 +405,7 @@ class VehicleRoutingEnv(ParallelEnv):
                 a.edge = e
                 a.trace.append((now, e))
             if a.trigger_i <= k <= a.watch_j:
-                self._due.discard(a)
+                self._due.pop(a, None)
                 self._decide(a, k)
             elif k > 0:  # moved on: not yet at the stretch, or (rarely) crossed it within one step
                 self._replan(a, a.route[k:], now, start=max(a.open_from - k, 0))
@@ -447,8 +459,7 @@ class VehicleRoutingEnv(ParallelEnv):
             mask = np.zeros(k, dtype=np.int8)
             mask[: len(a.candidates)] = 1
             obs[a.name] = {"observation": self._observe(a), "action_mask": mask}
-            rew[a.name] = self.reward_fn(now - a.last_time, a.pending_teleports, False)
-            a.pending_teleports = 0
+            rew[a.name] = self._cost(a, now, False)
             a.last_time = now
             infos[a.name] = {
                 "deciding": True,
@@ -460,7 +471,7 @@ class VehicleRoutingEnv(ParallelEnv):
             self._decisions += 1
         if self._finished:
             for a in self._finished:
-                rew[a.name] = self.reward_fn(now - a.last_time, a.pending_teleports, False)
+                rew[a.name] = self._cost(a, now, False)
                 term[a.name] = True
                 infos[a.name] = self._final_info(a)
             done = {a.name for a in self._finished}
@@ -469,6 +480,16 @@ class VehicleRoutingEnv(ParallelEnv):
             if not self.agents:
                 self._summarise(truncated=False)
         return obs, rew, term, trunc, infos
+
+    def _cost(self, a: _Agent, now: float, timed_out: bool) -> float:
+        """Reward for the agent's previous action: the time (and teleports) since its last decision.
+        Before its first decision nothing the agent did is being paid for: 0."""
+        if a.last_time < 0:
+            a.pending_teleports = 0
+            return 0.0
+        r = self.reward_fn(now - a.last_time, a.pending_teleports, timed_out)
+        a.pending_teleports = 0
+        return r
 
     def _final_info(self, a: _Agent, fault: bool = False) -> dict:
         arrived = a.status == DONE
@@ -492,7 +513,7 @@ class VehicleRoutingEnv(ParallelEnv):
             a = self._by_name[name]
             running = a.status == RUNNING
             rew[name] = (
-                self.reward_fn(now - a.last_time, a.pending_teleports, True) if running and not fault else 0.0
+                self._cost(a, now, True) if running and not fault else 0.0
             )
             infos[name] = self._final_info(a, fault)
         for a in self._finished:  # arrived in the very step that failed
@@ -544,6 +565,10 @@ class VehicleRoutingEnv(ParallelEnv):
     def deciding_agents(self) -> list[str]:
         """Agents at a decision point now: the ones whose action counts (others may be omitted)."""
         return [a.name for a in self._deciding]
+
+    def decision_edge(self, agent: str) -> str:
+        """The edge whose continuations the agent's current decision chooses among."""
+        return self.graph.edges[self._by_name[agent].dec_edge]
 
     def candidate_edges(self, agent: str) -> tuple[str, ...]:
         """Edge ids behind the agent's actions at its current decision (index = action)."""

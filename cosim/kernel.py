@@ -86,19 +86,23 @@ def _fault_types() -> tuple[type[BaseException], ...]:
 FAULTS = _fault_types()
 
 
-def write_agent_routes(path: Path, trips: Sequence[Trip], routes: Sequence[Sequence[str]]) -> Path:
+def write_agent_routes(
+    path: Path, trips: Sequence[Trip], routes: Sequence[Sequence[str]], rerouting: bool = False
+) -> Path:
     """Agents as a SUMO route file: the same file feeds the env and the bare-SUMO benchmark, so both see
-    identical vehicles (same type, departure, initial free-flow route)."""
+    identical vehicles (same type, departure, initial free-flow route). With `rerouting`, the agents
+    carry SUMO's own travel-time rerouting device instead of being steered by a policy."""
     order = sorted(range(len(trips)), key=lambda i: (trips[i].depart, i))
     lines = [
         "<routes>",
         f'  <vType id="{AGENT_VTYPE}" vClass="passenger" accel="{AGENT_ACCEL}" color="1,0,0"/>',
     ]
+    device = '<param key="has.rerouting.device" value="true"/>' if rerouting else ""
     for i in order:
         t = trips[i]
         lines.append(
             f'  <vehicle id="{t.id}" type="{AGENT_VTYPE}" depart="{t.depart:.2f}" departLane="best">'
-            f'<route edges="{" ".join(routes[i])}"/></vehicle>'
+            f'<route edges="{" ".join(routes[i])}"/>{device}</vehicle>'
         )
     lines.append("</routes>\n")
     path.write_text("\n".join(lines))
@@ -176,10 +180,13 @@ class SumoKernel:
         routes: Sequence[Sequence[str]],
         end: float,
         tripinfo: Path | None = None,
+        rerouting: bool = False,
     ) -> None:
         """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one."""
-        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes)
+        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, rerouting)
         args = self._args(seed, [self.scenario.background_file, route_file], end, tripinfo)
+        if rerouting:
+            args += ["--device.rerouting.period", "60", "--device.rerouting.adaptation-interval", "10"]
         self._agents = frozenset(t.id for t in trips)
         if self.conn is not None:
             try:

@@ -17,6 +17,24 @@ def random_actions(env, obs: dict, rng: np.random.Generator) -> dict:
     return {a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in env.deciding_agents}
 
 
+def plan_actions(env, obs: dict, plans: dict[str, list[str]]) -> dict:
+    """Replay fixed route plans (agent -> list of edge ids): at each decision pick the candidate that
+    follows the decision edge in the plan; where the agent is off its plan, the free-flow choice."""
+    out = {}
+    for a in env.deciding_agents:
+        act = 0
+        plan = plans.get(a)
+        if plan:
+            info_edge, cands = env.decision_edge(a), env.candidate_edges(a)
+            try:
+                nxt = plan[plan.index(info_edge) + 1]
+                act = cands.index(nxt)
+            except (ValueError, IndexError):
+                act = 0
+        out[a] = act
+    return out
+
+
 def make_policy(name: str, seed: int = 0):
     """policy(env, obs) -> actions for the deciding agents."""
     if name == "shortest":

@@ -30,6 +30,7 @@ class RoadGraph:
     index: dict[str, int] = field(init=False)
     fftime: np.ndarray = field(init=False)
     _rev: csr_matrix = field(init=False, repr=False)
+    _succ_matrix: csr_matrix = field(init=False, repr=False)
     _cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +45,9 @@ class RoadGraph:
                 w.append(self.fftime[e])
         n = len(self.edges)
         self._rev = csr_matrix((np.asarray(w, dtype=float), (rows, cols)), shape=(n, n))
+        self._succ_matrix = csr_matrix(
+            (np.ones(len(rows), dtype=np.int32), (cols, rows)), shape=(n, n)
+        )  # [e, f] = 1 where f continues e
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,6 +116,10 @@ class RoadGraph:
 
     def path_ids(self, src: str, dest: str) -> list[str]:
         return [self.edges[i] for i in self.path(self.index[src], self.index[dest])]
+
+    def out_count(self, mask: np.ndarray) -> np.ndarray:
+        """Per edge, how many of its continuations are in `mask` (a boolean array over edges)."""
+        return self._succ_matrix @ mask.astype(np.int32)
 
     def candidates(self, edge: int, dest: int) -> tuple[int, ...]:
         """Continuations from `edge` from which `dest` can still be reached."""

@@ -1,0 +1,115 @@
+"""`cosim simulate` and `cosim bench …`: one episode with a fixed policy, and the overhead benchmark."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import typer
+
+from cosim.errors import CosimError
+
+bench_app = typer.Typer(help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True)
+
+
+def _scenario(name: str):
+    from scenarios import ensure_built
+
+    return ensure_built(name)
+
+
+def _agents_list(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CosimError(f"--agents takes integers separated by commas, got {text!r}") from None
+    if not out or any(n <= 0 for n in out):
+        raise CosimError(f"--agents must be positive, got {text!r}")
+    return out
+
+
+def simulate(
+    scenario: str = typer.Argument("helsinki", help="City name or a built scenario folder."),
+    policy: str = typer.Option("shortest", help="random | shortest"),
+    agents: int = typer.Option(None, help="Controlled agents (default: the recipe's)."),
+    seed: int = typer.Option(0, help="SUMO seed of the episode."),
+    backend: str = typer.Option("libsumo", help="libsumo | traci"),
+    gui: bool = typer.Option(False, "--gui", help="Show the run in sumo-gui (needs a display)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+) -> None:
+    """Run one episode with a fixed policy and print its metrics."""
+    import time
+
+    from cosim.env import EnvConfig, VehicleRoutingEnv
+    from cosim.policies import make_policy
+
+    act = make_policy(policy, seed)
+    if agents is not None and agents <= 0:
+        raise CosimError(f"--agents must be positive, got {agents}")
+    env = VehicleRoutingEnv(_scenario(scenario), EnvConfig(n_agents=agents, backend=backend, gui=gui))
+    try:
+        t0 = time.perf_counter()
+        obs, _ = env.reset(seed=seed)
+        while env.agents:
+            obs, *_ = env.step(act(env, obs))
+        metrics = dict(env.metrics, wall_s=round(time.perf_counter() - t0, 3), policy=policy, backend=backend)
+    finally:
+        env.close()
+    if as_json:
+        print(json.dumps(_clean(metrics)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{env.scenario.name}: one episode, policy={policy}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+
+
+def _clean(d: dict) -> dict:
+    """JSON has no NaN: report missing values as null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    scenario: str = typer.Option("helsinki", help="City name or a built scenario folder."),
+    agents: str = typer.Option("100", help="Number of agents; several (50,100,300) = scaling mode."),
+    backend: str = typer.Option("libsumo", help="libsumo | traci | both (side by side)"),
+    seed: int = typer.Option(0),
+    repeat: int = typer.Option(3, help="Episodes per measurement (median)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON only (one object, or a list in scaling mode)."),
+) -> None:
+    """Env with the `shortest` policy vs bare `sumo` on identical traffic: ratio = env_s / sumo_s."""
+    from cosim.bench import overhead
+
+    ns = _agents_list(agents)
+    backends = ["libsumo", "traci"] if backend == "both" else [backend]
+    for b in backends:
+        if b not in ("libsumo", "traci"):
+            raise CosimError(f"unknown backend {b!r} (libsumo, traci or both)")
+    if repeat <= 0:
+        raise CosimError("--repeat must be positive")
+    sc = _scenario(scenario)
+    rows = []
+    for n in ns:
+        for b in backends:
+            row = overhead(sc, n, backend=b, seed=seed, repeat=repeat)
+            rows.append(row)
+            if not as_json:
+                print(
+                    f"{row['scenario']} N={n:<4} {b:<8} sumo {row['sumo_s']:.3f}s  env {row['env_s']:.3f}s  "
+                    f"ratio {row['ratio']:.3f}  decisions {row['decisions']} ({row['decisions_per_s']:.0f}/s)",
+                    file=sys.stderr,
+                )
+    out = rows[0] if len(rows) == 1 else rows
+    print(json.dumps(out, indent=None if as_json else 1))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate")(simulate)
+    app.add_typer(bench_app, name="bench")

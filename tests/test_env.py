@@ -1,0 +1,284 @@
+"""The vehicle-routing env on real SUMO runs of the shipped cities."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import sumolib
+from pettingzoo.test import parallel_api_test
+
+from cosim import CosimError, EnvConfig, VehicleRoutingEnv
+from cosim.policies import make_policy, plan_actions, shortest_actions
+from scenarios import ScenarioError
+
+
+def run_episode(env, policy, seed=0, record=None):
+    obs, infos = env.reset(seed=seed)
+    if record is not None:
+        record(env, obs, {}, infos)
+    while env.agents:
+        obs, rew, term, trunc, infos = env.step(policy(env, obs))
+        if record is not None:
+            record(env, obs, rew, infos)
+    return env.metrics
+
+
+@pytest.fixture
+def env20(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20))
+    yield env
+    env.close()
+
+
+def test_parallel_api(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=15, horizon=900))
+    try:
+        parallel_api_test(env, num_cycles=400)
+    finally:
+        env.close()
+
+
+def test_two_traci_simulations_in_one_process_run_in_lockstep(helsinki):
+    """Two simulations side by side (distinct TraCI connections), same seed and actions: identical.
+    (PettingZoo's parallel_seed_test samples actions without masks, which this env refuses by design.)"""
+    envs = [VehicleRoutingEnv(helsinki, EnvConfig(n_agents=8, horizon=900, backend="traci")) for _ in range(2)]
+    try:
+        (o1, _), (o2, _) = envs[0].reset(seed=42), envs[1].reset(seed=42)
+        rng = np.random.default_rng(0)
+        steps = 0
+        while envs[0].agents:
+            assert envs[0].deciding_agents == envs[1].deciding_agents
+            acts = {a: int(rng.choice(np.flatnonzero(o1[a]["action_mask"]))) for a in envs[0].deciding_agents}
+            o1, r1, t1, u1, _ = envs[0].step(acts)
+            o2, r2, t2, u2, _ = envs[1].step(acts)
+            assert r1 == r2 and t1 == t2 and u1 == u2
+            for a in o1:
+                assert np.array_equal(o1[a]["observation"], o2[a]["observation"])
+            steps += 1
+        assert steps > 20 and envs[1].agents == []
+        assert repr(envs[0].metrics) == repr(envs[1].metrics)  # NaN-safe comparison
+    finally:
+        for env in envs:
+            env.close()
+
+
+def test_shortest_policy_gets_every_agent_home_and_decides_at_every_junction(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=60))
+    seen: dict[str, list[str]] = {a: [] for a in env.possible_agents}
+
+    def record(env, obs, rew, infos):
+        for a in env.deciding_agents:
+            assert infos[a]["deciding"] is True
+            assert obs[a]["action_mask"].sum() == len(infos[a]["candidates"]) >= 2
+            seen[a].append(infos[a]["edge"])
+
+    try:
+        m = run_episode(env, shortest_actions, seed=1, record=record)
+        assert m["arrival_rate"] == 1.0 and m["arrived"] == 60
+        assert m["mean_travel_time"] > 0 and m["truncated"] is False
+        # each agent decided exactly once at every junction of its route that offers a choice (none
+        # skipped on sub-metre edges, none doubled) - unless it was teleported over one
+        g = env.graph
+        for name, (o, d) in zip(env.possible_agents, env._trip_idx):
+            if env._by_name[name].teleports:
+                continue
+            isdec = env._decision_edges(d)
+            expected = [g.edges[e] for e in g.path(o, d) if isdec[e]]
+            assert seen[name] == expected, name
+        assert sum(len(v) for v in seen.values()) == m["decisions"]
+    finally:
+        env.close()
+
+
+def test_action_masks_match_the_nets_connections(helsinki):
+    net = sumolib.net.readNet(str(helsinki.net_file))
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=30, horizon=1200))
+    rng = np.random.default_rng(0)
+    checked = 0
+    try:
+        obs, infos = env.reset(seed=2)
+        while env.agents and checked < 150:
+            for a in env.deciding_agents:
+                edge, cands = infos[a]["edge"], infos[a]["candidates"]
+                allowed = {e.getID() for e in net.getEdge(edge).getAllowedOutgoing("passenger")}
+                dest = env._by_name[a].trip.destination
+                reachable = {
+                    c
+                    for c in allowed
+                    if net.getShortestPath(net.getEdge(c), net.getEdge(dest), vClass="passenger")[0]
+                }
+                assert set(cands) == reachable and len(reachable) >= 2
+                # candidates sorted by free-flow time to the destination: action 0 = free-flow choice
+                times = [
+                    net.getFastestPath(net.getEdge(c), net.getEdge(dest), vClass="passenger")[1]
+                    for c in cands
+                ]
+                assert all(t1 <= t2 + 1e-6 for t1, t2 in zip(times, times[1:]))
+                mask = obs[a]["action_mask"]
+                assert mask.tolist() == [1] * len(cands) + [0] * (env.config.max_actions - len(cands))
+                checked += 1
+            obs, _, _, _, infos = env.step(
+                {a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in env.deciding_agents}
+            )
+        assert checked >= 50
+    finally:
+        env.close()
+
+
+def test_same_seed_and_actions_reproduce_observations_and_rewards(env20):
+    def trace(seed):
+        log = []
+        policy = make_policy("random", seed=7)
+
+        def record(env, obs, rew, infos):
+            log.append(
+                (
+                    env.time,
+                    tuple(sorted((a, obs[a]["observation"].tobytes()) for a in env.deciding_agents)),
+                    tuple(sorted(rew.items())),
+                )
+            )
+
+        env20.config.horizon = None
+        env20.horizon = 1500
+        m = run_episode(env20, policy, seed=seed, record=record)
+        return log, m["mean_travel_time"]
+
+    a, ta = trace(11)
+    b, tb = trace(11)
+    c, _ = trace(12)
+    assert len(a) > 50
+    assert a == b and ta == tb
+    assert a != c  # another seed really is another episode
+
+
+def test_observation_values_are_normalised_and_informative(env20):
+    obs, infos = env20.reset(seed=0)
+    seen = 0
+    while env20.agents and seen < 40:
+        for a in env20.deciding_agents:
+            o = obs[a]["observation"]
+            assert o.shape == (env20.obs_size,) and o.dtype == np.float32
+            assert np.all(o >= 0) and np.all(o <= 5)
+            n = int(obs[a]["action_mask"].sum())
+            per = o[: 6 * n].reshape(n, 6)
+            assert np.all(per[:, 0] == 1) and per[0, 1] == 0  # valid flags; best candidate has no detour
+            assert np.all(np.diff(per[:, 2]) >= 0)  # time to go ascending
+            assert np.all(o[6 * n : 6 * env20.config.max_actions] == 0)  # padding
+            seen += 1
+        obs, *_ = env20.step(shortest_actions(env20, obs))
+    assert seen == 40
+    s = env20.state()
+    assert s.shape == (env20.state_size,) and np.isfinite(s).all() and s[len(env20.graph.edges):].max() > 0
+
+
+def test_rewards_pay_for_the_time_after_each_decision(env20):
+    """Each reward is minus the minutes since the agent's previous decision, so an agent's rewards add
+    up to minus its travel time after its first decision (before that, no action of its own counts)."""
+    totals: dict[str, float] = {}
+    first: dict[str, float] = {}
+    finals: dict[str, float] = {}
+
+    def record(env, obs, rew, infos):
+        for a in env.deciding_agents:
+            first.setdefault(a, env.time)
+            if first[a] == env.time:
+                assert rew.get(a, 0.0) == 0.0
+        for a, r in rew.items():
+            totals[a] = totals.get(a, 0.0) + r
+        for a, i in infos.items():
+            if "travel_time" in i:
+                finals[a] = i["travel_time"]
+
+    m = run_episode(env20, shortest_actions, seed=4, record=record)
+    assert m["agent_teleports"] == 0 and len(finals) == 20
+    for a, tt in finals.items():
+        before_first = first[a] - env20._by_name[a].depart_time if a in first else tt
+        assert totals.get(a, 0.0) == pytest.approx(-(tt - before_first) / 60.0, abs=1e-6)
+        assert totals.get(a, 0.0) < 0 or a not in first
+
+
+def test_plan_replay_and_sumo_rerouting(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20))
+    try:
+        free = run_episode(env, shortest_actions, seed=5)
+        plans = dict(zip(env.possible_agents, env._initial_routes))
+        replay = run_episode(env, lambda e, o: plan_actions(e, o, plans), seed=5)
+        assert replay["mean_travel_time"] == free["mean_travel_time"]
+    finally:
+        env.close()
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20, control="sumo-rerouting"))
+    try:
+        m = run_episode(env, lambda e, o: {}, seed=5)
+        assert m["decisions"] == 0 and m["arrival_rate"] == 1.0
+    finally:
+        env.close()
+
+
+def test_killed_sumo_ends_the_episode_and_the_next_reset_recovers(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=10, backend="traci"))
+    try:
+        obs, _ = env.reset(seed=0)
+        for _ in range(5):
+            obs, *_ = env.step(shortest_actions(env, obs))
+        pid = env.kernel.process_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        obs, rew, term, trunc, infos = env.step(shortest_actions(env, obs))
+        assert env.agents == []
+        assert trunc and all(trunc.values()) and all(i["sumo_fault"] for i in infos.values())
+        assert env.metrics["sumo_fault"] is True and env.faults == 1
+        m = run_episode(env, shortest_actions, seed=0)  # a fresh SUMO
+        assert m["arrival_rate"] == 1.0 and m["sumo_fault"] is False
+        assert env.kernel.process_pid() != pid
+    finally:
+        env.close()
+
+
+def test_bad_actions_and_options_are_refused(env20, helsinki):
+    obs, _ = env20.reset(seed=0)
+    while not env20.deciding_agents:
+        obs, *_ = env20.step({})
+    a = env20.deciding_agents[0]
+    n = int(obs[a]["action_mask"].sum())
+    with pytest.raises(CosimError, match="outside its action mask"):
+        env20.step({x: 0 for x in env20.deciding_agents} | {a: n})
+    with pytest.raises(CosimError, match="got no action"):
+        env20.step({})
+    with pytest.raises(CosimError, match="unknown backend"):
+        VehicleRoutingEnv(helsinki, EnvConfig(n_agents=5, backend="nope"))
+    with pytest.raises(ScenarioError, match="routable trips"):
+        VehicleRoutingEnv(helsinki, EnvConfig(n_agents=10_000))
+    with pytest.raises(CosimError, match="unknown environment option"):
+        VehicleRoutingEnv(helsinki, n_agent=5)
+
+
+def test_gui_without_display_is_a_clear_error(helsinki, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(CosimError, match="needs a display"):
+        VehicleRoutingEnv(helsinki, EnvConfig(n_agents=5, gui=True))
+
+
+def test_libsumo_holds_one_simulation_per_process(env20, helsinki):
+    env20.reset(seed=0)
+    other = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=5))
+    try:
+        with pytest.raises(CosimError, match="one simulation per process"):
+            other.reset(seed=0)
+    finally:
+        other.close()
+
+
+def test_observations_have_the_same_shape_on_another_city(helsinki, kouvola):
+    a = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=5))
+    b = VehicleRoutingEnv(kouvola, EnvConfig(n_agents=5))
+    try:
+        assert a.observation_space("x") == b.observation_space("y")
+        assert a.action_space("x") == b.action_space("y")
+    finally:
+        a.close()
+        b.close()
