@@ -31,6 +31,18 @@ def _register() -> None:
 _register()
 
 
+@app.command()
+def demo(
+    scenario: str = typer.Option("helsinki", help="City name or a built scenario folder."),
+    agents: int = typer.Option(None, help="Controlled agents (default: the recipe's)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """The main job on the embedded defaults (see README)."""
+    from evaluation.demo import run
+
+    run(scenario, agents, seed)
+
+
 def main() -> None:
     try:
         app()
