@@ -11,6 +11,7 @@ Folder layout::
     agents.json        pool of controlled-agent trips, [{"id", "from", "to", "depart"}], the env takes the first N
     scenario.sumocfg   net + background routes
     map.png            city map
+    build.log          the commands the builder ran and their output (for debugging a build)
 """
 
 from __future__ import annotations

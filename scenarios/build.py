@@ -1,0 +1,398 @@
+"""The OSM -> SUMO scenario builder and its entry point for the rest of the suite, `ensure_built`.
+
+Pipeline (each step's output is the next one's input, all inside a temporary folder in the cache):
+
+1. source   bundled extract / local file as is; bbox and place downloaded from the Overpass API
+            (a place is geocoded to its bounding box first); a SUMO net is copied and skips 2-3
+2. osm      pyosmium: any OSM format -> OSM XML, checking it is OSM and has drivable roads
+3. net      netconvert on the raw OSM (signals and turn restrictions survive; an osmnx export loses them)
+4. agents   the controlled-agent trip pool, sampled from the seed on the passenger routing graph
+5. traffic  randomTrips.py + duarouter (--validate) for the background vehicles
+6. config   scenario.sumocfg, written by sumo itself (--save-configuration), relative paths
+7. map      map.png
+8. manifest manifest.json, written last; then one atomic rename publishes the folder (see cache.py)
+
+Agents are sampled before background traffic because a net where no trip can be routed should fail
+in a second, not after the slowest step. The cache-hit path (recipe -> hash -> folder exists) imports
+only the standard library and this package's light modules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from scenarios import cache
+from scenarios import recipe as recipes
+from scenarios.errors import ScenarioError
+from scenarios.recipe import Recipe
+from scenarios.scenario import Scenario
+
+Progress = Callable[[str], None]
+
+FILES = {
+    "net": "net.net.xml",
+    "background": "background.rou.xml",
+    "agents": "agents.json",
+    "sumocfg": "scenario.sumocfg",
+    "map": "map.png",
+}
+OSM_ATTRIBUTION = "© OpenStreetMap contributors"
+OSM_LICENCE = "ODbL-1.0"
+# randomTrips: favour trips that enter/leave at the net's fringe, as through traffic does (NOTES.md)
+FRINGE_FACTOR = 5
+
+
+# ---------------------------------------------------------------------------------------- entry points
+def ensure_built(name_or_path: str | Path | Recipe = recipes.DEFAULT_CITY, *, force: bool = False,
+                 progress: Progress | None = None, overpass_url: str | None = None,
+                 nominatim_url: str | None = None, **overrides) -> Scenario:  # fmt: skip
+    """The built scenario for a shipped city name, a recipe .toml, an OSM or net file, a built folder,
+    a cache entry's name or a Recipe, building it first if the cache does not hold it.
+
+    overrides: seed, agents, agent_pool, veh_per_hour, horizon, min_trip_m, name. A built folder with
+    overrides is rebuilt from the recipe in its manifest.
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    target = resolve(name_or_path)
+    if isinstance(target, Path):
+        if not overrides and not force:
+            return Scenario.load(target)
+        target = recipes.from_dict(Scenario.load(target).manifest["recipe"], origin=str(target))
+    if overrides:
+        target = target.with_overrides(**overrides)
+    return build(target, force=force, progress=progress, overpass_url=overpass_url, nominatim_url=nominatim_url)
+
+
+def resolve(name_or_path: str | Path | Recipe) -> Recipe | Path:
+    """What a user-given scenario reference means: a Recipe to build, or the Path of a built folder."""
+    if isinstance(name_or_path, Recipe):
+        return name_or_path
+    text = str(name_or_path).strip()
+    if not text:
+        raise ScenarioError("empty scenario name")
+    if text in recipes.shipped() and "/" not in text:
+        return recipes.load(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "manifest.json").is_file():
+            raise ScenarioError(f"{path} is not a built scenario (no manifest.json)")
+        return path
+    if text.endswith(".toml"):
+        return recipes.load(path)
+    if path.is_file():
+        low = path.name.lower()
+        if low.endswith((".net.xml", ".net.xml.gz")):
+            return recipes.adhoc("net", text)
+        return recipes.adhoc("file", text)
+    for folder, manifest in cache.entries():
+        if folder.name == text:
+            return folder
+    for folder, manifest in cache.entries():  # newest first
+        if manifest.get("name") == text:
+            return folder
+    if "/" in text or text.endswith((".osm", ".pbf", ".xml", ".gz", ".bz2")):
+        raise ScenarioError(f"{text} does not exist")
+    return recipes.load(text)  # raises "unknown city ... known cities: ..."
+
+
+def source_digest(r: Recipe) -> str | None:
+    """sha256 of the source's bytes for file-based sources (None for downloads: the recipe is the key)."""
+    path = source_path(r)
+    return cache.file_digest(path) if path is not None else None
+
+
+def source_path(r: Recipe) -> Path | None:
+    src = r.source
+    if src["kind"] == "bundled":
+        spec = importlib.util.find_spec(src["package"])  # locates the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise ScenarioError(
+                f"recipe {r.name!r} needs the data package {src['package']!r}: pip install {src['package']}"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / src["file"]
+        if not path.is_file():
+            raise ScenarioError(f"recipe {r.name!r}: {src['file']} is not in package {src['package']!r}")
+        return path
+    if src["kind"] in ("file", "net"):
+        path = Path(src["path"])
+        if not path.is_file():
+            what = "OSM" if src["kind"] == "file" else "net"
+            raise ScenarioError(f"{what} file {path} does not exist")
+        return path
+    return None
+
+
+def build(r: Recipe, *, force: bool = False, progress: Progress | None = None,
+          overpass_url: str | None = None, nominatim_url: str | None = None) -> Scenario:  # fmt: skip
+    """Build a recipe into the cache (or return the cached build) and load it."""
+    digest = source_digest(r)
+    key = cache.build_hash(r.to_dict(), digest)
+    final = cache.entry(r.name, key)
+    if not force and cache.complete(final):
+        return Scenario.load(final)
+    cache.clean_stale()
+    tmp = cache.new_temp(r.name, key)
+    try:
+        _Build(r, tmp, key, digest, progress, overpass_url, nominatim_url).run()
+        if final.exists():  # forced, or damaged by hand: move the old build aside so the new one takes its name
+            old = cache.new_temp(r.name + "-old", key)
+            old.rmdir()
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        cache.publish(tmp, final)
+    except BaseException:  # Ctrl-C included: never leave a half-built folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Scenario.load(final)
+
+
+# ---------------------------------------------------------------------------------------- the pipeline
+class _Build:
+    def __init__(self, r: Recipe, out: Path, key: str, digest: str | None, progress: Progress | None,
+                 overpass_url: str | None, nominatim_url: str | None) -> None:  # fmt: skip
+        self.r, self.out, self.key, self.digest = r, out, key, digest
+        self.progress = progress or (lambda msg: None)
+        self.overpass_url, self.nominatim_url = overpass_url, nominatim_url
+        self.work = out / "work"
+        self.work.mkdir()
+        self.log = out / "build.log"
+        self.timings: dict[str, float] = {}
+        self.source_info: dict = {"kind": r.kind}
+        self.counts: dict = {}
+
+    @contextmanager
+    def step(self, name: str, message: str):
+        """Report a step to the progress callback and time it (the manifest keeps the timings)."""
+        self.progress(f"{self.r.name}: {message}")
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t0
+
+    def run(self) -> None:
+        d = self.r.demand
+        if self.r.kind == "net":
+            with self.step("source", "copying SUMO net"):
+                self.copy_net()
+        else:
+            with self.step("source", "reading OSM source"):
+                raw = self.fetch()
+            with self.step("osm", "converting OSM to XML (pyosmium)"):
+                self.osm_to_xml(raw)
+            with self.step("net", "building the SUMO net (netconvert)"):
+                self.netconvert()
+        with self.step("graph", "reading the net"):
+            net, graph = self.read_net()
+        with self.step("agents", f"sampling {d['agent_pool']} agent trips"):
+            from scenarios import trips
+
+            pool = trips.sample(
+                graph, pool=d["agent_pool"], need=d["agents"], seed=self.r.seed,
+                depart_begin=d["agent_depart_begin"], depart_end=d["agent_depart_end"], min_trip_m=d["min_trip_m"],
+            )  # fmt: skip
+            (self.out / FILES["agents"]).write_text(json.dumps(pool.trips, indent=1))
+            self.counts["agent_pool"] = len(pool.trips)
+        with self.step("traffic", "routing background traffic (randomTrips + duarouter)"):
+            veh_per_hour = self.background()
+        with self.step("config", "writing scenario.sumocfg"):
+            self.sumocfg()
+        with self.step("map", "drawing the map"):
+            from scenarios import mapplot
+
+            title = f"{self.r.name}: {self.counts['edges']} edges, {self.counts['road_km']:.1f} km of road"
+            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool.trips[: d["agents"]])
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.write_manifest(veh_per_hour)
+
+    # ---------------------------------------------------------------- steps
+    def fetch(self) -> Path:
+        from scenarios import osm
+
+        kind = self.r.kind
+        if kind in ("bundled", "file"):
+            path = source_path(self.r)
+            self.source_info.update({k: v for k, v in self.r.source.items() if k != "kind"})
+            self.source_info["path"] = str(path)
+            self.source_info["sha256"] = self.digest
+            return path
+        if kind == "place":
+            self.progress(f"{self.r.name}: geocoding {self.r.source['place']!r} (Nominatim)")
+            bbox = osm.geocode_bbox(self.r.source["place"], self.nominatim_url)
+            self.source_info.update(place=self.r.source["place"], nominatim_url=osm.nominatim_url(self.nominatim_url))
+        else:
+            bbox = tuple(self.r.source["bbox"])
+        url = osm.overpass_url(self.overpass_url)
+        self.progress(f"{self.r.name}: downloading OSM for bbox {','.join(f'{v:g}' for v in bbox)} (Overpass)")
+        dst = self.work / "download.osm"
+        osm.download_bbox(bbox, dst, url)
+        self.source_info.update(bbox=list(bbox), overpass_url=url,
+                                downloaded_at=_now(), sha256=cache.file_digest(dst))  # fmt: skip
+        return dst
+
+    def osm_to_xml(self, raw: Path) -> None:
+        from scenarios import osm
+
+        label = None
+        if self.r.kind == "bbox":
+            label = f"the Overpass answer for bbox {self.source_info['bbox']}"
+        elif self.r.kind == "place":
+            label = f"the Overpass answer for {self.r.source['place']!r} (bbox {self.source_info['bbox']})"
+        summary = osm.to_osm_xml(raw, self.work / "input.osm", label)
+        self.source_info["osm"] = {"nodes": summary.nodes, "ways": summary.ways, "relations": summary.relations,
+                                   "drivable_ways": summary.drivable_ways, "signal_nodes": summary.signals}  # fmt: skip
+
+    def netconvert(self) -> None:
+        from scenarios import sumotools
+
+        args = [sumotools.binary("netconvert"), "--osm-files", "work/input.osm", "-o", FILES["net"],
+                *self.r.netconvert]  # fmt: skip
+        sumotools.run(args, "netconvert", self.out, self.log)
+
+    def copy_net(self) -> None:
+        src = source_path(self.r)
+        dst = self.out / FILES["net"]
+        opener = gzip.open if _is_gzip(src) else open
+        try:
+            with opener(src, "rb") as fin, open(dst, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+        except (OSError, EOFError) as exc:
+            raise ScenarioError(f"cannot read net file {src}: {exc}") from None
+        root = _root_tag(dst)
+        if root != "net":
+            raise ScenarioError(f"{src} is not a SUMO net ({'root element <' + root + '>' if root else 'not XML'})")
+        self.source_info.update(path=str(src), sha256=self.digest)
+
+    def read_net(self):
+        import sumolib
+
+        from scenarios.roadgraph import RoadGraph
+
+        path = self.out / FILES["net"]
+        label = self.source_info.get("path", path) if self.r.kind == "net" else "netconvert's output"
+        try:
+            net = sumolib.net.readNet(str(path))
+        except Exception as exc:  # sumolib raises SAX errors and assorted parse errors
+            raise ScenarioError(f"{label} is not a readable SUMO net: {str(exc).strip()[:200]}") from None
+        edges = [e for e in net.getEdges() if not e.isSpecial()]
+        if not edges:
+            if self.r.kind == "net":
+                raise ScenarioError(f"{label} has no roads")
+            n = self.source_info.get("osm", {}).get("drivable_ways", "?")
+            raise ScenarioError(
+                f"netconvert kept no road for cars from {self._source_label()} ({n} drivable OSM ways, "
+                "all dropped as isolated or closed to passenger cars)"
+            )
+        graph = RoadGraph.from_net(net)
+        if len(graph.edges) == 0:
+            raise ScenarioError(f"{label} has no edge that passenger cars may use")
+        self.counts.update(
+            edges=len(edges),
+            passenger_edges=len(graph.edges),
+            junctions=len(net.getNodes()),
+            signals=len(net.getTrafficLights()),
+            signalized_junctions=sum(n.getType().startswith("traffic_light") for n in net.getNodes()),
+            road_km=round(sum(e.getLength() for e in edges) / 1000.0, 2),
+        )
+        return net, graph
+
+    def background(self) -> float:
+        import sumolib
+
+        from scenarios import sumotools
+
+        d = self.r.demand
+        vph = d["background_veh_per_hour"]
+        if vph == "auto":
+            vph = recipes.auto_veh_per_hour(self.counts["road_km"])
+        routes = self.out / FILES["background"]
+        if vph <= 0:
+            routes.write_text('<routes xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>\n')
+            self.counts["background_vehicles"] = 0
+            return 0.0
+        args = [
+            "-n", FILES["net"], "-r", FILES["background"], "-o", "work/background.trips.xml",
+            "-b", "0", "-e", f"{d['horizon']:g}", "-p", f"{3600.0 / vph:.6g}",
+            "--fringe-factor", str(FRINGE_FACTOR), "--min-distance", f"{d['background_min_distance_m']:g}",
+            "--validate", "--seed", str(self.r.seed), "--vehicle-class", "passenger", "--prefix", "bg",
+        ]  # fmt: skip
+        sumotools.python_tool("randomTrips.py", args, "randomTrips/duarouter", self.out, self.log)
+        n = sum(1 for _ in sumolib.xml.parse_fast(str(routes), "vehicle", ["id"])) if routes.is_file() else 0
+        if n == 0:
+            raise ScenarioError(
+                f"no background trip of at least {d['background_min_distance_m']:g} m could be routed on "
+                f"{self._source_label()} (net too small or disconnected; see {self.log.name})"
+            )
+        self.counts["background_vehicles"] = n
+        return float(vph)
+
+    def sumocfg(self) -> None:
+        from scenarios import sumotools
+
+        args = [sumotools.binary("sumo"), "-n", FILES["net"], "-r", FILES["background"], "--begin", "0",
+                "--end", f"{self.r.demand['horizon']:g}", "--save-configuration", FILES["sumocfg"]]  # fmt: skip
+        sumotools.run(args, "sumo --save-configuration", self.out, self.log)
+
+    def attribution(self) -> tuple[str, str]:
+        if self.r.kind == "net":
+            return ("unknown: a SUMO net supplied by the user (check the licence of its source data)", "unknown")
+        return (OSM_ATTRIBUTION, OSM_LICENCE)
+
+    def write_manifest(self, veh_per_hour: float) -> None:
+        attribution, licence = self.attribution()
+        manifest = {
+            "name": self.r.name,
+            "description": self.r.description,
+            "source": self.source_info,
+            "recipe": self.r.to_dict(),
+            "sumo_version": cache.sumo_version(),
+            "builder_version": cache.BUILDER_VERSION,
+            "hash": self.key,
+            "built_at": _now(),
+            "counts": self.counts,
+            "background_veh_per_hour": veh_per_hour,
+            "attribution": attribution,
+            "licence": licence,
+            "files": dict(FILES),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+        tmp = self.out / "manifest.json.part"
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        tmp.rename(self.out / "manifest.json")
+
+    def _source_label(self) -> str:
+        src = self.r.source
+        if src["kind"] == "bundled":
+            return f"{src['package']}:{src['file']}"
+        if src["kind"] == "bbox":
+            return f"bbox {src['bbox']}"
+        if src["kind"] == "place":
+            return repr(src["place"])
+        return src["path"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _root_tag(path: Path) -> str | None:
+    """The XML root element's name, reading only the start of the file."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        for _, elem in ET.iterparse(path, events=("start",)):
+            return elem.tag
+    except ET.ParseError:
+        return None
+    return None
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"

@@ -1,0 +1,146 @@
+"""The build cache: where built scenarios live and how a finished build becomes visible.
+
+Layout: ``$COSIM_HOME/scenarios/<name>-<hash12>/`` (COSIM_HOME defaults to ``~/.cache/cosim``).
+
+A build writes into a hidden sibling ``.tmp-<name>-<hash12>-<pid>-<random>/`` and becomes visible only
+through one ``os.rename`` onto the final name, which is atomic on one file system. So a folder with the
+final name is always complete; a build killed at any point (Ctrl-C, kill -9, power loss) leaves at most
+a temporary folder, which lookups never read and later builds delete once its process is gone.
+
+This module is on the cache-hit path: standard library only, nothing heavy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+STALE_AFTER_S = 24 * 3600  # a temp folder this old is abandoned even if its pid was reused
+# Bump when the builder's output changes in a way the recipe does not capture: old entries then miss.
+BUILDER_VERSION = 1
+
+
+def home() -> Path:
+    return Path(os.environ.get("COSIM_HOME") or Path.home() / ".cache" / "cosim").expanduser()
+
+
+def root() -> Path:
+    return home() / "scenarios"
+
+
+def sumo_version() -> str:
+    """Version of the SUMO binaries the builder runs (the eclipse-sumo wheel's), without starting one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eclipse-sumo")
+    except PackageNotFoundError:  # pragma: no cover - SUMO from elsewhere: ask the binary
+        import subprocess
+
+        out = subprocess.run(["sumo", "--version"], capture_output=True, text=True).stdout
+        return out.split("\n", 1)[0].rsplit(" ", 1)[-1] or "unknown"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_hash(recipe: dict, source_digest: str | None) -> str:
+    """sha256 of the canonical recipe JSON, the SUMO version, the builder version and the source's bytes."""
+    key = {
+        "recipe": recipe,
+        "sumo_version": sumo_version(),
+        "builder": BUILDER_VERSION,
+        "source_sha256": source_digest,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def entry(name: str, digest: str) -> Path:
+    return root() / f"{name}-{digest[:12]}"
+
+
+def complete(folder: Path) -> bool:
+    """A published entry with its manifest and every file it names (a few stats: cache-hit cost)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return all((folder / f).is_file() for f in manifest["files"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def new_temp(name: str, digest: str) -> Path:
+    root().mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-{digest[:12]}-{os.getpid()}-", dir=root()))
+    path.chmod(0o755)  # mkdtemp makes it private; a published scenario is ordinary readable data
+    return path
+
+
+def publish(tmp: Path, final: Path) -> Path:
+    """Atomically move a finished temp folder into place. If another process won the race, keep theirs."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / "manifest.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale() -> list[Path]:
+    """Delete temp folders of builds whose process is gone (or that are older than a day)."""
+    removed = []
+    if not root().is_dir():
+        return removed
+    for p in root().glob(TMP_PREFIX + "*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            pid = -1
+        try:
+            age = time.time() - p.stat().st_mtime
+        except OSError:
+            continue
+        if pid == os.getpid():
+            continue
+        if pid <= 0 or not _pid_alive(pid) or age > STALE_AFTER_S:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def entries() -> list[tuple[Path, dict]]:
+    """Complete cache entries (folder, manifest), newest first. Temp folders are never listed."""
+    out = []
+    if not root().is_dir():
+        return out
+    for p in root().iterdir():
+        if p.name.startswith(TMP_PREFIX) or not p.is_dir():
+            continue
+        try:
+            manifest = json.loads((p / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out.append((p, manifest))
+    out.sort(key=lambda pm: pm[1].get("built_at", ""), reverse=True)
+    return out

@@ -1,0 +1,192 @@
+"""`cosim scenario …`: list, build and show city scenarios.
+
+Mounted by evaluation/cli.py. Human-facing progress goes to stderr (rich), so stdout carries only the
+result — `build` prints the built folder's path as its last line and `show --json` prints the manifest
+— and scripts can capture it. Errors are ScenarioError (a UserError): the console script prints them
+as one `error: …` line and exits 2; `main()` below does the same when this module runs on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from scenarios.errors import ScenarioError, UserError
+
+app = typer.Typer(
+    help="Build, list and inspect city scenarios (OSM -> SUMO).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+@contextmanager
+def _progress():
+    """A progress callback: a rich spinner on a terminal, plain dim lines otherwise (logs, CI, pipes)."""
+    if err.is_terminal:
+        with err.status("resolving scenario…") as status:
+            yield status.update
+    else:
+        yield lambda msg: err.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
+
+
+def _ensure(target, **kwargs):
+    from scenarios.build import ensure_built
+
+    with _progress() as progress:
+        return ensure_built(target, progress=progress, **kwargs)
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Shipped city recipes and the scenarios built in the cache."""
+    from rich.table import Table
+
+    from scenarios import cache, recipe
+
+    shipped = []
+    for name, path in recipe.shipped().items():
+        try:
+            r = recipe.load(name)
+        except ScenarioError as exc:
+            shipped.append({"name": name, "recipe": str(path), "error": str(exc)})
+            continue
+        d = r.demand
+        shipped.append({"name": name, "description": r.description, "recipe": str(path),
+                        "background_veh_per_hour": d["background_veh_per_hour"], "agents": d["agents"],
+                        "horizon": d["horizon"], "default": name == recipe.DEFAULT_CITY})  # fmt: skip
+    built = [
+        {"name": m.get("name"), "folder": str(p), "built_at": m.get("built_at"),
+         "source": m.get("source", {}).get("kind"), **{k: m.get("counts", {}).get(k) for k in
+                                                      ("edges", "signals", "road_km", "agent_pool")}}
+        for p, m in cache.entries()
+    ]  # fmt: skip
+    if as_json:
+        print(json.dumps({"shipped": shipped, "built": built, "cache": str(cache.root())}, indent=2))
+        return
+    out = Console()
+    t = Table(title="Shipped cities", title_justify="left")
+    for col in ("name", "description", "veh/h", "agents", "horizon s"):
+        t.add_column(col)
+    for s in shipped:
+        mark = " (default)" if s.get("default") else ""
+        t.add_row(s["name"] + mark, s.get("description", s.get("error", "")),
+                  str(s.get("background_veh_per_hour", "")), str(s.get("agents", "")), str(s.get("horizon", "")))  # fmt: skip
+    out.print(t)
+    t = Table(title=f"Built scenarios in {cache.root()}", title_justify="left")
+    for col in ("name", "source", "edges", "signals", "km", "built", "folder"):
+        t.add_column(col, overflow="fold")
+    for b in built:
+        t.add_row(str(b["name"]), str(b["source"]), str(b["edges"]), str(b["signals"]), str(b["road_km"]),
+                  str(b["built_at"]), Path(b["folder"]).name)  # fmt: skip
+    if not built:
+        t.add_row("(none yet)", "", "", "", "", "", "")
+    out.print(t)
+
+
+@app.command()
+def build(
+    name: Optional[str] = typer.Argument(
+        None, help="Shipped city, recipe .toml, or built scenario (default: helsinki)."
+    ),
+    osm: Optional[Path] = typer.Option(None, "--osm", help="Local .osm / .osm.pbf (any pyosmium format)."),
+    bbox: Optional[str] = typer.Option(None, "--bbox", help="W,S,E,N in degrees; downloaded from Overpass."),
+    place: Optional[str] = typer.Option(None, "--place", help="Place name, geocoded by Nominatim (osmnx)."),
+    net: Optional[Path] = typer.Option(None, "--net", help="Existing SUMO .net.xml / .net.xml.gz."),
+    as_name: Optional[str] = typer.Option(None, "--name", help="Name for an ad-hoc scenario."),
+    agents: Optional[int] = typer.Option(None, "--agents", min=1, help="Default number of controlled agents."),
+    agent_pool: Optional[int] = typer.Option(None, "--agent-pool", min=1, help="Routable agent trips to precompute."),
+    veh_per_hour: Optional[float] = typer.Option(None, "--veh-per-hour", min=0, help="Background vehicles per hour."),
+    horizon: Optional[float] = typer.Option(None, "--horizon", min=1, help="Simulated seconds per episode."),
+    min_trip_m: Optional[float] = typer.Option(None, "--min-trip-m", min=0, help="Shortest agent trip, metres."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for background and agent trips."),
+    overpass_url: Optional[str] = typer.Option(None, "--overpass-url", help="Overpass API endpoint "
+                                               "(default: $COSIM_OVERPASS_URL or the public one)."),
+    nominatim_url: Optional[str] = typer.Option(None, "--nominatim-url", help="Nominatim endpoint "
+                                                "(default: $COSIM_NOMINATIM_URL or osmnx's)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the cache holds this build."),
+) -> None:
+    """Build a scenario (or find it in the cache); prints the built folder as the last line."""
+    from scenarios import recipe
+
+    given = {"NAME": name, "--osm": osm, "--bbox": bbox, "--place": place, "--net": net}
+    chosen = [k for k, v in given.items() if v is not None]
+    if len(chosen) > 1:
+        raise ScenarioError(f"give one source, not {' and '.join(chosen)}")
+    if osm is not None:
+        target = recipe.adhoc("file", str(osm), as_name)
+    elif net is not None:
+        target = recipe.adhoc("net", str(net), as_name)
+    elif bbox is not None:
+        target = recipe.adhoc("bbox", bbox, as_name)
+    elif place is not None:
+        target = recipe.adhoc("place", place, as_name)
+    else:
+        target = name or recipe.DEFAULT_CITY
+    overrides = dict(agents=agents, agent_pool=agent_pool, veh_per_hour=veh_per_hour, horizon=horizon,
+                     min_trip_m=min_trip_m, seed=seed)  # fmt: skip
+    if as_name is not None and isinstance(target, str):
+        overrides["name"] = as_name  # ad-hoc recipes already carry it
+    sc = _ensure(target, force=force, overpass_url=overpass_url, nominatim_url=nominatim_url, **overrides)
+    c = sc.manifest.get("counts", {})
+    err.print(
+        f"[green]{sc.name}[/]: {c.get('edges')} edges, {c.get('junctions')} junctions, {c.get('signals')} "
+        f"signals, {c.get('road_km')} km; {c.get('background_vehicles')} background vehicles, "
+        f"{c.get('agent_pool')} agent trips",
+        highlight=False,
+        soft_wrap=True,
+    )
+    print(sc.path)
+
+
+@app.command()
+def show(
+    name: str = typer.Argument("helsinki", help="Shipped city, recipe .toml, built folder or cache entry."),
+    as_json: bool = typer.Option(False, "--json", help="Print manifest.json as JSON."),
+) -> None:
+    """Print a scenario's manifest (building it first if it is not built)."""
+    sc = _ensure(name)
+    if as_json:
+        print(json.dumps(sc.manifest, indent=2, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    m = sc.manifest
+    t = Table(show_header=False, title=f"{m['name']} — {sc.path}", title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    src = m.get("source", {})
+    t.add_row("source", ", ".join(f"{k}={v}" for k, v in src.items() if k not in ("osm",)))
+    for k, v in m.get("counts", {}).items():
+        t.add_row(k, str(v))
+    for k, v in m["recipe"]["demand"].items():
+        t.add_row(f"demand.{k}", str(v))
+    t.add_row("seed", str(m["recipe"].get("seed")))
+    t.add_row("sumo", str(m.get("sumo_version")))
+    t.add_row("built", str(m.get("built_at")))
+    t.add_row("data", f"{m.get('attribution')} ({m.get('licence')})")
+    Console().print(t)
+
+
+def main() -> None:
+    """Run this sub-app on its own (python -m scenarios.cli), with the console script's error contract."""
+    try:
+        app()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

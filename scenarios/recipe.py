@@ -1,0 +1,315 @@
+"""Scenario recipes: what to build, as data.
+
+A recipe is one small TOML file per city in ``scenarios/recipes/`` (or anywhere, passed by path), or an
+ad-hoc recipe made from a command-line source (``--osm``, ``--bbox``, ``--place``, ``--net``). It names
+the OSM source, the netconvert options, the demand and the seed; nothing else influences a build, so the
+canonical JSON of a recipe (plus the SUMO version and the source's bytes) is the cache key.
+
+Recipe file layout::
+
+    name = "helsinki"
+    description = "..."
+    seed = 42
+    [source]      kind = "bundled" (package, file) | "file" (path) | "bbox" (bbox = [W, S, E, N])
+                  | "place" (place) | "net" (path)
+    [netconvert]  options = ["--geometry.remove", ...]      (ignored for kind = "net")
+    [demand]      background_veh_per_hour  (number, or "auto": scaled to the km of road)
+                  agents, agent_pool, agent_depart_begin, agent_depart_end, min_trip_m, horizon
+                  background_min_distance_m (optional, default 300)
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scenarios.errors import ScenarioError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the backport (pyproject: tomli; python_version < "3.11")
+    import tomli as tomllib
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_CITY = "helsinki"
+
+# netconvert options measured to give clean nets from raw OSM (see NOTES.md). Traffic lights stay
+# static: actuated controllers have been seen to hang libsumo at the first step.
+DEFAULT_NETCONVERT = (
+    "--geometry.remove", "--roundabouts.guess", "--ramps.guess", "--junctions.join",
+    "--tls.guess-signals", "--tls.discard-simple", "--tls.join", "--tls.default-type", "static",
+    "--keep-edges.by-vclass", "passenger", "--remove-edges.isolated",
+    "--output.street-names", "--output.original-names", "--no-turnarounds",
+)  # fmt: skip
+
+# Demand for a city nobody has tuned yet. "auto" background traffic scales with the size of the net
+# (AUTO_VEH_PER_KM_HOUR per km of road, clamped), so a small district does not gridlock and a big
+# city is not empty.
+ADHOC_DEMAND = {
+    "background_veh_per_hour": "auto",
+    "agents": 50,
+    "agent_pool": 300,
+    "agent_depart_begin": 0,
+    "agent_depart_end": 900,
+    "min_trip_m": 300,
+    "horizon": 3600,
+    "background_min_distance_m": 300,
+}
+AUTO_VEH_PER_KM_HOUR = 20.0
+AUTO_VEH_PER_HOUR_RANGE = (60.0, 3600.0)
+DEFAULT_SEED = 42
+GENERIC_STEMS = {"osm", "net", "map", "city", "network", "input", "data", "export", "planet", "extract"}
+
+SOURCE_KEYS = {
+    "bundled": {"package", "file"},
+    "file": {"path"},
+    "bbox": {"bbox"},
+    "place": {"place"},
+    "net": {"path"},
+}
+DEMAND_KEYS = set(ADHOC_DEMAND)
+DEMAND_OPTIONAL = {"background_min_distance_m": 300}
+TOP_KEYS = {"name", "description", "seed", "source", "netconvert", "demand"}
+
+# Keyword overrides accepted by the builder's API and CLI, and the demand field each one sets.
+OVERRIDES = {
+    "agents": "agents",
+    "agent_pool": "agent_pool",
+    "veh_per_hour": "background_veh_per_hour",
+    "horizon": "horizon",
+    "min_trip_m": "min_trip_m",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    source: dict
+    demand: dict
+    seed: int = DEFAULT_SEED
+    netconvert: tuple[str, ...] = DEFAULT_NETCONVERT
+    description: str = ""
+    origin: str = field(default="", compare=False)  # where the recipe came from, for messages only
+
+    @property
+    def kind(self) -> str:
+        return self.source["kind"]
+
+    def to_dict(self) -> dict:
+        """The canonical form: stored as manifest["recipe"] and hashed for the cache key."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "source": dict(sorted(self.source.items())),
+            "netconvert": {"options": list(self.netconvert)},
+            "demand": dict(sorted(self.demand.items())),
+        }
+
+    def with_overrides(self, *, seed: int | None = None, name: str | None = None, **kw) -> "Recipe":
+        """A copy with demand/seed fields replaced; unknown keywords are a ScenarioError."""
+        unknown = set(kw) - set(OVERRIDES)
+        if unknown:
+            raise ScenarioError(
+                f"unknown scenario override(s) {sorted(unknown)}; known: seed, name, {', '.join(OVERRIDES)}"
+            )
+        demand = dict(self.demand)
+        for key, value in kw.items():
+            if value is not None:
+                demand[OVERRIDES[key]] = value
+        if kw.get("agents") is not None and kw.get("agent_pool") is None:
+            # asking for more agents than the pool holds grows the pool rather than failing
+            demand["agent_pool"] = max(int(demand["agent_pool"]), int(kw["agents"]))
+        data = self.to_dict()
+        data["demand"] = demand
+        if seed is not None:
+            data["seed"] = seed
+        if name is not None:
+            data["name"] = name
+        return from_dict(data, origin=self.origin)
+
+
+# ---------------------------------------------------------------------------------------- loading
+def shipped() -> dict[str, Path]:
+    """Shipped recipe names -> files."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.toml"))}
+
+
+def load(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name, or a recipe TOML file by path."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if text.endswith(".toml") or (path.is_file() and path.suffix == ".toml"):
+        if not path.is_file():
+            raise ScenarioError(f"recipe file {path} does not exist")
+        return from_file(path)
+    known = shipped()
+    if text not in known:
+        from scenarios import cache
+
+        built = sorted({m.get("name") for _, m in cache.entries()} - set(known) - {None})
+        also = f"; built: {', '.join(built[:10])}" if built else ""
+        raise ScenarioError(
+            f"unknown city {text!r}; known cities: {', '.join(known)}{also} "
+            "(or use --osm FILE, --bbox W,S,E,N, --place NAME, --net FILE)"
+        )
+    return from_file(known[text])
+
+
+def from_file(path: Path) -> Recipe:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"cannot read recipe {path}: {exc}") from None
+    data.setdefault("name", path.stem)
+    src = data.get("source")
+    if isinstance(src, dict) and src.get("kind") in ("file", "net") and isinstance(src.get("path"), str):
+        # relative paths in a recipe file are relative to that file, not to the working directory
+        src["path"] = str((path.parent / Path(src["path"]).expanduser()).resolve())
+    return from_dict(data, origin=str(path))
+
+
+def from_dict(data: dict, origin: str = "") -> Recipe:
+    """Validate a recipe mapping (TOML or manifest["recipe"]) into a Recipe."""
+    where = f"recipe {origin or data.get('name', '?')}"
+    data = copy.deepcopy(data)
+
+    def bad(msg: str) -> ScenarioError:
+        return ScenarioError(f"{where}: {msg}")
+
+    extra = set(data) - TOP_KEYS
+    if extra:
+        raise bad(f"unknown key(s) {sorted(extra)}; expected {sorted(TOP_KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise bad(f"name must be letters, digits, '-', '_' or '.', got {name!r}")
+    seed = data.get("seed", DEFAULT_SEED)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise bad(f"seed must be a non-negative integer, got {seed!r}")
+
+    source = data.get("source")
+    if not isinstance(source, dict) or source.get("kind") not in SOURCE_KEYS:
+        raise bad(f"[source] needs kind = one of {', '.join(SOURCE_KEYS)}")
+    kind = source["kind"]
+    missing = SOURCE_KEYS[kind] - set(source)
+    extra = set(source) - SOURCE_KEYS[kind] - {"kind"}
+    if missing or extra:
+        raise bad(f"[source] kind={kind!r} takes exactly {sorted(SOURCE_KEYS[kind])}")
+    if kind == "bbox":
+        source["bbox"] = list(check_bbox(source["bbox"]))
+
+    nc = data.get("netconvert", {"options": list(DEFAULT_NETCONVERT)})
+    opts = nc.get("options") if isinstance(nc, dict) else None
+    if not isinstance(opts, list) or not all(isinstance(o, str) for o in opts) or set(nc) - {"options"}:
+        raise bad("[netconvert] must be options = [list of strings]")
+    if any("actuated" in o for o in opts):
+        raise bad("actuated traffic lights are not supported (they hang libsumo); keep them static")
+
+    demand = {**DEMAND_OPTIONAL, **(data.get("demand") or {})}
+    missing, extra = DEMAND_KEYS - set(demand), set(demand) - DEMAND_KEYS
+    if missing or extra:
+        raise bad(f"[demand] needs exactly {sorted(DEMAND_KEYS)}; missing {sorted(missing)}, unknown {sorted(extra)}")
+    _check_demand(demand, bad)
+
+    desc = data.get("description", "")
+    if not isinstance(desc, str):
+        raise bad("description must be a string")
+    return Recipe(name=name, source=source, demand=demand, seed=seed, netconvert=tuple(opts),
+                  description=desc, origin=origin)  # fmt: skip
+
+
+def _check_demand(d: dict, bad) -> None:
+    def number(key: str, lo: float, integer: bool = False) -> None:
+        v = d[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= lo
+        if integer:
+            ok = ok and float(v).is_integer()
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise bad(f"[demand].{key} must be {kind} >= {lo}, got {v!r}")
+        if float(v).is_integer():  # canonical: 900 and 900.0 must hash alike (CLI floats, TOML ints)
+            d[key] = int(v)
+
+    if d["background_veh_per_hour"] != "auto":
+        number("background_veh_per_hour", 0)
+    number("agents", 1, integer=True)
+    number("agent_pool", 1, integer=True)
+    number("agent_depart_begin", 0)
+    number("agent_depart_end", 0)
+    number("min_trip_m", 0)
+    number("horizon", 1)
+    number("background_min_distance_m", 0)
+    if d["agent_pool"] < d["agents"]:
+        raise bad(f"[demand].agent_pool ({d['agent_pool']}) must be >= agents ({d['agents']})")
+    if not d["agent_depart_begin"] <= d["agent_depart_end"] < d["horizon"]:
+        raise bad("[demand] needs agent_depart_begin <= agent_depart_end < horizon")
+
+
+# ---------------------------------------------------------------------------------------- ad hoc
+def check_bbox(value) -> tuple[float, float, float, float]:
+    """W,S,E,N in degrees (a string "W,S,E,N" or a 4-sequence), validated."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+    else:
+        parts = list(value) if isinstance(value, (list, tuple)) else []
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        w, s, e, n = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ScenarioError(f"bounding box must be W,S,E,N in degrees (e.g. 24.93,60.16,24.95,60.17), got {value!r}") from None
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise ScenarioError(f"bounding box {w},{s},{e},{n} is not W,S,E,N with W < E and S < N in degrees")
+    return (w, s, e, n)
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-_")
+    return s[:48] or "city"
+
+
+def adhoc(kind: str, value: str, name: str | None = None) -> Recipe:
+    """A recipe for a command-line source, with the ad-hoc default demand."""
+    if kind in ("file", "net"):
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise ScenarioError(f"{'OSM' if kind == 'file' else 'net'} file {value} does not exist")
+        source = {"kind": kind, "path": str(path)}
+        base = path.name
+        for suffix in (".gz", ".bz2", ".pbf", ".osm", ".o5m", ".xml", ".net"):
+            base = base.removesuffix(suffix)
+        default_name = slug(base)
+        if default_name in GENERIC_STEMS:  # "DRT/osm.net.xml" -> "drt-osm", more telling than "osm"
+            default_name = slug(f"{path.parent.name}-{base}")
+        desc = f"{'OSM file' if kind == 'file' else 'SUMO net'} {path}"
+    elif kind == "bbox":
+        bbox = check_bbox(value)
+        source = {"kind": "bbox", "bbox": list(bbox)}
+        default_name = "bbox_" + "_".join(f"{v:g}" for v in bbox)
+        desc = f"bounding box W,S,E,N = {','.join(map(str, bbox))} (Overpass API)"
+    elif kind == "place":
+        if not value.strip():
+            raise ScenarioError("place name is empty")
+        source = {"kind": "place", "place": value.strip()}
+        default_name = slug(value)
+        desc = f"place {value.strip()!r} (geocoded by Nominatim, Overpass API)"
+    else:
+        raise ScenarioError(f"unknown source kind {kind!r}")
+    data = {
+        "name": name or default_name,
+        "description": desc,
+        "seed": DEFAULT_SEED,
+        "source": source,
+        "netconvert": {"options": [] if kind == "net" else list(DEFAULT_NETCONVERT)},
+        "demand": dict(ADHOC_DEMAND),
+    }
+    flag = "--osm" if kind == "file" else f"--{kind}"
+    return from_dict(data, origin=f"{flag} {value}")
+
+
+def auto_veh_per_hour(road_km: float) -> float:
+    lo, hi = AUTO_VEH_PER_HOUR_RANGE
+    return float(round(min(hi, max(lo, AUTO_VEH_PER_KM_HOUR * road_km))))
