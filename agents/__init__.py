@@ -1,0 +1,12 @@
+"""MARL learners and non-learning baselines, all driven by one training runner.
+
+* `agents.ppo`       the PPO core (GAE, clipped loss, masks, shared/independent networks, extra-loss hook)
+* `agents.marl`      IPPO / MAPPO on the env's semi-MDP (one transition per agent decision)
+* `agents.baselines` random, free-flow shortest, SUMO rerouting device, plan replay
+* `agents.methods`   the ``--method`` registry
+* `agents.runner`    ``train(TrainConfig, out)``: episodes, greedy evaluations, metrics.jsonl, checkpoints, resume
+* `agents.cli`       ``register(app)`` adds ``cosim train``
+* `agents.plot`, `agents.bench`  learning curves (PNG) and throughput / time split from metrics.jsonl
+
+Imports stay light here: torch loads only when a learner is built.
+"""

@@ -23,9 +23,11 @@ app = typer.Typer(
 def _register() -> None:
     from scenarios.cli import app as scenario_app
     from cosim.cli import register as register_cosim
+    from llm.cli import register as register_llm
 
     app.add_typer(scenario_app, name="scenario", help="Build, list and inspect city scenarios.")
     register_cosim(app)
+    register_llm(app)
 
 
 _register()
