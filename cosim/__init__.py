@@ -1,6 +1,16 @@
-"""SUMO co-simulation: the kernel (the only code that talks to SUMO) and the multi-agent environment."""
+"""SUMO co-simulation: the kernel (the only code that talks to SUMO) and the multi-agent environment.
 
-from cosim.env import EnvConfig, VehicleRoutingEnv
+Names are imported lazily so that `cosim --help` and the error types load without SUMO and numpy.
+"""
+
 from cosim.errors import CosimError, SumoFault
 
 __all__ = ["CosimError", "EnvConfig", "SumoFault", "VehicleRoutingEnv"]
+
+
+def __getattr__(name):
+    if name in ("EnvConfig", "VehicleRoutingEnv"):
+        from cosim import env
+
+        return getattr(env, name)
+    raise AttributeError(name)
