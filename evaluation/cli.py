@@ -23,10 +23,12 @@ app = typer.Typer(
 def _register() -> None:
     from scenarios.cli import app as scenario_app
     from cosim.cli import register as register_cosim
+    from agents.cli import register as register_agents
     from llm.cli import register as register_llm
 
     app.add_typer(scenario_app, name="scenario", help="Build, list and inspect city scenarios.")
     register_cosim(app)
+    register_agents(app)
     register_llm(app)
 
 

@@ -68,15 +68,25 @@ def _local_chat_class():
     return GrammarChatLlamaCpp
 
 
+def _threads() -> int:
+    """llama.cpp threads spin at barriers: with more threads than free cores (SUMO, a trainer, other
+    runs) it slows down many-fold, so it takes half the cores unless COSIM_LLM_THREADS says otherwise."""
+    env = os.environ.get("COSIM_LLM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise LLMError(f"COSIM_LLM_THREADS must be an integer, got {env!r}") from None
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 @lru_cache(maxsize=2)
 def _local_model(seed: int, max_tokens: int, temperature: float) -> BaseChatModel:
     cls = _local_chat_class()
     return cls(
         model_path=str(local_model_path()),
         n_ctx=8192,
-        # llama.cpp threads spin at barriers: with more threads than free cores (SUMO, a trainer) it
-        # slows down many-fold, so take half the cores
-        n_threads=max(1, min(4, (os.cpu_count() or 2) // 2)),
+        n_threads=_threads(),
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,

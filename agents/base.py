@@ -1,0 +1,53 @@
+"""The interface every method (learned or not) implements so that one runner drives them all."""
+
+from __future__ import annotations
+
+from scenarios.errors import UserError
+
+
+class TrainError(UserError):
+    """Bad training input: unknown method, bad episode count, a clashing or corrupt run directory."""
+
+
+class Method:
+    """One way of steering the agents through the env, learned or not.
+
+    The runner calls, per episode: ``begin_episode`` -> (``act`` -> env.step -> ``observe``)* ->
+    ``end_episode``. ``train=False`` is an evaluation episode: a learner acts greedily and stores
+    nothing. Learners update in ``end_episode`` (``faulted=True``: SUMO failed mid-episode, drop the
+    data). ``timers`` accumulates seconds spent in torch (keys ``torch_infer``, ``torch_update``); the
+    runner reads and resets it.
+    """
+
+    name: str = ""
+    learns: bool = False
+    control: str = "policy"  # EnvConfig.control this method needs
+
+    def __init__(self) -> None:
+        self.timers: dict[str, float] = {}
+
+    def setup(self, env) -> None:
+        """Called once with the env before the first episode (sizes, agent names)."""
+
+    def begin_episode(self, env, train: bool) -> None:
+        pass
+
+    def act(self, env, obs: dict, train: bool) -> dict:
+        raise NotImplementedError
+
+    def observe(self, env, rew: dict, term: dict, trunc: dict, infos: dict) -> None:
+        pass
+
+    def end_episode(self, env, train: bool, faulted: bool) -> dict:
+        """Learners update here; returns loss logs (floats) for the metrics row."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> dict:
+        """Resolved settings recorded in config.json."""
+        return {}

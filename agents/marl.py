@@ -1,0 +1,191 @@
+"""IPPO and MAPPO on the PPO core, for the env's semi-MDP.
+
+Every agent decides only at junctions, so an agent's transitions are (obs, action) at one decision and
+the reward summed until its next decision or the end of its trip (the env delivers the reward of an
+action with the agent's next decision or at termination). The reward an agent gets before its first
+decision belongs to no action and is not learned from. Reaching the horizon counts as terminal: the
+timeout penalty is in the reward and the time of day is in the observation.
+
+* IPPO: the critic sees the agent's own observation.
+* MAPPO: the critic sees agent-specific global state, ``[env.state(), own observation]``, taken at the
+  decision step (the global state alone is identical for all agents deciding in one step, so it could
+  not tell their values apart; the MAPPO paper's "agent-specific" state does the same).
+Both share every hyperparameter (one `PPOConfig`); parameters are shared across agents unless
+``PPOConfig.shared`` is False.
+
+Extending (RELED/LEED): pass ``extra_loss(minibatch, policy) -> (loss, logs)`` to the constructor (or
+set ``learner.ppo.extra_loss`` later); it is added to every PPO minibatch loss. A per-agent expert term
+``sum_i w_i * L_BC,i`` uses ``policy.log_prob(obs_E, mask_E, a_E, agent_idx_E)`` on expert samples. A
+subclass may look at the finished episode (``env.trajectory(agent)``) in ``end_episode`` before calling
+``super().end_episode``, and return extra logs (per-agent weights, DTW distances) in the dict it returns:
+they land in the episode's metrics row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from agents.base import Method
+from agents.ppo import PPO, ActorCritic, Batch, ExtraLoss, PPOConfig, compute_gae
+
+
+class _Step:
+    __slots__ = ("obs", "mask", "state_row", "action", "logp", "value", "reward", "done")
+
+    def __init__(self, obs, mask, state_row, action, logp, value):
+        self.obs, self.mask, self.state_row = obs, mask, state_row
+        self.action, self.logp, self.value = action, logp, value
+        self.reward = 0.0
+        self.done = False
+
+
+class PPOLearner(Method):
+    """IPPO (``critic="local"``) or MAPPO (``critic="central"``)."""
+
+    learns = True
+
+    def __init__(self, cfg: PPOConfig, critic: str = "local", name: str = "ippo", extra_loss: ExtraLoss | None = None):
+        super().__init__()
+        if critic not in ("local", "central"):
+            raise ValueError(f"critic must be local or central, not {critic!r}")
+        self.cfg = cfg
+        self.critic = critic
+        self.name = name
+        self.extra_loss = extra_loss
+        self.policy: ActorCritic | None = None
+        self.ppo: PPO | None = None
+
+    # -------------------------------------------------------------------------------- setup
+    def setup(self, env) -> None:
+        self.agent_names = list(env.possible_agents)
+        self.index = {a: i for i, a in enumerate(self.agent_names)}
+        self.obs_size, self.n_actions = env.obs_size, env.config.max_actions
+        self.state_size = env.state_size if self.critic == "central" else 0
+        self.policy = ActorCritic(
+            self.obs_size,
+            self.n_actions,
+            critic_size=self.state_size + self.obs_size,
+            hidden=self.cfg.hidden,
+            n_agents=len(self.agent_names),
+            shared=self.cfg.shared,
+        )
+        self.ppo = PPO(self.policy, self.cfg, self.extra_loss)
+        self.timers = {"torch_infer": 0.0, "torch_update": 0.0}
+
+    def describe(self) -> dict:
+        return {"ppo": asdict(self.cfg), "critic": self.critic, "parameters": sum(p.numel() for p in self.policy.parameters())}
+
+    # -------------------------------------------------------------------------------- acting
+    def begin_episode(self, env, train: bool) -> None:
+        self.traj: dict[str, list[_Step]] = {}
+        self.states: list[np.ndarray] = []
+
+    def act(self, env, obs: dict, train: bool) -> dict:
+        names = env.deciding_agents
+        if not names:
+            return {}
+        o = np.stack([obs[a]["observation"] for a in names])
+        m = np.stack([obs[a]["action_mask"] for a in names]).astype(bool)
+        idx = np.fromiter((self.index[a] for a in names), dtype=np.int64, count=len(names))
+        state_row = -1
+        critic_in = None
+        if train:  # greedy evaluation needs no critic (and MAPPO then skips the costly env.state())
+            critic_in = o
+            if self.critic == "central":
+                self.states.append(env.state())
+                state_row = len(self.states) - 1
+                critic_in = np.concatenate([np.broadcast_to(self.states[-1], (len(names), self.state_size)), o], axis=1)
+        t0 = time.perf_counter()
+        a, logp, v = self.policy.act(
+            torch.from_numpy(o),
+            torch.from_numpy(m),
+            None if critic_in is None else torch.from_numpy(critic_in),
+            torch.from_numpy(idx),
+            greedy=not train,
+        )
+        a, logp = a.numpy(), logp.numpy()
+        v = v.numpy() if v is not None else None
+        self.timers["torch_infer"] += time.perf_counter() - t0
+        if train:
+            for j, name in enumerate(names):
+                self.traj.setdefault(name, []).append(
+                    _Step(o[j], m[j], state_row, int(a[j]), float(logp[j]), float(v[j]))
+                )
+        return {name: int(a[j]) for j, name in enumerate(names)}
+
+    def observe(self, env, rew: dict, term: dict, trunc: dict, infos: dict) -> None:
+        traj = self.traj
+        for name, r in rew.items():
+            if r:
+                t = traj.get(name)
+                if t:
+                    t[-1].reward += r
+        for done in (term, trunc):
+            for name, d in done.items():
+                if d:
+                    t = traj.get(name)
+                    if t:
+                        t[-1].done = True
+
+    # -------------------------------------------------------------------------------- learning
+    def build_batch(self) -> Batch:
+        """One sequence per agent (in a fixed agent order), each ending with done; GAE over them all."""
+        steps: list[_Step] = []
+        agent_idx: list[int] = []
+        for name in self.agent_names:
+            t = self.traj.get(name)
+            if not t:
+                continue
+            t[-1].done = True  # the episode is over for everyone
+            steps.extend(t)
+            agent_idx.extend([self.index[name]] * len(t))
+        rewards = np.array([s.reward for s in steps], dtype=np.float64)
+        values = np.array([s.value for s in steps], dtype=np.float64)
+        dones = np.array([s.done for s in steps], dtype=np.float64)
+        adv, ret = compute_gae(rewards, values, dones, self.cfg.gamma, self.cfg.gae_lambda)
+        obs = torch.from_numpy(np.stack([s.obs for s in steps]))
+        if self.critic == "central":
+            states = np.stack(self.states)
+            rows = np.array([s.state_row for s in steps])
+            critic_in = torch.from_numpy(np.concatenate([states[rows], obs.numpy()], axis=1))
+        else:
+            critic_in = obs
+        return Batch(
+            obs=obs,
+            mask=torch.from_numpy(np.stack([s.mask for s in steps])),
+            actions=torch.tensor([s.action for s in steps], dtype=torch.int64),
+            logp=torch.tensor([s.logp for s in steps], dtype=torch.float32),
+            values=torch.from_numpy(values.astype(np.float32)),
+            advantages=torch.from_numpy(adv),
+            returns=torch.from_numpy(ret),
+            critic_in=critic_in,
+            agent_idx=torch.tensor(agent_idx, dtype=torch.int64),
+        )
+
+    def end_episode(self, env, train: bool, faulted: bool) -> dict:
+        if not train:
+            return {}
+        if faulted:  # SUMO failed mid-episode: its partial data is dropped
+            self.traj, self.states = {}, []
+            return {"update_skipped": True}
+        if not any(self.traj.values()):
+            return {"update_skipped": True}
+        t0 = time.perf_counter()
+        batch = self.build_batch()
+        logs = self.ppo.update(batch)
+        self.timers["torch_update"] += time.perf_counter() - t0
+        self.traj, self.states = {}, []
+        logs["update_skipped"] = False
+        return logs
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "optimizer": self.ppo.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.ppo.opt.load_state_dict(state["optimizer"])

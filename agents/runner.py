@@ -1,0 +1,500 @@
+"""The training runner behind ``cosim train``: episodes, evaluations, metrics, checkpoints, resume.
+
+Files in the run directory:
+
+* ``config.json``     the run's configuration (+ resolved method settings and versions)
+* ``metrics.jsonl``   one JSON object per episode (``"phase": "train"``) and per evaluation
+                      (``"phase": "eval"``: greedy policy on the fixed evaluation seed)
+* ``checkpoint.pt``   written atomically after every episode: method state (model, optimiser), the
+                      RNG states (torch, numpy, python), counters and the number of metric rows
+
+Reproducibility: torch runs single-threaded with deterministic algorithms; training episode e uses the
+SUMO seed ``episode_seed(seed, e)`` and evaluations the fixed ``eval_seed``; SUMO is deterministic given
+its seed. A run stopped at any point and resumed with ``--resume`` therefore produces the same metrics
+and parameters as an uninterrupted one (rows written after the last checkpoint are discarded and
+recomputed).
+
+A SUMO fault loses one episode: the env truncates it, the learner drops its data, the row says
+``"sumo_fault": true`` and training goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from agents.base import Method, TrainError
+from agents.methods import check_method, make_method
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT_FORMAT = 1
+
+# the kernel calls that talk to SUMO: their time is the "sumo" share of an episode
+_SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "set_route", "speed_factor", "trip_statistics")
+
+
+@dataclass
+class TrainConfig:
+    scenario: str = "helsinki"
+    method: str = "ippo"
+    episodes: int = 50
+    seed: int = 0
+    agents: int | None = None  # None: the scenario's default
+    eval_every: int = 5  # evaluate every K training episodes (and before the first, and after the last); 0: never
+    eval_seed: int = 10_000
+    horizon: float | None = None  # s; None: the scenario's
+    backend: str = "libsumo"
+    plans: str | None = None  # replay: JSON file of route plans
+    ppo: dict = field(default_factory=dict)  # PPOConfig overrides (learners)
+    options: dict = field(default_factory=dict)  # method-specific settings (e.g. RELED's demos)
+
+    # settings that may change between a run and its resumption
+    RESUMABLE_CHANGES = ("episodes", "backend")
+
+    def identity(self) -> dict:
+        d = _jsonable(asdict(self))
+        for k in self.RESUMABLE_CHANGES:
+            d.pop(k, None)
+        return d
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def _clean(v):
+    """JSON-safe scalar: NaN/inf -> None, numpy -> Python."""
+    if isinstance(v, (np.floating, np.integer, np.bool_)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """The SUMO seed of training episode `episode` (1-based) of a run with seed `seed`."""
+    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1)[0] % (2**31 - 1))
+
+
+def validate(cfg: TrainConfig) -> None:
+    check_method(cfg.method)
+    if cfg.episodes <= 0:
+        raise TrainError(f"--episodes must be a positive number, got {cfg.episodes}")
+    if cfg.eval_every < 0:
+        raise TrainError(f"--eval-every must be >= 0 (0 = never), got {cfg.eval_every}")
+    if cfg.agents is not None and cfg.agents <= 0:
+        raise TrainError(f"--agents must be a positive number, got {cfg.agents}")
+    if cfg.horizon is not None and cfg.horizon <= 0:
+        raise TrainError(f"--horizon must be positive, got {cfg.horizon}")
+    if cfg.ppo:
+        from agents.ppo import PPOConfig
+
+        known = {f.name: f for f in fields(PPOConfig)}
+        bad = [k for k in cfg.ppo if k not in known]
+        if bad:
+            raise TrainError(f"unknown PPO setting(s) {', '.join(bad)}; known: {', '.join(known)}")
+
+
+# ------------------------------------------------------------------------------------------ files
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    import torch
+
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(st: dict) -> None:
+    import torch
+
+    torch.set_rng_state(st["torch"])
+    n = st["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+    py = st["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise TrainError(
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); "
+            "delete it to start over or choose another --out"
+        ) from None
+    need = {"format", "config", "episode", "env_steps", "rows", "method", "rng"}
+    if not isinstance(ck, dict) or not need <= set(ck) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise TrainError(
+            f"checkpoint {path} is corrupt or from an incompatible version; delete it to start over "
+            "or choose another --out"
+        )
+    return ck
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())["config"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise TrainError(f"{path} is corrupt ({type(exc).__name__}); choose another --out") from None
+
+
+def _config_diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(diffs)
+
+
+def _read_rows(path: Path, keep: int) -> list[str]:
+    """The first `keep` complete, parseable lines of metrics.jsonl (later ones were written after the
+    checkpoint and will be recomputed)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines(keepends=True):
+        if len(rows) >= keep or not line.endswith("\n"):
+            break
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            break
+        rows.append(line)
+    return rows
+
+
+# --------------------------------------------------------------------------------------- timing
+class _KernelTimer:
+    """Accumulates the wall time of every call into SUMO (the kernel's SUMO-facing methods)."""
+
+    def __init__(self, kernel) -> None:
+        self.seconds = 0.0
+        for name in _SUMO_CALLS if kernel is not None else ():
+            fn = getattr(kernel, name, None)
+            if callable(fn):
+                setattr(kernel, name, self._wrap(fn))
+
+    def _wrap(self, fn):
+        clock = time.perf_counter
+
+        def timed(*args, **kwargs):
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += clock() - t0
+
+        return timed
+
+
+# ------------------------------------------------------------------------------------- episodes
+def run_episode(env, method: Method, seed: int, train: bool, sumo_timer: _KernelTimer | None = None) -> dict:
+    """One episode; returns the env's metrics plus return and the time split (seconds)."""
+    from cosim.errors import SumoFault
+
+    clock = time.perf_counter
+    sumo = sumo_timer or _KernelTimer(None)
+    t_start = clock()
+    sumo0 = sumo.seconds
+    method.timers = dict.fromkeys(method.timers, 0.0)
+    method.begin_episode(env, train)
+    returns = dict.fromkeys(env.possible_agents, 0.0)
+    t_env = sumo_env = 0.0  # time inside env.reset/env.step, and the SUMO part of it
+
+    def in_env(fn, *args, **kwargs):
+        nonlocal t_env, sumo_env
+        t0, s0 = clock(), sumo.seconds
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            t_env += clock() - t0
+            sumo_env += sumo.seconds - s0
+
+    try:
+        obs, infos = in_env(env.reset, seed=seed)
+    except SumoFault as exc:  # SUMO failed to start twice
+        metrics = {"sumo_fault": True, "fault": str(exc)[:200], "decisions": 0}
+    else:
+        while env.agents:
+            actions = method.act(env, obs, train)
+            obs, rew, term, trunc, infos = in_env(env.step, actions)
+            for a, r in rew.items():
+                if r:
+                    returns[a] += r
+            if train:
+                method.observe(env, rew, term, trunc, infos)
+        metrics = dict(env.metrics)
+    faulted = bool(metrics.get("sumo_fault"))
+    logs = method.end_episode(env, train, faulted)
+    wall = clock() - t_start
+    sumo_s = sumo.seconds - sumo0
+    torch_s = sum(method.timers.values())
+    row = {k: v for k, v in metrics.items() if k not in ("episode",)}
+    row["return"] = float(np.mean(list(returns.values()))) if returns else 0.0
+    row.update(logs)
+    # the time split: t_sumo + t_env_python + t_torch_infer + t_torch_update + t_python = episode_wall
+    row.update(
+        episode_wall_s=wall,
+        t_env_s=t_env,  # inside env.reset/env.step: SUMO + the env's Python
+        t_sumo_s=sumo_s,  # inside SUMO calls, wherever made (MAPPO's env.state() reads SUMO too)
+        t_env_python_s=t_env - sumo_env,
+        t_torch_infer_s=method.timers.get("torch_infer", 0.0),
+        t_torch_update_s=method.timers.get("torch_update", 0.0),
+        t_python_s=wall - t_env - torch_s - (sumo_s - sumo_env),  # runner + method Python
+        decisions_per_s=(metrics.get("decisions", 0) / wall) if wall > 0 else 0.0,
+    )
+    return row
+
+
+# ------------------------------------------------------------------------------------------ train
+def _determinism() -> tuple[int, bool]:
+    """Single-threaded, deterministic torch (bitwise-reproducible updates); returns the old settings."""
+    import torch
+
+    old = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    return old
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=Console(stderr=True),
+    )
+
+
+def make_env(scenario, cfg: TrainConfig, control: str):
+    from cosim import EnvConfig, VehicleRoutingEnv
+
+    return VehicleRoutingEnv(
+        scenario, EnvConfig(n_agents=cfg.agents, backend=cfg.backend, horizon=cfg.horizon, control=control)
+    )
+
+
+def _versions() -> dict:
+    import torch
+
+    out = {"torch": torch.__version__, "numpy": np.__version__}
+    try:
+        from cosim.kernel import sumo_version
+
+        out["sumo"] = sumo_version()
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return out
+
+
+def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+    """Check the run directory; returns the checkpoint to resume from (None: start fresh)."""
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} exists and is not a directory")
+    ck_path, cfg_path = out / CHECKPOINT, out / CONFIG
+    has_run = ck_path.exists() or cfg_path.exists()
+    if not has_run:
+        return None
+    new = cfg.identity()
+    ck = load_checkpoint(ck_path) if ck_path.exists() else None
+    old = ck["config"] if ck is not None else _read_config(cfg_path)
+    if old is not None:
+        old = {k: v for k, v in old.items() if k not in TrainConfig.RESUMABLE_CHANGES}
+    if old is not None and old != new:
+        raise TrainError(
+            f"--out {out} holds another run with a different config ({_config_diff(old, new)}); "
+            "choose another --out"
+        )
+    if not resume:
+        raise TrainError(f"--out {out} already holds this run; pass --resume to continue it or choose another --out")
+    return ck
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    env_factory: Callable | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    method: Method | None = None,
+) -> dict:
+    """Train (or run a baseline) per `cfg` into `out`. Returns a summary (last eval row, counters).
+
+    env_factory(scenario, cfg, control) -> env replaces `make_env` (tests inject faults this way);
+    on_row(row) sees every metrics row as it is written (W&B logging); `method` overrides the registry.
+    """
+    validate(cfg)
+    out = Path(out)
+    ck = prepare_out(out, cfg, resume)
+    torch_settings = _determinism()
+    import torch
+
+    try:
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        torch.manual_seed(cfg.seed)
+        from scenarios import ensure_built
+
+        scenario = ensure_built(cfg.scenario)
+        method = method or make_method(cfg)
+        env = (env_factory or make_env)(scenario, cfg, method.control)
+        try:
+            return _start(cfg, out, env, method, ck, progress, on_row)
+        finally:
+            env.close()
+    finally:
+        torch.set_num_threads(torch_settings[0])
+        torch.use_deterministic_algorithms(torch_settings[1])
+
+
+def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
+    method.setup(env)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"episode": 0, "env_steps": 0, "wall_s": 0.0, "sumo_faults": 0, "rows": 0}
+    if ck is not None:
+        try:
+            method.load_state_dict(ck["method"])
+            _set_rng_state(ck["rng"])
+            state = {k: ck[k] for k in state}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise TrainError(
+                f"checkpoint {out / CHECKPOINT} does not fit this run ({type(exc).__name__}: {str(exc)[:120]}); "
+                "delete it to start over or choose another --out"
+            ) from None
+        rows = _read_rows(out / METRICS, state["rows"])
+        _atomic_write(out / METRICS, "".join(rows).encode())
+        state["rows"] = len(rows)
+    else:
+        doc = {"config": _jsonable(asdict(cfg)), "method": _jsonable(method.describe()), "versions": _versions()}
+        doc["config_identity"] = cfg.identity()
+        _atomic_write(out / CONFIG, (json.dumps(doc, indent=2) + "\n").encode())
+        _atomic_write(out / METRICS, b"")
+    return _loop(cfg, out, env, method, state, progress, on_row)
+
+
+def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
+    timer = _KernelTimer(env.kernel) if hasattr(env, "kernel") else None
+    metrics_f = open(out / METRICS, "a")
+
+    def write(row: dict) -> None:
+        row = {k: _clean(v) for k, v in row.items()}
+        metrics_f.write(json.dumps(row) + "\n")
+        metrics_f.flush()
+        state["rows"] += 1
+        if on_row is not None:
+            on_row(row)
+
+    def checkpoint() -> None:
+        import torch
+
+        ck = {
+            "format": CHECKPOINT_FORMAT,
+            "config": cfg.identity(),
+            **{k: state[k] for k in ("episode", "env_steps", "wall_s", "sumo_faults", "rows")},
+            "env_seed": {"seed": cfg.seed, "next_episode": state["episode"] + 1, "eval_seed": cfg.eval_seed},
+            "method": method.state_dict(),
+            "rng": _rng_state(),
+        }
+        buf = io.BytesIO()
+        torch.save(ck, buf)
+        _atomic_write(out / CHECKPOINT, buf.getvalue())
+
+    def evaluate() -> dict:
+        t0 = time.perf_counter()
+        row = run_episode(env, method, cfg.eval_seed, train=False, sumo_timer=timer)
+        state["wall_s"] += time.perf_counter() - t0
+        if row.get("sumo_fault"):
+            state["sumo_faults"] += 1
+        row = {"phase": "eval", "episode": state["episode"], "env_steps": state["env_steps"],
+               "wall_s": state["wall_s"], "seed": cfg.eval_seed, **row, "sumo_faults": state["sumo_faults"]}
+        write(row)
+        return row
+
+    bar = _progress(progress)
+    try:
+        if bar is not None:
+            bar.start()
+            task = bar.add_task(f"{cfg.method} on {cfg.scenario}", total=cfg.episodes, completed=state["episode"], status="")
+        if state["episode"] == 0 and state["rows"] == 0 and cfg.eval_every:
+            evaluate()
+            checkpoint()
+        last_eval: dict = {}
+        while state["episode"] < cfg.episodes:
+            e = state["episode"] + 1
+            t0 = time.perf_counter()
+            row = run_episode(env, method, episode_seed(cfg.seed, e), train=True, sumo_timer=timer)
+            state["wall_s"] += time.perf_counter() - t0
+            state["episode"] = e
+            if row.get("sumo_fault"):
+                state["sumo_faults"] += 1
+            state["env_steps"] += int(row.get("decisions") or 0)  # a lost episode still used its samples
+            row = {"phase": "train", "episode": e, "env_steps": state["env_steps"], "wall_s": state["wall_s"],
+                   "seed": episode_seed(cfg.seed, e), **row, "sumo_faults": state["sumo_faults"]}
+            write(row)
+            if cfg.eval_every and (e % cfg.eval_every == 0 or e == cfg.episodes):
+                last_eval = evaluate()
+            checkpoint()
+            if bar is not None:
+                mtt = (last_eval or row).get("mean_travel_time")
+                status = f"travel {mtt:.0f} s" if isinstance(mtt, (int, float)) else ""
+                status += f"  {row.get('decisions_per_s', 0):.0f} dec/s  faults {state['sumo_faults']}"
+                bar.update(task, completed=e, status=status)
+    finally:
+        metrics_f.close()
+        if bar is not None:
+            bar.stop()
+    rows = read_metrics(out)
+    return {
+        "episodes": state["episode"],
+        "env_steps": state["env_steps"],
+        "wall_s": state["wall_s"],
+        "sumo_faults": state["sumo_faults"],
+        "last_eval": next((r for r in reversed(rows) if r.get("phase") == "eval"), {}),
+        "last_train": next((r for r in reversed(rows) if r.get("phase") == "train"), {}),
+        "out": str(out),
+    }
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """All rows of a run's metrics.jsonl (a torn last line is skipped)."""
+    path = Path(run_dir) / METRICS
+    rows = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows

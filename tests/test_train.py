@@ -1,0 +1,261 @@
+"""The training runner on helsinki: IPPO/MAPPO runs, baselines, kill-and-resume equivalence, SUMO faults
+and bad input. Small fleets and short horizons keep every run to a few seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.base import TrainError
+from agents.runner import CHECKPOINT, TrainConfig, make_env, read_metrics, train
+from cosim.errors import SumoFault
+
+SMALL = dict(agents=20, horizon=900.0)
+REQUIRED = {"phase", "episode", "env_steps", "wall_s", "mean_travel_time", "arrival_rate", "return", "sumo_fault"}
+TIMING = {"wall_s", "episode_wall_s", "decisions_per_s"}
+
+
+def _comparable(rows: list[dict]) -> list[dict]:
+    """Rows without wall-clock figures (everything else must match bit for bit)."""
+    return [{k: v for k, v in r.items() if k not in TIMING and not k.startswith("t_")} for r in rows]
+
+
+def _params(run_dir: Path) -> dict:
+    return torch.load(run_dir / CHECKPOINT, weights_only=True)["method"]["policy"]
+
+
+def _assert_same_params(a: Path, b: Path) -> None:
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", "train", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(helsinki, tmp_path_factory) -> Path:
+    """An uninterrupted 4-episode IPPO run (evaluations at 0, 2, 4)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    train(TrainConfig(method="ippo", episodes=4, seed=3, eval_every=2, **SMALL), out, progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------ learners
+@pytest.mark.parametrize("method", ["ippo", "mappo"])
+def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
+    out = tmp_path / method
+    res = train(TrainConfig(method=method, episodes=2, seed=0, eval_every=1, agents=15, horizon=600.0), out, progress=False)
+    rows = read_metrics(out)
+    assert [(r["phase"], r["episode"]) for r in rows] == [("eval", 0), ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)]
+    for r in rows:
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert r["mean_travel_time"] > 0 and 0 <= r["arrival_rate"] <= 1
+    train_rows = [r for r in rows if r["phase"] == "train"]
+    for r in train_rows:
+        assert r["update_skipped"] is False and r["n_samples"] > 0
+        for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm"):
+            assert math.isfinite(r[k]), (k, r[k])
+        parts = ("t_sumo_s", "t_env_python_s", "t_torch_infer_s", "t_torch_update_s", "t_python_s")
+        assert all(r[k] >= 0 for k in parts) and r["t_env_s"] <= r["episode_wall_s"]
+        assert sum(r[k] for k in parts) == pytest.approx(r["episode_wall_s"], rel=1e-6)
+    assert train_rows[1]["env_steps"] == train_rows[0]["decisions"] + train_rows[1]["decisions"]
+    assert res["episodes"] == 2 and res["last_eval"]["episode"] == 2
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["method"] == method and cfg["method"]["critic"] == ("central" if method == "mappo" else "local")
+    ck = torch.load(out / CHECKPOINT, weights_only=True)
+    assert ck["episode"] == 2 and {"torch", "numpy", "python"} <= set(ck["rng"]) and "optimizer" in ck["method"]
+    assert not list(out.glob("*.tmp"))
+
+
+def test_independent_networks(helsinki, tmp_path):
+    out = tmp_path / "indep"
+    train(TrainConfig(method="ippo", episodes=1, eval_every=0, ppo={"shared": False}, agents=10, horizon=600.0), out, progress=False)
+    (row,) = read_metrics(out)
+    assert math.isfinite(row["policy_loss"])
+    w = _params(out)["actor.layers.0.weight"]
+    assert w.shape[0] == 10  # one actor per agent
+
+
+# ----------------------------------------------------------------------------------- baselines
+def test_baselines(helsinki, tmp_path):
+    res = {}
+    for m in ("random", "shortest", "sumo-rerouting"):
+        train(TrainConfig(method=m, episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / m, progress=False)
+        (res[m],) = read_metrics(tmp_path / m)
+    assert res["shortest"]["mean_travel_time"] < res["random"]["mean_travel_time"]
+    assert res["shortest"]["arrival_rate"] >= res["random"]["arrival_rate"]
+    assert res["sumo-rerouting"]["decisions"] == 0 and res["sumo-rerouting"]["arrival_rate"] > 0.5
+    assert res["sumo-rerouting"]["mean_travel_time"] < res["random"]["mean_travel_time"]
+
+    # replaying the free-flow shortest routes as plans reproduces the shortest policy exactly
+    g = helsinki.graph
+    plans = {t.id: [g.edges[i] for i in g.path(g.index[t.origin], g.index[t.destination])] for t in helsinki.trips(30)}
+    pf = tmp_path / "plans.json"
+    pf.write_text(json.dumps(plans))
+    train(TrainConfig(method="replay", plans=str(pf), episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / "replay", progress=False)
+    (rep,) = read_metrics(tmp_path / "replay")
+    assert rep["mean_travel_time"] == res["shortest"]["mean_travel_time"]
+    assert rep["decisions"] == res["shortest"]["decisions"]
+
+
+# ------------------------------------------------------------------------------------ resume
+def test_stop_and_resume_equals_uninterrupted(reference, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(method="ippo", episodes=2, seed=3, eval_every=2, **SMALL)
+    train(cfg, out, progress=False)
+    cfg.episodes = 4
+    train(cfg, out, resume=True, progress=False)
+    assert _comparable(read_metrics(out)) == _comparable(read_metrics(reference))
+    _assert_same_params(out, reference)
+
+
+@pytest.mark.parametrize("method", ["mappo", "random"])
+def test_resume_other_methods(helsinki, tmp_path, method):
+    """MAPPO (global-state critic) and the random baseline (its own generator) resume exactly too."""
+    cfg = dict(method=method, seed=5, eval_every=0, agents=15, horizon=600.0)
+    train(TrainConfig(episodes=3, **cfg), tmp_path / "straight", progress=False)
+    train(TrainConfig(episodes=1, **cfg), tmp_path / "resumed", progress=False)
+    train(TrainConfig(episodes=3, **cfg), tmp_path / "resumed", resume=True, progress=False)
+    a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
+    assert len(a) == 3 and _comparable(a) == _comparable(b)
+    ca = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)["method"]
+    cb = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["method"]
+    if method == "random":
+        assert ca == cb
+    else:
+        _assert_same_params(tmp_path / "straight", tmp_path / "resumed")
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted(reference, tmp_path):
+    """SIGKILL a real training process mid-run, resume it, and get the uninterrupted run's results."""
+    out = tmp_path / "run"
+    args = ["--method", "ippo", "--episodes", "4", "--seed", "3", "--eval-every", "2", "--agents", "20",
+            "--horizon", "900", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed = False
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if any(r.get("phase") == "train" and r["episode"] >= 2 for r in read_metrics(out)):
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and not killed:
+            proc.kill()
+        proc.wait(timeout=30)
+    assert killed, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    assert proc.returncode == -signal.SIGKILL
+    done = read_metrics(out)
+    assert max(r["episode"] for r in done) < 4  # it really was cut short
+
+    r = _cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert _comparable(read_metrics(out)) == _comparable(read_metrics(reference))
+    _assert_same_params(out, reference)
+
+    # resuming a finished run is a no-op
+    r = _cli(*args, "--resume")
+    assert r.returncode == 0 and len(read_metrics(out)) == len(read_metrics(reference))
+
+
+# ------------------------------------------------------------------------------------- faults
+def test_sumo_fault_loses_one_episode(helsinki, tmp_path):
+    def faulty_env(scenario, cfg, control):
+        env = make_env(scenario, cfg, control)
+        step = env.kernel.step
+        calls = {"n": 0}
+
+        def step_or_fail():
+            if env.episode == 2:
+                calls["n"] += 1
+                if calls["n"] == 400:
+                    raise SumoFault("injected: SUMO died")
+            return step()
+
+        env.kernel.step = step_or_fail
+        return env
+
+    out = tmp_path / "fault"
+    res = train(TrainConfig(method="ippo", episodes=3, eval_every=0, seed=0, agents=15, horizon=600.0), out,
+                progress=False, env_factory=faulty_env)
+    rows = read_metrics(out)
+    assert [r["sumo_fault"] for r in rows] == [False, True, False]
+    assert [r["sumo_faults"] for r in rows] == [0, 1, 1]
+    assert rows[1]["update_skipped"] is True and "policy_loss" not in rows[1]
+    assert rows[2]["update_skipped"] is False and math.isfinite(rows[2]["policy_loss"])
+    assert rows[1]["decisions"] > 0  # it ran for a while before the fault; those samples count as spent
+    assert rows[2]["env_steps"] == sum(r["decisions"] for r in rows)
+    assert res["sumo_faults"] == 1 and res["episodes"] == 3
+
+
+# ---------------------------------------------------------------------------------- bad input
+def test_unknown_method_and_bad_numbers(tmp_path):
+    with pytest.raises(TrainError, match=r"unknown method 'nope'; choose one of: ippo, mappo, random, shortest"):
+        train(TrainConfig(method="nope"), tmp_path / "a", progress=False)
+    for n in (0, -3):
+        with pytest.raises(TrainError, match="--episodes must be a positive number"):
+            train(TrainConfig(episodes=n), tmp_path / "a", progress=False)
+    with pytest.raises(TrainError, match="unknown PPO setting"):
+        train(TrainConfig(ppo={"learning_rate": 1.0}), tmp_path / "a", progress=False)
+    with pytest.raises(TrainError, match="needs --plans"):
+        train(TrainConfig(method="replay", episodes=1, **SMALL), tmp_path / "a", progress=False)
+    with pytest.raises(TrainError, match="plans file .* does not exist"):
+        train(TrainConfig(method="replay", plans=str(tmp_path / "none.json"), **SMALL), tmp_path / "a", progress=False)
+    (tmp_path / "bad.json").write_text('{"a": "not a list"}')
+    with pytest.raises(TrainError, match="must map agent ids to lists of edge ids"):
+        train(TrainConfig(method="replay", plans=str(tmp_path / "bad.json"), **SMALL), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_cli_prints_one_line_errors(tmp_path):
+    r = _cli("--method", "nope", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: unknown method 'nope'; choose one of: ippo, mappo, random, shortest, sumo-rerouting, replay"
+    ]
+    r = _cli("--episodes", "0", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and r.stderr.startswith("error: --episodes must be a positive number")
+
+
+def test_out_dir_with_another_run_is_refused(reference, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    same = TrainConfig(method="ippo", episodes=4, seed=3, eval_every=2, **SMALL)
+    with pytest.raises(TrainError, match=r"different config \(seed: 3 -> 4\)"):
+        train(TrainConfig(method="ippo", episodes=4, seed=4, eval_every=2, **SMALL), run, progress=False)
+    with pytest.raises(TrainError, match=r"different config \(method: 'ippo' -> 'mappo'\)"):
+        train(TrainConfig(method="mappo", episodes=4, seed=3, eval_every=2, **SMALL), run, resume=True, progress=False)
+    with pytest.raises(TrainError, match="already holds this run; pass --resume"):
+        train(same, run, progress=False)
+    before = (run / "metrics.jsonl").read_text()
+    res = train(same, run, resume=True, progress=False)  # complete already: nothing to do
+    assert res["episodes"] == 4 and (run / "metrics.jsonl").read_text() == before
+
+    (run / CHECKPOINT).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(TrainError, match="checkpoint .* is corrupt or unreadable"):
+        train(same, run, resume=True, progress=False)
+    (run / CHECKPOINT).write_bytes((reference / CHECKPOINT).read_bytes()[:500])  # torn file
+    with pytest.raises(TrainError, match="corrupt"):
+        train(same, run, resume=True, progress=False)
+    r = _cli("--method", "ippo", "--episodes", "4", "--seed", "3", "--eval-every", "2", "--agents", "20",
+             "--horizon", "900", "--out", str(run), "--resume")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "corrupt" in r.stderr
