@@ -114,6 +114,8 @@ class SEDResult:
     rounds: list[RoundLog]
     accepted_round: int | None
     best_round: int
+    first_plans: dict[str, list[str]] = field(default_factory=dict)  # round 1, unvalidated (LEED's)
+    first_choices: dict[str, int] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
 
 
@@ -361,6 +363,8 @@ class SED:
                     completion_tokens=self._tokens - tok0,
                 )
             )
+            if rnd == 1:
+                first = (dict(plans), dict(choices))
             score = rounds[-1].mean_travel_time
             if best is None or score < best[0]:
                 best = (score, dict(plans), dict(choices), rnd)
@@ -382,7 +386,13 @@ class SED:
             previous = choices
         assert best is not None
         return SEDResult(
-            plans=best[1], choices=best[2], rounds=rounds, accepted_round=accepted_round, best_round=best[3]
+            plans=best[1],
+            choices=best[2],
+            rounds=rounds,
+            accepted_round=accepted_round,
+            best_round=best[3],
+            first_plans=first[0],
+            first_choices=first[1],
         )
 
     def _calls_now(self) -> int:
@@ -405,30 +415,42 @@ def random_choice_baseline(sed: SED, rng: np.random.Generator) -> float:
     return float(np.mean(times))
 
 
+def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
+    """Execute a plan set once (seed = the SED seed) and store its demonstrations in the env's format:
+    demos.npz (agent index, observation, mask, action, reward of that action, last-action flag),
+    agents.json (index -> id), expert_traces.json (id -> [[x, y, t], ...]) and plans.json."""
+    travel, (demo, traces, metrics) = sed.rollout(plans, seed=sed.cfg.seed, record=True)
+    n = len(demo["agent"])
+    np.savez_compressed(
+        folder / "demos.npz",
+        agent=np.asarray(demo["agent"], dtype=np.int64),
+        obs=np.asarray(demo["obs"], dtype=np.float32).reshape(n, sed.env.obs_size),
+        mask=np.asarray(demo["mask"], dtype=np.int8).reshape(n, sed.env.config.max_actions),
+        action=np.asarray(demo["action"], dtype=np.int64),
+        reward=np.asarray(demo["reward"], dtype=np.float32),
+        done=np.asarray(demo["done"], dtype=bool),
+    )
+    (folder / "agents.json").write_text(json.dumps(sed.env.possible_agents))
+    (folder / "expert_traces.json").write_text(json.dumps(traces))
+    (folder / "plans.json").write_text(
+        json.dumps({a: {"edges": plans[a], "candidate": choices[a]} for a in plans}, indent=1)
+    )
+    return dict(metrics, samples=n)
+
+
 def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = None) -> dict:
     """Demonstrations, plans, prompts/responses, bounds and the summary, written atomically into out."""
     import os
     import shutil
     import tempfile
 
-    travel, (demo, traces, metrics) = sed.rollout(result.plans, seed=sed.cfg.seed, record=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        np.savez_compressed(
-            tmp / "demos.npz",
-            agent=np.asarray(demo["agent"], dtype=np.int64),
-            obs=np.asarray(demo["obs"], dtype=np.float32).reshape(len(demo["agent"]), sed.env.obs_size),
-            mask=np.asarray(demo["mask"], dtype=np.int8).reshape(len(demo["agent"]), sed.env.config.max_actions),
-            action=np.asarray(demo["action"], dtype=np.int64),
-            reward=np.asarray(demo["reward"], dtype=np.float32),
-            done=np.asarray(demo["done"], dtype=bool),
-        )
-        (tmp / "agents.json").write_text(json.dumps(sed.env.possible_agents))
-        (tmp / "expert_traces.json").write_text(json.dumps(traces))
-        (tmp / "plans.json").write_text(
-            json.dumps({a: {"edges": result.plans[a], "candidate": result.choices[a]} for a in result.plans}, indent=1)
-        )
+        metrics = _write_demos(sed, result.plans, result.choices, tmp)
+        # round 1's plans, unvalidated: the one-shot demonstrations of LEED and the no-SED ablation
+        (tmp / "first_round").mkdir()
+        _write_demos(sed, result.first_plans, result.first_choices, tmp / "first_round")
         (tmp / "llm_log.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sed.log))
         (tmp / "rounds.json").write_text(json.dumps([asdict(r) for r in result.rounds], indent=1))
         summary = {
@@ -447,7 +469,7 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
             "llm_calls": sum(r.llm_calls for r in result.rounds),
             "llm_seconds": round(sum(r.llm_seconds for r in result.rounds), 3),
             "cache_hits": sed.cache.hits if sed.cache else 0,
-            "demo_samples": len(demo["agent"]),
+            "demo_samples": metrics["samples"],
             "demo_mean_travel_time": metrics["mean_travel_time"],
             "config": asdict(sed.cfg),
             **(extra or {}),

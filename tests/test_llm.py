@@ -190,6 +190,7 @@ def test_demonstrations_are_in_the_envs_format(helsinki, tmp_path):
     assert d["done"].sum() == 6 and np.all(d["reward"] <= 0)
     traces = json.loads((tmp_path / "demos" / "expert_traces.json").read_text())
     assert len(traces) == 6 and all(len(t) >= 2 and len(t[0]) == 3 for t in traces.values())
+    assert (tmp_path / "demos" / "first_round" / "demos.npz").is_file()  # LEED's one-shot demos
     for key in ("rounds", "bound_per_round", "mean_travel_time_per_round", "invalid_answers", "repaired", "llm_calls", "llm_seconds"):
         assert key in summary
 
