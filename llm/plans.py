@@ -49,7 +49,7 @@ def plan_schema(agent_ids: list[str], n_routes: int) -> dict:
                         "properties": {
                             "agent": {"const": a},
                             "route": {"enum": list(range(max(n_routes, 1)))},
-                            "reason": {"type": "string", "pattern": "^[A-Za-z0-9 ,.'-]{0,40}$"},
+                            "reason": {"type": "string", "pattern": "^[A-Za-z0-9 ,.'-]{0,30}$"},
                         },
                         "required": ["agent", "route", "reason"],
                     }

@@ -193,7 +193,7 @@ class SED:
         runnable = runnable.with_retry(
             retry_if_exception_type=_transient_errors(),
             stop_after_attempt=self.cfg.retry_attempts,
-            exponential_jitter_params={"initial": self.cfg.retry_initial_wait},
+            exponential_jitter_params={"multiplier": self.cfg.retry_initial_wait},
         )
         t0 = time.perf_counter()
         text, error = "", None
