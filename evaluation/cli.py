@@ -23,6 +23,8 @@ app = typer.Typer(
 def _register() -> None:
     from scenarios.cli import app as scenario_app
     from cosim.cli import register as register_cosim
+    from evaluation.compare import register as register_compare
+    from evaluation.evaluate import register as register_evaluate
     from agents.cli import register as register_agents
     from llm.cli import register as register_llm
 
@@ -30,6 +32,8 @@ def _register() -> None:
     register_cosim(app)
     register_agents(app)
     register_llm(app)
+    register_compare(app)
+    register_evaluate(app)
 
 
 _register()

@@ -1,0 +1,668 @@
+"""`cosim compare`: train a grid of (method, seed) runs in parallel, then results.json and report.html.
+
+    cosim compare --scenario helsinki --methods ippo,mappo,shortest --seeds 3 --episodes 30 --out cmp/
+
+Layout of ``--out``::
+
+    compare.json            the comparison's identity (refuses an --out holding a different one)
+    expert_plans.json       with `replay` among the methods: the LLM's kept plans as agent -> edges
+    runs/<method>-s<seed>/  each run: config.json, metrics.jsonl, checkpoint.pt, run.json, routes.json,
+                            wandb/offline-run-*  (one W&B run per (method, seed))
+    results.json            per method: mean/spread across seeds of the final metrics, sample
+                            efficiency, wall time; per run: status ok/failed and the error
+    report.html             one self-contained page (inline images, no network)
+
+Execution: a local process pool (``spawn`` context, one process per run so every run gets a fresh
+libsumo, at most one run per core: ``--workers`` defaults to min(cores, runs)); or Ray
+(``--executor ray``; ``RAY_ADDRESS`` selects a running cluster, otherwise a local one is started). A run
+that raises is marked failed and the others go on; a worker process that dies (killed, SUMO crash)
+breaks the local pool: the runs that were in flight are retried one at a time in a fresh process (each
+resumes from its last checkpoint), so the culprit is identified and marked failed.
+
+Re-running the same command on the same ``--out`` resumes: finished runs are kept, unfinished ones
+continue from their checkpoints, and the results and the report are rewritten.
+
+Demonstrations: the methods that want SED demonstrations (``MethodSpec.needs_demos``: reled, leed,
+reled-nosed, reled-fixedw, expert-replay, and whatever is registered later) get one folder as
+``TrainConfig.options["demos"]`` — the same folder for every method and seed of the comparison. It is
+``--demos DIR`` (made by `cosim demos`), or else produced once before the grid by the SED pipeline
+(`evaluation.demos_provider`, the one `cosim train` uses; cached under ``$COSIM_HOME/demos``) with
+``--llm`` (default: the local model). ``replay`` replays the folder's kept plans (``--plans``).
+``--set key=value`` goes to a method's ``cfg.options`` when the method declares the key
+(``MethodSpec.options``, e.g. RELED's w0), otherwise to the learners' PPO settings.
+
+Fault injection for tests: ``COSIM_INJECT_FAULT="ippo-s1"`` makes that run raise after its first
+metrics row; ``"ippo-s1:exit"`` makes its worker process exit abruptly instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from scenarios.errors import UserError
+
+COMPARE_FILE = "compare.json"
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+RUN_FILE = "run.json"
+ROUTES_FILE = "routes.json"
+COMPARE_FORMAT = 1
+# methods that consume SED demonstrations, for a registry without MethodSpec.needs_demos
+DEMO_METHODS = ("reled", "leed", "reled-nosed", "reled-fixedw", "expert-replay")
+INJECT_ENV = "COSIM_INJECT_FAULT"
+
+
+class CompareError(UserError):
+    """Bad input to `cosim compare`."""
+
+
+# --------------------------------------------------------------------------------------- helpers
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def wants_demos(method: str) -> bool:
+    """Whether a method learns from (or replays) SED demonstrations: the registry's ``needs_demos``."""
+    from agents.methods import check_method
+
+    spec = check_method(method)
+    flag = getattr(spec, "needs_demos", None)
+    return bool(flag) if flag is not None else method in DEMO_METHODS
+
+
+def split_overrides(names: list[str], overrides: dict) -> tuple[dict, dict[str, dict]]:
+    """``--set key=value`` -> (PPO overrides for the learners, per-method options): a key a method
+    declares in ``MethodSpec.options`` goes to that method's ``cfg.options``, anything else is a PPO
+    setting (validated by the runner's rules)."""
+    from agents.methods import check_method
+
+    specs = {m: check_method(m) for m in names}
+    per_method = {m: {k: v for k, v in overrides.items() if k in getattr(specs[m], "options", ())} for m in names}
+    own = {k for opts in per_method.values() for k in opts}
+    ppo = {k: v for k, v in overrides.items() if k not in own}
+    if ppo:
+        from agents.runner import TrainConfig, validate
+
+        validate(TrainConfig(method=names[0], ppo=ppo))  # unknown settings fail here, not in every run
+    return ppo, per_method
+
+
+def parse_methods(text: str) -> list[str]:
+    from agents.methods import check_method, method_names
+
+    names = []
+    for m in (text or "").split(","):
+        m = m.strip()
+        if m and m not in names:
+            names.append(m)
+    if not names:
+        raise CompareError(f"--methods needs at least one method; choose from: {', '.join(method_names())}")
+    for m in names:
+        check_method(m)  # raises a UserError naming the known methods
+    return names
+
+
+def require_ray():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise CompareError(
+            "--executor ray needs Ray, which is not installed: pip install 'reled-cosim[ray]' "
+            "(or pip install ray), or use --executor local"
+        ) from None
+    return ray
+
+
+def check_demos(path: Path, scenario, n_agents: int) -> dict:
+    """A demonstrations folder made by `cosim demos` for this city and number of agents."""
+    if not path.is_dir():
+        raise CompareError(f"--demos {path} is not a folder (make one with `cosim demos --out DIR`)")
+    summary = _read_json(path / "summary.json")
+    if not isinstance(summary, dict) or not (path / "plans.json").exists():
+        raise CompareError(f"--demos {path} holds no SED demonstrations (summary.json and plans.json from `cosim demos`)")
+    if summary.get("scenario") not in (None, scenario.name):
+        raise CompareError(f"--demos {path} were made for {summary.get('scenario')!r}, not {scenario.name!r}")
+    if summary.get("agents") not in (None, n_agents):
+        raise CompareError(
+            f"--demos {path} cover {summary.get('agents')} agents but the comparison controls {n_agents} "
+            f"(pass --agents {summary.get('agents')} or make demos with --agents {n_agents})"
+        )
+    return summary
+
+
+def expert_plans(demos: Path) -> dict[str, list[str]]:
+    """demos/plans.json ({agent: {"edges": [...], "candidate": k}}) as a replay plans file's content."""
+    raw = _read_json(demos / "plans.json") or {}
+    return {a: (p["edges"] if isinstance(p, dict) else list(p)) for a, p in raw.items()}
+
+
+def comparison_id(identity: dict) -> str:
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def prepare_out(out: Path, identity: dict) -> bool:
+    """Check --out; True when it holds this very comparison (resume), False when it is new/empty."""
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out} exists and is not a folder")
+    stored = out / COMPARE_FILE
+    if stored.exists():
+        doc = _read_json(stored)
+        old = doc.get("identity") if isinstance(doc, dict) else None
+        if not isinstance(old, dict):
+            raise CompareError(f"--out {out} holds an unreadable {COMPARE_FILE}; choose another --out")
+        if old != identity and not (out / "runs").exists():
+            return False  # the earlier attempt stopped before any run started: nothing to protect
+        if old != identity:
+            raise CompareError(
+                f"--out {out} holds a different comparison ({_diff(old, identity)}); choose another --out "
+                "or repeat that comparison's exact settings to resume it"
+            )
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise CompareError(f"--out {out} is not empty and holds no comparison ({COMPARE_FILE}); choose another --out")
+    return False
+
+
+# ------------------------------------------------------------------------------------------- runs
+def _inject(name: str, row: dict | None = None) -> None:
+    """Testing hook: COSIM_INJECT_FAULT="name[:exit],..." fails that run after its first metrics row."""
+    spec = os.environ.get(INJECT_ENV, "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        target, _, mode = item.partition(":")
+        if target == name:
+            if mode == "exit":
+                os._exit(70)
+            raise RuntimeError(f"injected fault ({INJECT_ENV}={item})")
+
+
+def _completed(run_dir: Path, episodes: int) -> dict | None:
+    """The stored result of a run that already finished all its episodes (None otherwise)."""
+    from agents.runner import CHECKPOINT, load_checkpoint
+
+    prior = _read_json(run_dir / RUN_FILE)
+    if not isinstance(prior, dict) or prior.get("status") != "ok" or not (run_dir / CHECKPOINT).exists():
+        return None
+    try:
+        ck = load_checkpoint(run_dir / CHECKPOINT)
+    except UserError:
+        return None
+    return prior if ck.get("episode", 0) >= episodes else None
+
+
+def run_job(job: dict) -> dict:
+    """One (method, seed) run in the current process: train with W&B tracking, record example routes,
+    write run.json. Never raises: failures come back as ``status: failed`` with the error."""
+    t0 = time.perf_counter()
+    run_dir = Path(job["dir"])
+    res = {k: job[k] for k in ("name", "method", "seed")}
+    res.update(dir=str(run_dir), status="failed", error=None, wandb=None, wandb_warning=None)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".started").write_text(job.get("token", ""))
+        from agents.methods import make_method
+        from agents.runner import TrainConfig
+
+        from evaluation.tracking import tracked_train
+
+        cfg = TrainConfig(**job["cfg"])
+        prior = _completed(run_dir, cfg.episodes)
+        if prior is not None:
+            res.update({k: prior.get(k) for k in ("wandb", "wandb_warning")}, status="ok", reused=True)
+        else:
+            method = make_method(cfg)
+            first = {"seen": False}
+
+            def on_row(row: dict) -> None:
+                if not first["seen"]:
+                    first["seen"] = True
+                    _inject(job["name"], row)
+
+            out = tracked_train(
+                cfg, run_dir, resume=True, progress=False, demos=job.get("demos"), tags=job.get("tags", ()),
+                extra_config=job.get("extra_config"), method=method, on_row=on_row,
+            )  # fmt: skip
+            res.update(wandb=out.get("wandb"), wandb_warning=out.get("wandb_warning"), status="ok")
+            if job.get("routes"):
+                try:
+                    _record_routes(cfg, method, run_dir)
+                except Exception as exc:  # noqa: BLE001 - the map is a nicety; the run stands
+                    res["routes_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - one failed run must not stop the grid
+        from evaluation.tracking import scrub
+
+        res["error"] = scrub(f"{type(exc).__name__}: {str(exc)[:500]}")
+        res["traceback"] = scrub("".join(traceback.format_exception(exc))[-3000:])
+    res["process_s"] = time.perf_counter() - t0
+    try:
+        _atomic_write(run_dir / RUN_FILE, json.dumps(res, indent=1, default=str) + "\n")
+    except OSError:
+        pass
+    return res
+
+
+def _record_routes(cfg, method, run_dir: Path) -> None:
+    """Every agent's route in one greedy episode on the evaluation seed (for the report's map)."""
+    from agents.runner import make_env
+    from scenarios import ensure_built
+
+    from evaluation.evaluate import greedy_episode
+
+    sc = ensure_built(cfg.scenario)
+    env = make_env(sc, cfg, method.control)
+    try:
+        row, routes = greedy_episode(env, method, cfg.eval_seed, routes=True)
+    finally:
+        env.close()
+    doc = {"seed": cfg.eval_seed, "mean_travel_time": row.get("mean_travel_time"), "routes": routes}
+    _atomic_write(run_dir / ROUTES_FILE, json.dumps(doc) + "\n")
+
+
+def _failed(job: dict, error: str) -> dict:
+    res = {k: job[k] for k in ("name", "method", "seed")}
+    res.update(dir=job["dir"], status="failed", error=error, wandb=None, wandb_warning=None)
+    try:
+        _atomic_write(Path(job["dir"]) / RUN_FILE, json.dumps(res, indent=1) + "\n")
+    except OSError:
+        pass
+    return res
+
+
+def _pool(workers: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+
+
+def run_local(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
+    """The grid on a local process pool (one process per run); survives worker processes dying."""
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo = list(jobs)
+    while todo:
+        token = uuid.uuid4().hex
+        for j in todo:
+            j["token"] = token
+        broken: list[dict] = []
+        with _pool(max(1, min(workers, len(todo)))) as pool:
+            futures = {pool.submit(run_job, j): j for j in todo}
+            for f in as_completed(futures):
+                j = futures[f]
+                try:
+                    on_done(f.result())
+                except BrokenProcessPool:
+                    broken.append(j)
+                except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be pickled
+                    on_done(_failed(j, f"{type(exc).__name__}: {str(exc)[:300]}"))
+        # the pool broke: the runs that had started are suspects; each is retried alone in a fresh process
+        started = [j for j in broken if (Path(j["dir"]) / ".started").exists()
+                   and (Path(j["dir"]) / ".started").read_text() == token]  # fmt: skip
+        todo = [j for j in broken if j not in started]
+        for j in started:
+            j["token"] = uuid.uuid4().hex
+            with _pool(1) as pool:
+                try:
+                    on_done(pool.submit(run_job, j).result())
+                except BrokenProcessPool:
+                    on_done(_failed(j, "the worker process died abruptly (killed, out of memory or a crash in SUMO)"))
+
+
+def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
+    """The grid as Ray tasks (one CPU and a fresh worker process each); failures are per task."""
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers, **kwargs)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(run_job)
+        pending = {remote.remote(j): j for j in jobs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                j = pending.pop(ref)
+                try:
+                    on_done(ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - WorkerCrashedError, RayTaskError, ...
+                    first = (str(exc).strip().splitlines() or [""])[0][:300]
+                    on_done(_failed(j, f"Ray task failed: {type(exc).__name__}: {first}"))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------- demos
+def make_demos(scenario: str, agents: int | None, llm: str, seed: int) -> str:
+    """SED demonstrations through the same provider `cosim train` uses (cached under $COSIM_HOME/demos
+    by scenario, agents, seed and SED settings); runs in a worker process (SED drives libsumo)."""
+    os.environ["COSIM_LLM"] = llm
+    from evaluation.demos_provider import provide_demos
+
+    return str(provide_demos(scenario, agents, seed))
+
+
+def _make_demos_in_subprocess(scenario: str, agents: int | None, llm: str, seed: int) -> Path:
+    with _pool(1) as pool:
+        try:
+            return Path(pool.submit(make_demos, scenario, agents, llm, seed).result())
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise CompareError(f"producing SED demonstrations failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                               "pass ready ones with --demos DIR") from None  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------- compare
+def compare(
+    scenario: str,
+    methods: str | list[str],
+    seeds: int,
+    episodes: int,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    agents: int | None = None,
+    workers: int | None = None,
+    demos: str | Path | None = None,
+    horizon: float | None = None,
+    eval_every: int | None = None,
+    eval_seed: int = 10_000,
+    ppo: dict | None = None,
+    llm: str = "local",
+    reference: list[str] | None = None,
+    report: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Run the comparison; returns results.json's content (also written to `out`)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t_start = time.perf_counter()
+    names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
+    for flag, value in (("seeds", seeds), ("episodes", episodes)):
+        if not isinstance(value, int) or value <= 0:
+            raise CompareError(f"--{flag} must be a positive number, got {value}")
+    if agents is not None and agents <= 0:
+        raise CompareError(f"--agents must be a positive number, got {agents}")
+    if workers is not None and workers <= 0:
+        raise CompareError(f"--workers must be a positive number, got {workers}")
+    if horizon is not None and horizon <= 0:
+        raise CompareError(f"--horizon must be positive, got {horizon}")
+    if eval_every is None:
+        eval_every = max(1, round(episodes / 10))
+    if eval_every <= 0:
+        raise CompareError(f"--eval-every must be >= 1 (the final metrics are greedy evaluations), got {eval_every}")
+    if executor not in ("local", "ray"):
+        raise CompareError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray":
+        require_ray()
+    if reference:
+        unknown = [m for m in reference if m not in names]
+        if unknown:
+            raise CompareError(f"--reference {', '.join(unknown)} not among --methods {', '.join(names)}")
+    ppo, method_options = split_overrides(names, dict(ppo or {}))
+
+    from scenarios import ensure_built
+
+    sc = ensure_built(scenario)  # unknown city -> ScenarioError; built once here, not by every worker
+    # the runs name the city by its shipped name when the user did, otherwise by the built folder
+    scenario_ref = sc.name if str(scenario).strip() == sc.name else str(sc.path)
+    n_agents = len(sc.trips(agents))
+    out = Path(out).expanduser().resolve()
+    need_demos = [m for m in names if wants_demos(m)]
+    demos_dir: Path | None = None
+    if demos is not None:
+        demos_dir = Path(demos).expanduser().resolve()
+        check_demos(demos_dir, sc, n_agents)
+    if "replay" in names and demos_dir is None and not need_demos:
+        raise CompareError("replay needs route plans: pass --demos DIR (its LLM plans are replayed), "
+                           "or compare expert-replay, which uses the demonstrations of the comparison")  # fmt: skip
+    identity = {
+        "format": COMPARE_FORMAT,
+        "scenario": sc.name,
+        "scenario_build": sc.path.name,
+        "methods": names,
+        "seeds": seeds,
+        "episodes": episodes,
+        "agents": agents,
+        "horizon": horizon,
+        "eval_every": eval_every,
+        "eval_seed": eval_seed,
+        "ppo": ppo,
+        "options": {m: o for m, o in method_options.items() if o},
+        "demos": str(demos_dir) if demos_dir else (f"generated with --llm {llm}" if need_demos else None),
+        "reference": list(reference) if reference else None,
+    }
+    resumed = prepare_out(out, identity)
+    cid = comparison_id(identity)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        doc = {"identity": identity, "id": cid, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "command": sys.argv[:1] and [Path(sys.argv[0]).name, *sys.argv[1:]]}  # fmt: skip
+        from evaluation.tracking import scrub
+
+        _atomic_write(out / COMPARE_FILE, json.dumps(scrub(doc), indent=1) + "\n")
+    else:
+        log(f"resuming the comparison in {out}")
+
+    if need_demos and demos_dir is None:
+        log(f"SED demonstrations for {', '.join(need_demos)} (--llm {llm}): made once, cached under $COSIM_HOME/demos")
+        demos_dir = _make_demos_in_subprocess(scenario_ref, agents, llm, 0)
+        check_demos(demos_dir, sc, n_agents)
+    plans_file = None
+    if demos_dir is not None and "replay" in names:
+        plans_file = out / "expert_plans.json"
+        _atomic_write(plans_file, json.dumps(expert_plans(demos_dir)) + "\n")
+
+    from agents.runner import TrainConfig
+
+    from evaluation.results import learns
+
+    jobs = []
+    for m in names:
+        for s in range(seeds):
+            gets_demos = demos_dir is not None and m in need_demos
+            cfg = TrainConfig(
+                scenario=scenario_ref, method=m, episodes=episodes, seed=s, agents=agents, eval_every=eval_every,
+                eval_seed=eval_seed, horizon=horizon, plans=str(plans_file) if (m == "replay" and plans_file) else None,
+                ppo=ppo if learns(m) else {},
+                options={**method_options[m], **({"demos": str(demos_dir)} if gets_demos else {})},
+            )  # fmt: skip
+            name = f"{m}-s{s}"
+            jobs.append(
+                {
+                    "name": name, "method": m, "seed": s, "dir": str(out / "runs" / name), "cfg": asdict(cfg),
+                    "demos": str(demos_dir) if gets_demos else None, "tags": [f"compare-{cid}", sc.name],
+                    "extra_config": {"compare": {"id": cid, "methods": ",".join(names), "seeds": seeds}},
+                    "routes": s == 0,
+                }
+            )  # fmt: skip
+    n_workers = max(1, min(workers or cores(), len(jobs)))
+    log(f"{len(jobs)} runs ({len(names)} method(s) x {seeds} seed(s), {episodes} episode(s) each) on {sc.name}, "
+        f"{n_workers} {'Ray' if executor == 'ray' else 'local'} worker(s) -> {out}")  # fmt: skip
+
+    results: dict[str, dict] = {}
+
+    def on_done(res: dict) -> None:
+        results[res["name"]] = res
+        if res["status"] == "ok":
+            last = _last_eval(Path(res["dir"]))
+            mtt = last.get("mean_travel_time")
+            extra = f"final travel time {mtt:.1f} s" if isinstance(mtt, (int, float)) else ""
+            log(f"[{len(results)}/{len(jobs)}] ok      {res['name']:<22} {extra}{' (kept from before)' if res.get('reused') else ''}")
+        else:
+            log(f"[{len(results)}/{len(jobs)}] FAILED  {res['name']:<22} {res.get('error')}")
+
+    (run_ray if executor == "ray" else run_local)(jobs, n_workers, on_done)
+
+    from evaluation.results import read_rows, summarise
+
+    ordered = [results.get(j["name"]) or _failed(j, "no result came back") for j in jobs]
+    rows = {r["name"]: read_rows(r["dir"]) for r in ordered}
+    res = summarise(identity, ordered, rows, reference=reference)
+    res["id"] = cid
+    res["out"] = str(out)
+    res["scenario_folder"] = str(sc.path)
+    res["demos"] = _demos_block(demos_dir)
+    res["executor"] = executor
+    res["workers"] = n_workers
+    res["wall_s"] = time.perf_counter() - t_start
+    from evaluation.tracking import scrub
+
+    res = scrub(res)
+    _atomic_write(out / RESULTS_FILE, json.dumps(res, indent=1, default=str) + "\n")
+    if report:
+        from evaluation.report import write_report
+
+        path = write_report(out, res)
+        log(f"report: {path}")
+        from evaluation.tracking import logged_in
+
+        if logged_in():
+            from evaluation.wandb_report import online_report
+
+            url = online_report(res)
+            if url:
+                res["wandb_report"] = url
+                _atomic_write(out / RESULTS_FILE, json.dumps(res, indent=1, default=str) + "\n")
+                log(f"W&B report: {url}")
+    return res
+
+
+def _last_eval(run_dir: Path) -> dict:
+    from evaluation.results import final_row, read_rows
+
+    return final_row(read_rows(run_dir))
+
+
+def _demos_block(demos_dir: Path | None) -> dict | None:
+    if demos_dir is None:
+        return None
+    summary = _read_json(demos_dir / "summary.json") or {}
+    keep = ("scenario", "llm", "agents", "subsets", "rounds", "accepted_round", "best_round", "bound_per_round",
+            "mean_bound_per_round", "mean_travel_time_per_round", "invalid_answers", "repaired", "llm_calls",
+            "llm_seconds", "demo_mean_travel_time", "random_choice_mean_travel_time")  # fmt: skip
+    block = {k: summary.get(k) for k in keep if k in summary}
+    block["dir"] = str(demos_dir)
+    block["threshold"] = (summary.get("config") or {}).get("threshold")
+    return block
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def _print_summary(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from evaluation.report import fmt_stat
+
+    t = Table(title=f"{res['comparison']['scenario']}: final greedy evaluation, mean ± std over seeds")
+    for c in ("method", "travel time s", "arrival rate", "return", "episodes to target", "runs ok"):
+        t.add_column(c, justify="right" if c != "method" else "left")
+    for m, d in res["methods"].items():
+        se = d["sample_efficiency"]
+        t.add_row(
+            m, fmt_stat(d["final"]["mean_travel_time"], 1), fmt_stat(d["final"]["arrival_rate"], 2),
+            fmt_stat(d["final"]["return"], 2),
+            (fmt_stat(se["episodes"], 1) + f" ({se['reached']}/{se['of']})") if se["of"] else "-",
+            f"{d['runs_ok']}/{d['runs']}",
+        )  # fmt: skip
+    Console(stderr=True).print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    def compare_cmd(
+        scenario: str = typer.Option("helsinki", "--scenario", "-s", help="City scenario name (or recipe / built folder)."),
+        methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated methods, e.g. ippo,mappo,shortest."),
+        seeds: int = typer.Option(3, "--seeds", help="Seeds per method (0 .. N-1)."),
+        episodes: int = typer.Option(20, "--episodes", "-e", help="Training episodes per run."),
+        out: Path = typer.Option(..., "--out", "-o", help="Comparison folder (runs, results.json, report.html)."),
+        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
+        agents: Optional[int] = typer.Option(None, "--agents", "-n", help="Controlled agents (default: the city's)."),
+        workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Parallel runs (default: min(cores, runs))."),
+        demos: Optional[Path] = typer.Option(None, "--demos", help="SED demonstrations folder (`cosim demos`) for the methods that use them."),
+        horizon: Optional[float] = typer.Option(None, "--horizon", help="Episode horizon in s (default: the city's)."),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Greedy evaluation every K episodes (default: episodes/10)."),
+        eval_seed: int = typer.Option(10_000, "--eval-seed", help="SUMO seed of every evaluation episode."),
+        set_: List[str] = typer.Option([], "--set", help="Override key=value (repeatable): a method's own setting (e.g. RELED's w0) or a PPO hyperparameter of the learners."),
+        llm: str = typer.Option("local", "--llm", help="LLM for demonstrations produced on the fly (see `cosim demos`)."),
+        reference: Optional[str] = typer.Option(None, "--reference", help="Methods whose best final value sets the sample-efficiency target (default: the learned baselines)."),
+        as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+    ) -> None:
+        """Train methods x seeds in parallel; write results.json and a self-contained report.html."""
+        from agents.cli import parse_overrides
+
+        res = compare(
+            scenario, methods, seeds, episodes, out, executor=executor, agents=agents, workers=workers, demos=demos,
+            horizon=horizon, eval_every=eval_every, eval_seed=eval_seed, ppo=parse_overrides(set_), llm=llm,
+            reference=[m.strip() for m in reference.split(",") if m.strip()] if reference else None,
+        )  # fmt: skip
+        _print_summary(res)
+        failed = [r for r in res["runs"] if r["status"] != "ok"]
+        if as_json:
+            print(json.dumps(res, indent=1, default=str))
+        else:
+            print(Path(res["out"]) / REPORT_FILE)
+        if failed and len(failed) == len(res["runs"]):
+            print(f"error: all {len(failed)} runs failed; see {Path(res['out']) / RESULTS_FILE}", file=sys.stderr)
+            raise typer.Exit(1)
+        if failed:
+            print(f"warning: {len(failed)} of {len(res['runs'])} runs failed: "
+                  + ", ".join(r["name"] for r in failed), file=sys.stderr)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+
+    @app.callback()
+    def _root() -> None:
+        """Comparisons (same as `cosim compare`)."""
+
+    register(app)
+    try:
+        app(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

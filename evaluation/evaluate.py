@@ -1,0 +1,257 @@
+"""`cosim evaluate`: run a trained policy greedily on a city (typically one it never saw).
+
+The environment's observation is city-independent (a fixed number of candidate edges, each described
+by relative or normalised features; see cosim/features.py), so a policy trained on one city runs on any
+other: for PPO-family learners (IPPO, MAPPO, RELED, LEED, ablations) a PPO learner with the run's PPO
+settings is set up on the new city and the checkpoint's *actor* weights are loaded (acting greedily
+needs nothing else — no demonstrations); other methods are rebuilt from the run's config. A centralised critic (MAPPO) is sized by the city's number of edges and is not needed to act
+greedily, so it is left out when it does not fit. Independent per-agent networks (``--independent``)
+only fit the same number of agents.
+
+    cosim evaluate --checkpoint runs/helsinki-ippo-s0 --scenario kouvola --episodes 3 --json
+
+Episode i (0-based) uses the SUMO seed ``--seed + i`` (default: the run's evaluation seed). The metrics
+are the training runner's: mean travel time, arrival rate, return, teleports, decisions, time split.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scenarios.errors import UserError
+
+EVAL_METRICS = ("mean_travel_time", "arrival_rate", "return", "teleports", "mean_travel_time_arrived",
+                "all_vehicles_mean_travel_time", "decisions")  # fmt: skip
+
+
+class EvaluateError(UserError):
+    """Bad input to `cosim evaluate`: no checkpoint there, one that cannot run on the city, …"""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    from agents.runner import CHECKPOINT
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / CHECKPOINT
+    if not p.is_file():
+        raise EvaluateError(f"no checkpoint at {path} (give a run directory holding {CHECKPOINT} or the file itself)")
+    return p
+
+
+def config_from_checkpoint(ck: dict, **changes):
+    """The run's TrainConfig (fields the checkpoint does not record take their defaults), with changes."""
+    from agents.runner import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in (ck.get("config") or {}).items() if k in names})
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def load_weights(method, state: dict) -> dict:
+    """Load a checkpoint's method state into a method set up for (possibly) another city.
+
+    PPO-family methods (anything with a torch ``policy`` holding ``actor.*`` parameters): the actor must
+    fit; the critic is loaded only if it fits too. Other methods: their own ``load_state_dict``.
+    Returns what was loaded: {"actor": bool, "critic": bool}."""
+    policy = getattr(method, "policy", None)
+    if policy is None or not isinstance(state, dict) or "policy" not in state:
+        method.load_state_dict(state)
+        return {"actor": False, "critic": False}
+    saved = state["policy"]
+    own = policy.state_dict()
+    actor = {k: v for k, v in saved.items() if k.startswith("actor.")}
+    bad = [k for k, v in actor.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if bad or not actor:
+        k = bad[0] if bad else "actor.*"
+        got = tuple(saved[k].shape) if k in saved else None
+        want = tuple(own[k].shape) if k in own else None
+        hint = ""
+        if got and want and len(got) == 3 and got[0] != want[0]:
+            hint = (f"; the checkpoint has one network per agent ({got[0]} agents): evaluate it with "
+                    f"--agents {got[0]} or train with shared parameters")  # fmt: skip
+        raise EvaluateError(f"the checkpoint's policy does not fit this environment ({k}: saved {got}, needed {want}){hint}")
+    critic_fits = all(k in own and tuple(own[k].shape) == tuple(v.shape) for k, v in saved.items())
+    policy.load_state_dict(saved if critic_fits else {**own, **actor})
+    return {"actor": True, "critic": critic_fits}
+
+
+def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, horizon: float | None = None):
+    """(cfg, method, env, ck, loaded) ready to act greedily on `scenario` (a built Scenario)."""
+    from agents.methods import make_method
+    from agents.runner import load_checkpoint, make_env
+
+    path = resolve_checkpoint(checkpoint)
+    ck = load_checkpoint(path)
+    cfg = config_from_checkpoint(ck, scenario=scenario.name, agents=agents, horizon=horizon)
+    state = ck.get("method")
+    if isinstance(state, dict) and "policy" in state:
+        # a PPO-family learner (IPPO, MAPPO, RELED and its variants): acting greedily needs only its
+        # actor, so a plain PPO learner with the run's PPO settings stands in (no demonstrations needed)
+        from agents.marl import PPOLearner
+        from agents.methods import ppo_config
+
+        method = PPOLearner(ppo_config(cfg), critic="central" if cfg.method == "mappo" else "local", name=cfg.method)
+    else:
+        method = make_method(cfg)
+    env = make_env(scenario, cfg, method.control)
+    try:
+        method.setup(env)
+        loaded = load_weights(method, ck["method"])
+    except EvaluateError:
+        env.close()
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        env.close()
+        raise EvaluateError(f"cannot load {path} into {cfg.method} on {scenario.name}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    return cfg, method, env, ck, loaded
+
+
+def full_route(graph, edges: list[str]) -> list[str]:
+    """The edges seen by the env (at and around decisions), joined by the free-flow paths between them:
+    the route the vehicle drove (between decisions it follows the free-flow shortest path)."""
+    idx = [graph.index[e] for e in edges if e in graph.index]
+    if not idx:
+        return []
+    out = [idx[0]]
+    for a, b in zip(idx, idx[1:]):
+        if a == b:
+            continue
+        path = graph.path(a, b)
+        out.extend(path[1:] if path and path[0] == a else [b])
+    dedup = [out[0]] + [e for p, e in zip(out, out[1:]) if e != p]
+    return [graph.edges[i] for i in dedup]
+
+
+def greedy_episode(env, method, seed: int, routes: bool = False) -> tuple[dict, dict]:
+    """One greedy (evaluation) episode: the runner's metrics row and, if asked, every agent's route."""
+    import torch
+
+    from agents.runner import run_episode
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        row = run_episode(env, method, seed, train=False)
+    finally:
+        torch.set_num_threads(old)
+    out: dict = {}
+    if routes and not row.get("sumo_fault"):
+        for a in env.possible_agents:
+            try:
+                seen = [e for _, e in env.trajectory(a)]
+            except (KeyError, AttributeError):
+                continue
+            r = full_route(env.graph, seen)
+            if len(r) >= 2:
+                out[a] = r
+    return row, out
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    scenario: str,
+    episodes: int = 1,
+    agents: int | None = None,
+    horizon: float | None = None,
+    seed: int | None = None,
+) -> dict:
+    from scenarios import ensure_built
+
+    from evaluation.results import stats
+
+    if episodes <= 0:
+        raise EvaluateError(f"--episodes must be a positive number, got {episodes}")
+    if agents is not None and agents <= 0:
+        raise EvaluateError(f"--agents must be a positive number, got {agents}")
+    resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before building a city
+    sc = ensure_built(scenario)
+    cfg, method, env, ck, loaded = rebuild(checkpoint, sc, agents=agents, horizon=horizon)
+    trained = (ck.get("config") or {}).get("scenario")
+    base = cfg.eval_seed if seed is None else seed
+    rows = []
+    try:
+        for i in range(episodes):
+            row, _ = greedy_episode(env, method, base + i)
+            rows.append({"episode": i + 1, "seed": base + i, **row})
+    finally:
+        env.close()
+    return {
+        "checkpoint": str(resolve_checkpoint(checkpoint)),
+        "method": cfg.method,
+        "trained_on": trained,
+        "trained_episodes": ck.get("episode"),
+        "scenario": sc.name,
+        "same_city": Path(str(trained)).name == sc.name,
+        "agents": len(env.possible_agents),
+        "loaded": loaded,
+        "episodes": rows,
+        "mean": {k: stats([r.get(k) for r in rows]) for k in EVAL_METRICS},
+    }
+
+
+def _print_table(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{res['method']} trained on {res['trained_on']} -> {res['scenario']} ({res['agents']} agents, greedy)")
+    for c in ("episode", "seed", "mean travel time s", "arrival rate", "return", "teleports", "decisions"):
+        t.add_column(c, justify="right")
+    for r in res["episodes"]:
+        t.add_row(str(r["episode"]), str(r["seed"]), f"{r.get('mean_travel_time', float('nan')):.1f}",
+                  f"{r.get('arrival_rate', 0):.2f}", f"{r.get('return', 0):.2f}", str(r.get("teleports")),
+                  str(r.get("decisions")))  # fmt: skip
+    m = res["mean"]
+
+    def fmt(k, p):
+        s = m.get(k)
+        return "-" if not s else f"{s['mean']:.{p}f} ± {s['std']:.{p}f}"
+
+    t.add_row("mean", "", fmt("mean_travel_time", 1), fmt("arrival_rate", 2), fmt("return", 2), fmt("teleports", 1), fmt("decisions", 0))
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run directory (cosim train/compare) or its checkpoint.pt."),
+        scenario: str = typer.Option(..., "--scenario", "-s", help="City to evaluate on (name, recipe, OSM file or built folder)."),
+        episodes: int = typer.Option(1, "--episodes", "-e", help="Greedy episodes (seeds --seed, --seed+1, ...)."),
+        agents: Optional[int] = typer.Option(None, "--agents", "-n", help="Controlled agents (default: the city's)."),
+        horizon: Optional[float] = typer.Option(None, "--horizon", help="Episode horizon in s (default: the city's)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="SUMO seed of the first episode (default: the run's evaluation seed)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Run a trained policy greedily on a city it never saw and report the training metrics."""
+        res = evaluate_checkpoint(checkpoint, scenario, episodes, agents, horizon, seed)
+        if as_json:
+            print(json.dumps(res, indent=1, default=str))
+        else:
+            _print_table(res)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+
+    @app.callback()
+    def _root() -> None:
+        """Generalisation: evaluate a checkpoint on another city (same as `cosim evaluate`)."""
+
+    register(app)
+    try:
+        app(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The comparison report and its numbers on hand-made runs (no training): self-contained HTML checked in a
+real headless Chromium with the network blocked, the sample-efficiency definition, curve aggregation."""
+
+from __future__ import annotations
+
+import os
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.browser import check_page, dump_dom, find_chromium
+from evaluation.report import aggregate_curves, write_report
+from evaluation.results import reference_methods, summarise
+
+# CI installs chromium (./dev test), so there a missing browser fails instead of skipping
+needs_chromium = pytest.mark.skipif(find_chromium() is None and not os.environ.get("CI"), reason="chromium is not installed (./dev test installs it on Debian as root)")
+
+
+def _rows(final: float, start: float, episodes: int = 6, decisions: int = 40, learn: bool = True) -> list[dict]:
+    """Metrics rows like the runner's: eval at 0 and after every episode, train rows in between."""
+    rows, steps, wall = [], 0, 0.0
+    curve = np.linspace(start, final, episodes + 1) if learn else np.full(episodes + 1, final)
+    rows.append({"phase": "eval", "episode": 0, "env_steps": 0, "wall_s": 0.0, "mean_travel_time": float(curve[0]),
+                 "arrival_rate": 0.8, "return": -3.0, "teleports": 0})  # fmt: skip
+    for e in range(1, episodes + 1):
+        steps += decisions
+        wall += 1.5
+        rows.append({"phase": "train", "episode": e, "env_steps": steps, "wall_s": wall, "decisions": decisions,
+                     "decisions_per_s": decisions / 1.5, "mean_travel_time": float(curve[e]) + 5, "arrival_rate": 0.9,
+                     "return": -2.5, "teleports": 1})  # fmt: skip
+        wall += 0.5
+        rows.append({"phase": "eval", "episode": e, "env_steps": steps, "wall_s": wall, "mean_travel_time": float(curve[e]),
+                     "arrival_rate": 0.95, "return": -2.0, "teleports": 0})  # fmt: skip
+    return rows
+
+
+def _make_runs(root: Path, spec: dict[str, list[list[dict] | None]]) -> tuple[list[dict], dict]:
+    runs, rows_by = [], {}
+    for method, seeds in spec.items():
+        for s, rows in enumerate(seeds):
+            name = f"{method}-s{s}"
+            d = root / "runs" / name
+            d.mkdir(parents=True)
+            ok = rows is not None
+            rows = rows or []
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            runs.append({"name": name, "method": method, "seed": s, "dir": str(d), "status": "ok" if ok else "failed",
+                         "error": None if ok else "RuntimeError: <script>alert('x')</script> & more", "process_s": 9.0})  # fmt: skip
+            rows_by[name] = rows
+    return runs, rows_by
+
+
+def _comparison(methods: list[str], seeds: int = 2, episodes: int = 6) -> dict:
+    return {"scenario": "helsinki", "scenario_build": "helsinki-test", "methods": methods, "seeds": seeds,
+            "episodes": episodes, "agents": 8, "horizon": None, "eval_every": 1, "eval_seed": 10000}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(helsinki, tmp_path_factory):
+    """A report over hand-made runs: ippo learns (2 seeds), shortest does not, one ippo seed failed."""
+    root = tmp_path_factory.mktemp("report")
+    runs, rows = _make_runs(root, {"ippo": [_rows(200, 400), _rows(220, 420), None], "shortest": [_rows(180, 180, learn=False)] * 2})
+    res = summarise(_comparison(["ippo", "shortest"], seeds=3), runs, rows)
+    g = helsinki.graph
+    trips = helsinki.trips(8)
+    routes = {t.id: [g.edges[i] for i in g.path(g.index[t.origin], g.index[t.destination])] for t in trips}
+    # one agent takes a detour: the map should pick it
+    (root / "runs" / "ippo-s0" / "routes.json").write_text(json.dumps({"seed": 10000, "routes": routes}))
+    res.update(id="abc12345", out=str(root), scenario_folder=str(helsinki.path), demos=None, executor="local", workers=2, wall_s=12.0)
+    path = write_report(root, res)
+    return path, res
+
+
+def test_report_is_one_self_contained_file(report):
+    path, res = report
+    html = path.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//|ftp:)""", html, re.I)
+    assert "<script" not in html.lower() and "@import" not in html and "url(" not in html and "<link" not in html
+    assert html.count("src='data:image/png;base64,") >= 3  # bars, curves, map
+    # an error message is shown, escaped, never executed
+    assert "&lt;script&gt;alert(" in html and "1 of 5 runs failed" in html
+    assert "this project's own formalisation" in html and "arXiv 2511.19368" in html
+    assert "mean ± sample standard deviation" in html
+    # ippo: 2 finished seeds, final values 200 and 220 -> 210 ± 14.1
+    assert "210.0 ± 14.1" in html and ">2/3<" in html  # runs ok: 2 of 3
+
+
+def test_results_statistics_and_sample_efficiency(report):
+    _, res = report
+    ippo, shortest = res["methods"]["ippo"], res["methods"]["shortest"]
+    assert ippo["runs"] == 3 and ippo["runs_ok"] == 2 and ippo["runs_failed"] == 1
+    mtt = ippo["final"]["mean_travel_time"]
+    assert mtt["mean"] == pytest.approx(210) and mtt["std"] == pytest.approx(np.std([200, 220], ddof=1))
+    assert (mtt["min"], mtt["max"], mtt["n"]) == (200, 220, 2)
+    assert shortest["final"]["mean_travel_time"]["std"] == 0 and not shortest["learns"]
+    # reference: the learned baselines (ippo) -> target = 1.1 * 210 = 231
+    ref = res["reference"]
+    assert ref["methods"] == ["ippo"] and ref["value"] == pytest.approx(210) and ref["target"] == pytest.approx(231)
+    # ippo-s0 eval curve: linspace(400, 200, 7) -> first <= 231 at episode 6 (233.3 at 5); ippo-s1: never (220 final <= 231: ep 6)
+    by = {r["name"]: r for r in res["runs"]}
+    assert by["ippo-s0"]["sample_efficiency"]["episode"] == 6 and by["ippo-s0"]["sample_efficiency"]["env_steps"] == 240
+    assert by["ippo-s1"]["sample_efficiency"]["episode"] == 6
+    assert by["ippo-s2"]["sample_efficiency"] is None and by["ippo-s2"]["status"] == "failed"
+    assert by["shortest-s0"]["sample_efficiency"]["episode"] == 0  # 180 <= 231 from the start
+    se = ippo["sample_efficiency"]
+    assert se["reached"] == 2 and se["of"] == 2 and se["episodes"]["mean"] == 6
+
+
+def test_reference_methods_and_an_unreached_target(tmp_path):
+    assert reference_methods(["reled", "ippo", "mappo", "shortest"]) == ["ippo", "mappo"]
+    assert reference_methods(["reled", "reled-nosed", "shortest"]) == ["shortest"]
+    assert reference_methods(["reled", "reled-fixedw"]) == ["reled", "reled-fixedw"]
+    assert reference_methods(["reled", "ippo", "shortest"], ["shortest"]) == ["shortest"]
+    runs, rows = _make_runs(tmp_path, {"ippo": [_rows(300, 500)], "mappo": [_rows(150, 400)], "reled": [_rows(400, 600)]})
+    res = summarise(_comparison(["reled", "ippo", "mappo"], seeds=1), runs, rows)
+    assert res["reference"]["method"] == "mappo" and res["reference"]["target"] == pytest.approx(165)
+    assert res["methods"]["reled"]["sample_efficiency"] == {"episodes": None, "env_steps": None, "wall_s": None, "reached": 0, "of": 1}
+    assert res["methods"]["mappo"]["sample_efficiency"]["reached"] == 1
+
+
+def test_curves_are_aggregated_on_the_range_all_seeds_cover():
+    a = (np.array([0.0, 10, 20, 30]), np.array([4.0, 3, 2, 1]))
+    b = (np.array([5.0, 15, 25]), np.array([6.0, 4, 2]))
+    grid, mean, lo, hi = aggregate_curves([a, b], points=5)
+    assert grid[0] == 5 and grid[-1] == 25
+    ya, yb = np.interp(grid, *a), np.interp(grid, *b)
+    assert np.allclose(mean, (ya + yb) / 2) and np.allclose(lo, np.minimum(ya, yb)) and np.allclose(hi, np.maximum(ya, yb))
+    assert aggregate_curves([(np.array([0.0, 0, 0]), np.array([1.0, 2, 3]))]) is None  # no progress on x: not a curve
+
+
+@needs_chromium
+def test_report_renders_in_chromium_without_any_network_request(report, tmp_path):
+    path, _ = report
+    page = check_page(path, screenshot=tmp_path / "shot.png")
+    assert page.requests[0] == path.resolve().as_uri()
+    assert page.network_requests == [], page.network_requests
+    assert all(i["ok"] for i in page.dom["imgs"]) and len(page.dom["imgs"]) >= 3
+    tables = {t["id"]: t["rows"] for t in page.dom["tables"]}
+    assert tables == {"results": 3, "runs": 6}
+    assert page.dom["headings"][:2] == ["Comparison on helsinki", "Results"]
+    assert "City map and example routes" in page.dom["headings"]
+    assert page.dom["width"] <= 1200  # nothing overflows sideways
+    assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dom = dump_dom(path)
+    assert 'id="results"' in dom and "ippo" in dom and "&lt;script&gt;" in dom
+
+
+@needs_chromium
+def test_the_browser_check_does_see_network_requests(tmp_path):
+    """The positive control: a page that loads remote resources is caught (and still renders, blocked)."""
+    page = tmp_path / "remote.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><link rel='stylesheet' href='https://cdn.example.org/x.css'>"
+        "<script src='http://cdn.example.org/lib.js'></script></head>"
+        "<body><h1>t</h1><img src='https://example.com/a.png'><table id='t'><tr><td>1</td></tr></table></body></html>"
+    )
+    res = check_page(page)
+    assert set(res.network_requests) >= {"https://cdn.example.org/x.css", "http://cdn.example.org/lib.js", "https://example.com/a.png"}
+    assert res.dom["external"] and res.dom["headings"] == ["t"]
+    assert not any(i["ok"] for i in res.dom["imgs"])  # blocked: nothing came back
