@@ -5,11 +5,10 @@ Heavy imports (torch, SUMO, LangChain) happen inside the commands, so `cosim --h
 
 from __future__ import annotations
 
-import sys
 
 import typer
 
-from scenarios.errors import UserError
+from scenarios.errors import run_app
 
 app = typer.Typer(
     name="cosim",
@@ -42,25 +41,22 @@ _register()
 @app.command()
 def demo(
     scenario: str = typer.Option("helsinki", help="City name or a built scenario folder."),
-    agents: int = typer.Option(None, help="Controlled agents (default: the recipe's)."),
-    seed: int = typer.Option(0),
+    agents: int = typer.Option(50, help="Controlled agents."),
+    seeds: int = typer.Option(3, help="Seeds per method."),
+    episodes: int = typer.Option(12, help="Training episodes per run."),
+    out: str = typer.Option(None, help="Output folder (default runs/demo-<scenario>)."),
+    workers: int = typer.Option(None, help="Parallel runs (default: one per core)."),
+    llm: str = typer.Option("local", "--llm", help="LLM backend for the SED demonstrations."),
+    no_open: bool = typer.Option(False, "--no-open", help="Do not open the report in a browser."),
 ) -> None:
-    """The main job on the embedded defaults (see README)."""
+    """The main job: build the city, SED demos with the local LLM, RELED vs baselines, report (see README)."""
     from evaluation.demo import run
 
-    run(scenario, agents, seed)
+    run(scenario, agents, seeds, episodes, out=out, workers=workers, llm=llm, open_report=not no_open)
 
 
 def main() -> None:
-    try:
-        app()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-
+    run_app(app)
 
 if __name__ == "__main__":
     main()

@@ -650,19 +650,9 @@ def register(app: typer.Typer) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    from scenarios.errors import standalone
 
-    @app.callback()
-    def _root() -> None:
-        """Comparisons (same as `cosim compare`)."""
-
-    register(app)
-    try:
-        app(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
+    standalone(register, "Comparisons (same as `cosim compare`).", argv)
 
 if __name__ == "__main__":
     main()

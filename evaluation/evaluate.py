@@ -17,7 +17,6 @@ are the training runner's: mean travel time, arrival rate, return, teleports, de
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -239,19 +238,9 @@ def register(app: typer.Typer) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    from scenarios.errors import standalone
 
-    @app.callback()
-    def _root() -> None:
-        """Generalisation: evaluate a checkpoint on another city (same as `cosim evaluate`)."""
-
-    register(app)
-    try:
-        app(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
+    standalone(register, "Generalisation: evaluate a checkpoint on another city (same as `cosim evaluate`).", argv)
 
 if __name__ == "__main__":
     main()

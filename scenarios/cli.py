@@ -9,7 +9,6 @@ as one `error: …` line and exits 2; `main()` below does the same when this mod
 from __future__ import annotations
 
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -17,7 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from scenarios.errors import ScenarioError, UserError
+from scenarios.errors import ScenarioError
 
 app = typer.Typer(
     help="Build, list and inspect city scenarios (OSM -> SUMO).",
@@ -178,15 +177,9 @@ def show(
 
 def main() -> None:
     """Run this sub-app on its own (python -m scenarios.cli), with the console script's error contract."""
-    try:
-        app()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+    from scenarios.errors import run_app
 
+    run_app(app)
 
 if __name__ == "__main__":
     main()

@@ -11,3 +11,33 @@ class UserError(Exception):
 
 class ScenarioError(UserError):
     """A scenario cannot be found, built or loaded."""
+
+
+def run_app(app, argv: list[str] | None = None) -> None:
+    """Run a typer app with the command line's error contract: a UserError becomes one `error: …` line
+    on stderr and exit status 2; Ctrl-C exits 130. Used by `cosim` and by each layer's own
+    `python -m <layer>.cli` entry point."""
+    import sys
+
+    try:
+        app(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def standalone(register, help: str, argv: list[str] | None = None) -> None:
+    """`python -m <layer>.cli …` for a layer whose commands are added by `register(app)`."""
+    import typer
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help=help)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    run_app(app, argv)

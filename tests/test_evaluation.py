@@ -484,3 +484,23 @@ def test_evaluate_bad_input(helsinki, kouvola, tmp_path):
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="corrupt or unreadable"):
         evaluate_checkpoint(run, "kouvola")
+
+
+@pytest.mark.slow
+def test_cosim_demo_main_job_small(cosim_home, helsinki, tmp_path):
+    """The main job end to end at a tiny size: SED demos with the real local LLM, every method, report."""
+    out = tmp_path / "demo"
+    env = dict(os.environ, COSIM_HOME=str(cosim_home))
+    p = subprocess.run(
+        [sys.executable, "-m", "evaluation.cli", "demo", "--agents", "6", "--seeds", "2", "--episodes", "2",
+         "--out", str(out), "--no-open"],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip().splitlines()[-1] == str((out / "report.html").resolve())
+    res = json.loads((out / "results.json").read_text())
+    from evaluation.demo import METHODS
+
+    assert sorted(res["methods"]) == sorted(METHODS)
+    assert all(r["status"] == "ok" for r in res["runs"]) and len(res["runs"]) == 2 * len(METHODS)
+    assert "SED" in (out / "report.html").read_text()

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
 from langchain_core.language_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema, validate
+from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema
 from llm.sed import SED, SEDConfig, compute_bounds, write_outputs
 
 
@@ -44,7 +43,7 @@ def with_model(sed, model, **cfg):
 def test_every_malformed_answer_is_caught_and_repaired(sed_small):
     sed = sed_small
     agents = sed.subsets[0]
-    a0, a1 = agents[0], agents[1]
+    a0 = agents[0]
     o, d = sed.trips[a0]
     other_dest = next(sed.trips[a][1] for a in sed.trips if sed.trips[a][1] != d and sed.graph.path_ids(o, sed.trips[a][1]))
     good_route = sed.candidates[a0][0].edges
