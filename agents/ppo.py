@@ -41,6 +41,10 @@ class PPOConfig:
     target_kl: float | None = None  # stop the epochs early once the approx. KL exceeds it
     hidden: int = 64
     shared: bool = True  # parameter sharing across agents; False: one actor and one critic per agent
+    # shared networks only: a learned per-agent embedding added to the first hidden layer (the "agent
+    # indication" of parameter-sharing MARL; equivalent to a one-hot agent id in the input). Zero-initialised,
+    # so the initial outputs and every other initial parameter are those of the plain shared network.
+    agent_id: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "PPOConfig":
@@ -111,7 +115,9 @@ class AgentLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, n_in: int, n_out: int, hidden: int, n_agents: int, shared: bool, out_std: float):
+    def __init__(
+        self, n_in: int, n_out: int, hidden: int, n_agents: int, shared: bool, out_std: float, agent_id: bool = False
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
             [
@@ -120,10 +126,14 @@ class MLP(nn.Module):
                 AgentLinear(hidden, n_out, n_agents, shared, std=out_std),
             ]
         )
+        # agent indication for shared networks: embedding[agent] added to the first layer's output
+        self.embedding = nn.Parameter(torch.zeros(n_agents, hidden)) if (agent_id and shared) else None
 
     def forward(self, x: torch.Tensor, agent_idx: torch.Tensor | None = None) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x, agent_idx)
+            if i == 0 and self.embedding is not None:
+                x = x + self.embedding[agent_idx]
             if i < len(self.layers) - 1:
                 x = torch.tanh(x)
         return x
@@ -141,13 +151,14 @@ class ActorCritic(nn.Module):
         hidden: int = 64,
         n_agents: int = 1,
         shared: bool = True,
+        agent_id: bool = False,
     ):
         super().__init__()
         self.obs_size, self.n_actions = obs_size, n_actions
         self.critic_size = critic_size or obs_size
         self.n_agents, self.shared = n_agents, shared
-        self.actor = MLP(obs_size, n_actions, hidden, n_agents, shared, out_std=0.01)
-        self.critic = MLP(self.critic_size, 1, hidden, n_agents, shared, out_std=1.0)
+        self.actor = MLP(obs_size, n_actions, hidden, n_agents, shared, out_std=0.01, agent_id=agent_id)
+        self.critic = MLP(self.critic_size, 1, hidden, n_agents, shared, out_std=1.0, agent_id=agent_id)
 
     def logits(self, obs, mask, agent_idx=None) -> torch.Tensor:
         return masked_logits(self.actor(obs, agent_idx), mask)

@@ -228,7 +228,8 @@ def test_cli_prints_one_line_errors(tmp_path):
     r = _cli("--method", "nope", "--out", str(tmp_path / "x"))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; choose one of: ippo, mappo, random, shortest, sumo-rerouting, replay"
+        "error: unknown method 'nope'; choose one of: ippo, mappo, random, shortest, sumo-rerouting, replay, "
+        "reled, leed, reled-nosed, reled-fixedw, expert-replay"
     ]
     r = _cli("--episodes", "0", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and r.stderr.startswith("error: --episodes must be a positive number")
