@@ -30,6 +30,11 @@ def _register() -> None:
     app.add_typer(scenario_app, name="scenario", help="Build, list and inspect city scenarios.")
     register_cosim(app)
     register_agents(app)
+    # agents/ may not import llm/: the top layer hands it the SED pipeline for on-the-fly demos
+    from agents.methods import set_demo_provider
+    from evaluation.demos_provider import provide_demos
+
+    set_demo_provider(provide_demos)
     register_llm(app)
     register_compare(app)
     register_evaluate(app)
