@@ -344,21 +344,21 @@ def test_cosim_demos_end_to_end_with_the_local_model(helsinki, tmp_path):
 
     out = tmp_path / "demos"
     env = dict(os.environ, COSIM_HOME=str(tmp_path / "home"))
-    args = [sys.executable, "-m", "evaluation.cli", "demos", "--scenario", str(helsinki.path), "--agents", "8",
-            "--subset-size", "4", "--rounds", "2", "--rollouts", "2", "--out", str(out)]  # fmt: skip
-    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    args = [sys.executable, "-m", "evaluation.cli", "demos", "--scenario", str(helsinki.path), "--agents", "6",
+            "--subset-size", "3", "--rounds", "2", "--rollouts", "2", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1500)
     assert p.returncode == 0, p.stderr[-2000:]
     assert len(p.stdout.strip().splitlines()) == 1  # the one-line summary
     s = json.loads((out / "summary.json").read_text())
     assert 1 <= s["rounds"] <= 2 and len(s["bound_per_round"]) == s["rounds"]
     assert s["llm_calls"] >= 2 * s["rounds"] and s["llm_seconds"] > 0
     assert all(t > 0 for t in s["mean_travel_time_per_round"])
-    assert s["random_choice_mean_travel_time"] > 0 and s["demo_samples"] > 8
+    assert s["random_choice_mean_travel_time"] > 0 and s["demo_samples"] > 6
     log = [json.loads(line) for line in (out / "llm_log.jsonl").read_text().splitlines()]
     assert len(log) >= s["llm_calls"] and all(r["response"] for r in log)
     # a re-run is served from the cache: no new model calls, same plans
     out2 = tmp_path / "again"
-    p2 = subprocess.run(args[:-1] + [str(out2)], capture_output=True, text=True, env=env, timeout=900)
+    p2 = subprocess.run(args[:-1] + [str(out2)], capture_output=True, text=True, env=env, timeout=1500)
     assert p2.returncode == 0, p2.stderr[-2000:]
     s2 = json.loads((out2 / "summary.json").read_text())
     assert s2["llm_calls"] == 0 and s2["mean_travel_time_per_round"] == s["mean_travel_time_per_round"]
