@@ -315,7 +315,7 @@ def test_variants_use_their_demos_and_weights(demos, tmp_path):
     assert all(METHODS[m].options == RELEDConfig.OPTIONS for m in ("reled", "leed", "reled-nosed", "reled-fixedw"))
 
 
-def test_resume_equals_uninterrupted(demos, tmp_path):
+def test_resume_equals_uninterrupted(demos, tmp_path, monkeypatch):
     cfg = dict(method="reled", seed=4, eval_every=0, options={"demos": str(demos), "eta": 0.7, "pretrain": 50}, **SMALL)
     train(TrainConfig(episodes=3, **cfg), tmp_path / "straight", progress=False)
     train(TrainConfig(episodes=1, **cfg), tmp_path / "resumed", progress=False)
@@ -328,6 +328,21 @@ def test_resume_equals_uninterrupted(demos, tmp_path):
     assert ca["reled"]["k"] == cb["reled"]["k"] == 3 and cb["reled"]["pretrained"]  # warm start not redone
     for k in ca["policy"]:
         assert torch.equal(ca["policy"][k], cb["policy"][k]), k
+
+    # the resolved settings (defaults included) are checked too: a changed default cannot slip into a resume
+    from agents import reled
+
+    original = reled.RELEDConfig.from_options.__func__
+
+    def changed_default(cls, options, adaptive):
+        cfg = original(cls, options, adaptive)
+        cfg.d0 = 55.0  # as if the default had been edited between the run and its resumption
+        return cfg
+
+    monkeypatch.setattr(reled.RELEDConfig, "from_options", classmethod(changed_default))
+    with pytest.raises(TrainError, match=r"trained with d0=100.0 \(now d0=55.0\)"):
+        train(TrainConfig(episodes=4, **cfg), tmp_path / "resumed", resume=True, progress=False)
+    monkeypatch.undo()
 
     # other demonstrations under the same path: the resume is refused
     changed = tmp_path / "changed"
