@@ -81,7 +81,7 @@ def bench_overhead(
     agents: str = typer.Option("100", help="Number of agents; several (50,100,300) = scaling mode."),
     backend: str = typer.Option("libsumo", help="libsumo | traci | both (side by side)"),
     seed: int = typer.Option(0),
-    repeat: int = typer.Option(3, help="Episodes per measurement (median)."),
+    repeat: int = typer.Option(5, help="Interleaved (env, bare sumo) pairs; ratio = median of the pair ratios."),
     as_json: bool = typer.Option(False, "--json", help="JSON only (one object, or a list in scaling mode)."),
 ) -> None:
     """Env with the `shortest` policy vs bare `sumo` on identical traffic: ratio = env_s / sumo_s."""

@@ -36,6 +36,7 @@ from scenarios import Scenario, Trip
 
 WAITING, RUNNING, DONE = 0, 1, 2
 TRIGGER_S = 3.0  # free-flow seconds of road before a decision edge on which the decision is taken
+RED_LOOKAHEAD = 10  # steps: a standing agent this close to its trigger stretch asks whether its light is red
 
 
 def _steps_to_cover(dist: float, v: float, vmax: float, accel: float = AGENT_ACCEL) -> int:
@@ -89,7 +90,7 @@ class _Agent:
     depart_time: float = -1.0
     last_time: float = -1.0  # time of the agent's last decision; -1 before its first
     edge: int = -1  # last edge seen
-    route: list[int] = field(default_factory=list)  # planned edges, starting at the current one
+    route: tuple[int, ...] = ()  # planned edges, starting at the current one: SUMO's route for the vehicle
     watch: int = -1  # next decision edge on the route, -1 = none left
     watch_j: int = -1  # its index in route
     trigger_i: int = 0  # index in route where its trigger stretch begins
@@ -98,6 +99,7 @@ class _Agent:
     vmax_ahead: float = 0.0  # the vehicle's top speed on the way there
     pos: float = 0.0  # metres along route[0] and speed when last seen
     speed: float = 0.0
+    crossing: bool = False  # last seen inside the junction at the end of route[0] (past its stop line)
     dec_edge: int = -1  # the edge whose continuations the current decision chooses among
     version: int = 0  # invalidates stale heap entries
     speed_factor: float = 1.0
@@ -175,7 +177,11 @@ class VehicleRoutingEnv(ParallelEnv):
         self._rng = np.random.default_rng()
         self._seq = itertools.count()
         self._decision_cache: dict[tuple[int, int], tuple[tuple[int, ...], tuple[float, ...]]] = {}
-        self._is_decision: dict[int, np.ndarray] = {}
+        self._is_decision: dict[int, list[bool]] = {}
+        self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
+        # plain lists: the watch loop reads single elements, where numpy's scalar indexing is slow
+        self._length, self._speed, self._fftime = g.length.tolist(), g.speed.tolist(), g.fftime.tolist()
+        self._signals = g.signals
         for _, d in self._trip_idx:  # shortest paths and decision edges per destination, up front
             self._decision_edges(d)
         self.faults = 0
@@ -192,14 +198,22 @@ class VehicleRoutingEnv(ParallelEnv):
         return self._act_space
 
     # ------------------------------------------------------------------ graph helpers (cached per dest)
-    def _decision_edges(self, dest: int) -> np.ndarray:
+    def _decision_edges(self, dest: int) -> list[bool]:
         m = self._is_decision.get(dest)
         if m is None:
             reach = np.isfinite(self.graph.time_to(dest))
-            m = self.graph.out_count(reach) > 1
-            m[dest] = False
-            self._is_decision[dest] = m
+            dec = self.graph.out_count(reach) > 1
+            dec[dest] = False
+            m = self._is_decision[dest] = dec.tolist()
         return m
+
+    def _path(self, src: int, dest: int) -> tuple[int, ...]:
+        """The free-flow shortest path, cached: every agent re-plans along the same few hundred."""
+        key = (src, dest)
+        p = self._paths.get(key)
+        if p is None:
+            p = self._paths[key] = tuple(self.graph.path(src, dest))
+        return p
 
     def _candidates(self, edge: int, dest: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
         key = (edge, dest)
@@ -273,9 +287,15 @@ class VehicleRoutingEnv(ParallelEnv):
                     f"action {act} for {a.name} is outside its action mask "
                     f"(valid: 0..{len(a.candidates) - 1} at edge {g.edges[a.dec_edge]})"
                 )
-            # the vehicle keeps its planned edges up to the decision edge, then takes the chosen one
-            route = a.route[: a.watch_j + 1] + g.path(a.candidates[act], a.dest)
-            self.kernel.set_route(a.name, [g.edges[i] for i in route])
+            # the vehicle keeps its planned edges up to the decision edge, then takes the chosen one;
+            # SUMO is told only when that changes its route (a.route is always SUMO's route)
+            j = a.watch_j + 1
+            rest = self._path(a.candidates[act], a.dest)
+            if a.route[j:] == rest:
+                route = a.route
+            else:
+                route = a.route[:j] + rest
+                self.kernel.set_route(a.name, [g.edges[i] for i in route])
             a.decisions += 1
             self._watch(a, route, self.time, start=a.watch_j + 1)
         self._deciding = []
@@ -291,46 +311,55 @@ class VehicleRoutingEnv(ParallelEnv):
     # Until the agent can physically have reached the stretch (free-flow time at its own top speed), it
     # is not looked at at all.
 
-    def _watch(self, a: _Agent, route: list[int], now: float, start: int = 0) -> None:
+    def _watch(self, a: _Agent, route: tuple[int, ...], now: float, start: int = 0) -> None:
         """Plan the watch for a route that starts at the agent's current edge; the next decision edge is
         searched from route[start] on (past the edge just decided)."""
         a.route = route
         a.open_from = start
         a.version += 1
         isdec = self._decision_edges(a.dest)
-        r = np.asarray(route)
-        hits = np.flatnonzero(isdec[r[start:]])
-        if hits.size == 0:
+        n, j = len(route), start
+        while j < n and not isdec[route[j]]:
+            j += 1
+        if j == n:
             a.watch = a.watch_j = -1
             self._due.pop(a, None)
             return
-        j = int(hits[0]) + start
-        ff = self.graph.fftime
-        i, acc = j, float(ff[route[j]])
+        ff = self._fftime
+        i, acc = j, ff[route[j]]
         while i > 0 and acc < TRIGGER_S:
             i -= 1
-            acc += float(ff[route[i]])
+            acc += ff[route[i]]
         a.watch, a.watch_j, a.trigger_i = route[j], j, i
         if i == 0:
             self._due[a] = None
         else:
-            g = self.graph
-            a.m_after_current = float(g.length[r[1:i]].sum())
-            a.vmax_ahead = float(g.speed[r[:i]].max()) * max(a.speed_factor, 1.0)
+            a.m_after_current = sum(map(self._length.__getitem__, route[1:i]))
+            a.vmax_ahead = max(map(self._speed.__getitem__, route[:i])) * max(a.speed_factor, 1.0)
             self._schedule(a, now)
 
     def _schedule(self, a: _Agent, now: float) -> None:
         """Look at the agent again no earlier than it can reach its trigger stretch, from where it was
-        last seen (a.pos, a.speed on route[0])."""
-        dist = self.graph.length[a.route[0]] - a.pos + a.m_after_current
+        last seen (a.pos, a.speed on route[0]). A vehicle standing in front of a red light that it
+        must pass first cannot start before the light switches (SUMO's cars do not run red lights from
+        a standstill): queues at red lights are then looked at once per switch, not every step."""
+        dist = self._length[a.route[0]] - a.pos + a.m_after_current
         steps = _steps_to_cover(dist, a.speed, a.vmax_ahead)
-        if steps <= 2:
+        at = now + steps - 1
+        if a.speed < 0.1 and not a.crossing and steps <= RED_LOOKAHEAD:
+            sig = self._signals.get((a.route[0], a.route[1]))
+            if sig is not None:
+                switch = self.kernel.red_until(*sig)
+                if switch is not None:
+                    # the light may already act in the step that ends at `switch`: one step to spare
+                    at = max(at, switch + steps - 2)
+        if at <= now + 1:
             self._due[a] = None
         else:
             self._due.pop(a, None)
-            heapq.heappush(self._heap, (now + steps - 1, next(self._seq), a.version, a))
+            heapq.heappush(self._heap, (at, next(self._seq), a.version, a))
 
-    def _replan(self, a: _Agent, route: list[int], now: float, start: int = 0) -> None:
+    def _replan(self, a: _Agent, route: tuple[int, ...], now: float, start: int = 0) -> None:
         """Watch from route[start] on; if that is the current edge and a decision edge, decide now."""
         self._watch(a, route, now, start=start)
         if a.watch_j == 0:
@@ -357,7 +386,7 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.edge = a.origin
                     a.trace.append((now, a.origin))
                     if not self._rerouting:
-                        self._replan(a, self.graph.path(a.origin, a.dest), now)
+                        self._replan(a, self._path(a.origin, a.dest), now)
                 for name in ev.teleported:
                     a = self._by_name[name]
                     a.teleports += 1
@@ -386,25 +415,37 @@ class VehicleRoutingEnv(ParallelEnv):
     def _check_due(self, now: float) -> None:
         due = [a for a in self._due if a.status == RUNNING]
         g = self.graph
-        index = g.index
+        index, into = g.index, g.into
         for a, (road, pos, speed) in zip(due, self.kernel.positions([a.name for a in due])):
-            e = index.get(road, -1) if road else -1
-            if e < 0:
-                continue  # on a junction's internal lane: look again next step
-            a.pos, a.speed = pos, speed
-            if e == a.route[0]:
-                k = 0
+            e = index.get(road, -1)
+            entering = 0
+            if e >= 0:
+                if e == a.route[0]:
+                    k = 0
+                else:
+                    try:
+                        k = a.route.index(e)
+                    except ValueError:  # off the planned route (teleport): plan again from here
+                        a.edge = e
+                        a.trace.append((now, e))
+                        route = self._path(e, a.dest)
+                        self.kernel.set_route(a.name, [g.edges[i] for i in route])
+                        self._replan(a, route, now)
+                        continue
             else:
+                # crossing a junction into route[k + 1]: SUMO still counts the vehicle on route[k], and
+                # it stands at (beyond) that edge's end; the junction into the trigger stretch already
+                # belongs to the stretch
                 try:
-                    k = a.route.index(e)
-                except ValueError:  # off the planned route (teleport): plan again from here
-                    a.edge = e
-                    a.trace.append((now, e))
-                    self._replan(a, g.path(e, a.dest), now)
-                    continue
-                a.edge = e
-                a.trace.append((now, e))
-            if a.trigger_i <= k <= a.watch_j:
+                    k = a.route.index(into[road], 1) - 1
+                except (KeyError, ValueError):
+                    continue  # not in the network, or not (yet) on the route: look again next step
+                entering, pos = 1, self._length[a.route[k]]
+            a.pos, a.speed, a.crossing = pos, speed, bool(entering)
+            if k:
+                a.edge = a.route[k]
+                a.trace.append((now, a.edge))
+            if a.trigger_i - entering <= k <= a.watch_j - entering:
                 self._due.pop(a, None)
                 self._decide(a, k)
             elif k > 0:  # moved on: not yet at the stretch, or (rarely) crossed it within one step
@@ -431,7 +472,7 @@ class VehicleRoutingEnv(ParallelEnv):
         for f in cands:
             edge_id = self.graph.edges[f]
             mean_speed, o, ids = k.edge_traffic(edge_id)
-            speed_ratio.append(1.0 if mean_speed < 0 else mean_speed / max(self.graph.speed[f], 0.1))
+            speed_ratio.append(1.0 if mean_speed < 0 else mean_speed / max(self._speed[f], 0.1))
             occ.append(o)
             agents_on.append(sum(1 for v in ids if v in by_name))
         d = Decision(

@@ -100,8 +100,8 @@ class CandidateObservation:
         vals += [0.0] * (self.PER_CANDIDATE * (max_actions - len(times)))
         vals += (d.elapsed / TIME_SCALE, d.remaining / TIME_SCALE, d.time / max(d.horizon, 1.0))
         out = np.array(vals, dtype=np.float32)
-        np.clip(out, 0.0, 5.0, out=out)
-        return out
+        np.maximum(out, 0.0, out=out)  # np.clip, without its Python-level dispatch
+        return np.minimum(out, 5.0, out=out)
 
 
 @register_reward("travel_time")

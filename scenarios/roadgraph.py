@@ -27,6 +27,12 @@ class RoadGraph:
     speed: np.ndarray  # m/s, speed limit
     xy: np.ndarray  # (E, 2) midpoint of each edge, metres in the net's projection
     succ: list[tuple[int, ...]]  # allowed continuations, in a fixed order (by edge id)
+    # junction-internal edge id (":J_3") -> the edge it leads into: tells where a vehicle crossing a
+    # junction is going (empty when the net was read without internal edges)
+    into: dict[str, int] = field(default_factory=dict)
+    # (edge, next edge) -> (traffic light, its link indices for every lane connection between the two),
+    # where a traffic light controls all of them
+    signals: dict[tuple[int, int], tuple[str, tuple[int, ...]]] = field(default_factory=dict)
     index: dict[str, int] = field(init=False)
     fftime: np.ndarray = field(init=False)
     _rev: csr_matrix = field(init=False, repr=False)
@@ -54,7 +60,7 @@ class RoadGraph:
     def from_net_file(cls, path: str | Path) -> "RoadGraph":
         import sumolib  # local: sumolib's net reader is only needed when building the graph
 
-        return cls.from_net(sumolib.net.readNet(str(path)))
+        return cls.from_net(sumolib.net.readNet(str(path), withInternal=True))
 
     @classmethod
     def from_net(cls, net) -> "RoadGraph":
@@ -68,6 +74,25 @@ class RoadGraph:
                 idx[t.getID()] for t in e.getAllowedOutgoing(VCLASS) if t.getID() in idx
             )
             succ.append(tuple(outs))
+        signals = {}
+        for e in kept:
+            for to, conns in e.getOutgoing().items():
+                if to.getID() in idx and conns and all(c.getTLSID() for c in conns):
+                    if len({c.getTLSID() for c in conns}) == 1:
+                        links = tuple(sorted({c.getTLLinkIndex() for c in conns}))
+                        signals[(idx[e.getID()], idx[to.getID()])] = (conns[0].getTLSID(), links)
+        into = {}
+        for e in net.getEdges(withInternal=True):
+            if e.getFunction() != "internal":
+                continue
+            nxt, hops = e, 0
+            while nxt.getFunction() == "internal" and hops < 8:  # internal edges can come in pieces
+                outs = list(nxt.getOutgoing())
+                if len(outs) != 1:
+                    break
+                nxt, hops = outs[0], hops + 1
+            if nxt.getID() in idx:
+                into[e.getID()] = idx[nxt.getID()]
         xy = []
         for e in kept:
             shape = e.getShape()
@@ -80,6 +105,8 @@ class RoadGraph:
             speed=np.array([e.getSpeed() for e in kept], dtype=float),
             xy=np.array(xy, dtype=float).reshape(-1, 2),
             succ=succ,
+            into=into,
+            signals=signals,
         )
 
     # ------------------------------------------------------------------ queries
