@@ -172,6 +172,8 @@ class VehicleRoutingEnv(ParallelEnv):
         self.kernel = SumoKernel(
             scenario, backend=cfg.backend, gui=cfg.gui, label=cfg.label, sumo_args=cfg.sumo_args
         )
+        self._signals = g.signals
+        self._ask_lights = self.kernel.in_process  # over TraCI the two extra queries cost more than they save
         # initial routes = free-flow shortest paths (what the `shortest` policy keeps choosing)
         self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
         self._rng = np.random.default_rng()
@@ -181,7 +183,6 @@ class VehicleRoutingEnv(ParallelEnv):
         self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
         # plain lists: the watch loop reads single elements, where numpy's scalar indexing is slow
         self._length, self._speed, self._fftime = g.length.tolist(), g.speed.tolist(), g.fftime.tolist()
-        self._signals = g.signals
         for _, d in self._trip_idx:  # shortest paths and decision edges per destination, up front
             self._decision_edges(d)
         self.faults = 0
@@ -346,7 +347,7 @@ class VehicleRoutingEnv(ParallelEnv):
         dist = self._length[a.route[0]] - a.pos + a.m_after_current
         steps = _steps_to_cover(dist, a.speed, a.vmax_ahead)
         at = now + steps - 1
-        if a.speed < 0.1 and not a.crossing and steps <= RED_LOOKAHEAD:
+        if a.speed < 0.1 and not a.crossing and steps <= RED_LOOKAHEAD and self._ask_lights:
             sig = self._signals.get((a.route[0], a.route[1]))
             if sig is not None:
                 switch = self.kernel.red_until(*sig)

@@ -161,6 +161,12 @@ class SumoKernel:
     def running(self) -> bool:
         return self.conn is not None
 
+    @property
+    def in_process(self) -> bool:
+        """True for libsumo, where an extra query is a C++ call; over TraCI each one is a socket round
+        trip, so the env asks only what the subscriptions already bring."""
+        return self.backend == "libsumo"
+
     def _args(self, seed: int, route_files: Sequence[Path], end: float, tripinfo: Path | None) -> list[str]:
         args = [
             "-c", str(self.scenario.sumocfg),

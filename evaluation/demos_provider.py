@@ -48,7 +48,7 @@ def provide_demos(scenario: str, agents: int | None, seed: int, first_round: boo
         print(f"[cosim] generating SED demonstrations for {sc.name} into {folder} (once)", file=sys.stderr)
         sed = SED(sc, cfg)
         try:
-            write_outputs(sed, sed.run(), folder)
+            write_outputs(sed, sed.run(progress=lambda msg: print(f"[cosim] SED {msg}", file=sys.stderr)), folder)
         finally:
             sed.close()
     return folder / "first_round" if first_round else folder

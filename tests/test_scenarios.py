@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import sumolib
 
 from scenarios import Scenario, ScenarioError, cache, ensure_built, recipe, sumotools, trips
 from scenarios.build import FILES, resolve
@@ -99,6 +100,33 @@ def test_plain_sumo_run_has_no_teleports(city, request, tmp_path):
     with_agents = sumo_run(sc, tmp_path, end=sc.horizon, agents=sc.default_agents)
     assert with_agents["teleports"] == 0
     assert len(with_agents["agents_arrived"]) == sc.default_agents  # every agent trip is drivable in SUMO
+
+
+def test_graph_knows_where_junction_lanes_lead_and_which_links_are_signalled(helsinki):
+    """The env reads a vehicle inside a junction as heading into `into[internal edge]`, and holds a
+    standing agent until its red light switches, so both must agree with SUMO's own connections."""
+    g = helsinki.graph
+    net = sumolib.net.readNet(str(helsinki.net_file), withInternal=True)
+    vias = 0
+    for e in net.getEdges():
+        if e.getID() not in g.index:
+            continue
+        for to, conns in e.getOutgoing().items():
+            if to.getID() not in g.index:
+                continue
+            for c in conns:
+                via = c.getViaLaneID()
+                if via:  # ":J_3_0" is lane 0 of the internal edge ":J_3"
+                    assert g.into[via.rsplit("_", 1)[0]] == g.index[to.getID()]
+                    vias += 1
+            key = (g.index[e.getID()], g.index[to.getID()])
+            if all(c.getTLSID() for c in conns):
+                tls, links = g.signals[key]
+                assert {c.getTLSID() for c in conns} == {tls}
+                assert set(links) == {c.getTLLinkIndex() for c in conns}
+            else:
+                assert key not in g.signals
+    assert vias > 300 and len(g.signals) > 100  # central Helsinki: 35 signalised junctions
 
 
 @pytest.mark.parametrize("city", ["helsinki", "kouvola"])
