@@ -5,34 +5,44 @@
 (b) the env with the ``shortest`` policy, which re-picks those same routes at every decision.
 The traffic is the same, so env_s / sumo_s is the price of the co-simulation. The run also checks that
 claim: SUMO's all-vehicle trip statistics of (a) and (b) must agree.
+
+Wall-clock time on a shared machine drifts (seen here: the same bare run took 1.0 s and 2.5 s within
+the hour), so the ratio is taken over interleaved pairs, and ``instructions=True`` adds a second,
+deterministic measure: the instructions both sides execute, counted by valgrind's callgrind (an env
+episode = a process that runs one episode minus one that only sets the env up). Instructions are not
+seconds (the interpreter and SUMO retire them at different rates), but they do not depend on the
+machine's load, so they show whether a change made the env cheaper.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cosim.env import EnvConfig, VehicleRoutingEnv
+from cosim.errors import CosimError
 from cosim.kernel import sumo_binary, write_agent_routes
 from cosim.policies import shortest_actions
 from scenarios import Scenario
 
 
+def _bare_cmd(env: VehicleRoutingEnv, seed: int, end: float, tmp: str) -> list[str]:
+    routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env._initial_routes)
+    return [sumo_binary("sumo"), *env.kernel._args(seed, [env.scenario.background_file, routes], end, None)]
+
+
 def _bare_sumo(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[float, dict]:
-    sc = env.scenario
     with tempfile.TemporaryDirectory(prefix="cosim-bench-") as tmp:
-        routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env._initial_routes)
         stats = Path(tmp) / "stats.xml"
-        cmd = [
-            sumo_binary("sumo"),
-            *env.kernel._args(seed, [sc.background_file, routes], end, None),
-            "--statistic-output", str(stats),
-        ]
+        cmd = _bare_cmd(env, seed, end, tmp) + ["--statistic-output", str(stats)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -51,12 +61,42 @@ def _env_episode(env: VehicleRoutingEnv, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+def _callgrind(cmd: list[str]) -> int:
+    """Instructions that `cmd` and its child processes execute, counted by callgrind."""
+    valgrind = shutil.which("valgrind")
+    if not valgrind:
+        raise CosimError("--instructions needs valgrind on PATH (Debian/Ubuntu: apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="cosim-callgrind-") as tmp:
+        proc = subprocess.run(
+            [valgrind, "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p", *cmd],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # same dict layouts, same count
+        )
+    counts = re.findall(r"Collected : ([\d,]+)", proc.stderr)
+    if proc.returncode != 0 or not counts:
+        raise RuntimeError(f"callgrind run failed: {proc.stderr.strip()[-500:]}")
+    return sum(int(c.replace(",", "")) for c in counts)
+
+
+def _instructions(env: VehicleRoutingEnv, seed: int, end: float) -> dict:
+    def episodes(n: int) -> list[str]:
+        return [sys.executable, "-m", "cosim.bench", str(env.scenario.path), str(len(env.trips)),
+                env.config.backend, str(seed), str(n)]  # fmt: skip
+
+    with tempfile.TemporaryDirectory(prefix="cosim-bench-") as tmp:
+        bare = _callgrind(_bare_cmd(env, seed, end, tmp))
+    env_i = _callgrind(episodes(1)) - _callgrind(episodes(0))
+    return {"sumo_instructions": bare, "env_instructions": env_i, "instructions_ratio": round(env_i / bare, 4)}
+
+
 def overhead(
     scenario: Scenario,
     agents: int,
     backend: str = "libsumo",
     seed: int = 0,
     repeat: int = 5,
+    instructions: bool = False,
 ) -> dict:
     """One overhead measurement over `repeat` pairs (an env episode, then the bare run), after one
     untimed warm-up of each.
@@ -79,6 +119,7 @@ def overhead(
                 raise RuntimeError("the env's episodes differ between repeats with the same seed")
             wall, bare = _bare_sumo(env, seed, m["sim_time"])
             sumo_times.append(wall)
+        counted = _instructions(env, seed, m["sim_time"]) if instructions else {}
     finally:
         env.close()
     env_s, sumo_s = statistics.median(env_times), statistics.median(sumo_times)
@@ -105,4 +146,15 @@ def overhead(
         "env_mean_duration": m["all_vehicles_mean_travel_time"],
         "sumo_mean_duration": bare["duration"],
         "cores": os.cpu_count(),
+        **counted,
     }
+
+
+if __name__ == "__main__":  # the measured process of _instructions: SCENARIO AGENTS BACKEND SEED EPISODES
+    from scenarios import ensure_built
+
+    path, n, backend, seed, episodes = sys.argv[1:6]
+    bench_env = VehicleRoutingEnv(ensure_built(path), EnvConfig(n_agents=int(n), backend=backend))
+    for _ in range(int(episodes)):
+        _env_episode(bench_env, int(seed))
+    bench_env.close()

@@ -82,6 +82,9 @@ def bench_overhead(
     backend: str = typer.Option("libsumo", help="libsumo | traci | both (side by side)"),
     seed: int = typer.Option(0),
     repeat: int = typer.Option(5, help="Interleaved (env, bare sumo) pairs; ratio = median of the pair ratios."),
+    instructions: bool = typer.Option(
+        False, "--instructions", help="Also count both sides' instructions with valgrind (slow, load-independent)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON only (one object, or a list in scaling mode)."),
 ) -> None:
     """Env with the `shortest` policy vs bare `sumo` on identical traffic: ratio = env_s / sumo_s."""
@@ -98,12 +101,13 @@ def bench_overhead(
     rows = []
     for n in ns:
         for b in backends:
-            row = overhead(sc, n, backend=b, seed=seed, repeat=repeat)
+            row = overhead(sc, n, backend=b, seed=seed, repeat=repeat, instructions=instructions)
             rows.append(row)
             if not as_json:
                 print(
                     f"{row['scenario']} N={n:<4} {b:<8} sumo {row['sumo_s']:.3f}s  env {row['env_s']:.3f}s  "
-                    f"ratio {row['ratio']:.3f}  decisions {row['decisions']} ({row['decisions_per_s']:.0f}/s)",
+                    f"ratio {row['ratio']:.3f}  decisions {row['decisions']} ({row['decisions_per_s']:.0f}/s)"
+                    + (f"  instructions ratio {row['instructions_ratio']:.3f}" if instructions else ""),
                     file=sys.stderr,
                 )
     out = rows[0] if len(rows) == 1 else rows

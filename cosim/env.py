@@ -24,6 +24,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from gymnasium import spaces
@@ -57,6 +58,15 @@ def _steps_to_cover(dist: float, v: float, vmax: float, accel: float = AGENT_ACC
     if dist <= d1:
         return n1
     return n1 + math.ceil((dist - d1) / vmax - 1e-9)
+
+
+class _Choice(NamedTuple):
+    """A decision edge's candidates for one destination (cached: the same few hundred recur)."""
+
+    edges: tuple[int, ...]  # continuations that still reach the destination, by free-flow time to it
+    times: tuple[float, ...]  # free-flow s to the destination through each
+    ids: tuple[str, ...]  # their SUMO edge ids
+    remaining: float  # free-flow s from entering the decision edge to the destination
 
 
 @dataclass
@@ -166,6 +176,12 @@ class VehicleRoutingEnv(ParallelEnv):
         idle_obs.flags.writeable = False
         idle_mask.flags.writeable = False
         self._idle_obs = {"observation": idle_obs, "action_mask": idle_mask}
+        self._masks = []  # read-only masks by number of candidates, shared like the idle observation
+        for n in range(k + 1):
+            m = np.zeros(k, dtype=np.int8)
+            m[:n] = 1
+            m.flags.writeable = False
+            self._masks.append(m)
         self._idle_info = {"deciding": False}
         self.state_size = len(g.edges) + 3 * len(self.trips)
 
@@ -178,7 +194,7 @@ class VehicleRoutingEnv(ParallelEnv):
         self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
         self._rng = np.random.default_rng()
         self._seq = itertools.count()
-        self._decision_cache: dict[tuple[int, int], tuple[tuple[int, ...], tuple[float, ...]]] = {}
+        self._decision_cache: dict[tuple[int, int], _Choice] = {}
         self._is_decision: dict[int, list[bool]] = {}
         self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
         # plain lists: the watch loop reads single elements, where numpy's scalar indexing is slow
@@ -216,13 +232,16 @@ class VehicleRoutingEnv(ParallelEnv):
             p = self._paths[key] = tuple(self.graph.path(src, dest))
         return p
 
-    def _candidates(self, edge: int, dest: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    def _candidates(self, edge: int, dest: int) -> _Choice:
         key = (edge, dest)
         hit = self._decision_cache.get(key)
         if hit is None:
-            t = self.graph.time_to(dest)
-            cands = sorted(self.graph.candidates(edge, dest), key=lambda f: (t[f], self.graph.edges[f]))
-            hit = (tuple(cands), tuple(float(t[f]) for f in cands))
+            g = self.graph
+            t = g.time_to(dest)
+            cands = sorted(g.candidates(edge, dest), key=lambda f: (t[f], g.edges[f]))
+            hit = _Choice(
+                tuple(cands), tuple(float(t[f]) for f in cands), tuple(g.edges[f] for f in cands), float(t[edge])
+            )
             self._decision_cache[key] = hit
         return hit
 
@@ -462,26 +481,24 @@ class VehicleRoutingEnv(ParallelEnv):
             a.watch_j -= k
             a.open_from = max(a.open_from - k, 0)
         a.dec_edge = a.watch
-        a.candidates, _ = self._candidates(a.dec_edge, a.dest)
+        a.candidates = self._candidates(a.dec_edge, a.dest).edges
         self._deciding.append(a)
 
-    def _observe(self, a: _Agent) -> np.ndarray:
-        cands, times = self._candidates(a.dec_edge, a.dest)
-        k = self.kernel
+    def _observe(self, a: _Agent, c: _Choice) -> np.ndarray:
+        traffic = self.kernel.edge_traffic
         speed_ratio, occ, agents_on = [], [], []
         by_name = self._by_name
-        for f in cands:
-            edge_id = self.graph.edges[f]
-            mean_speed, o, ids = k.edge_traffic(edge_id)
+        for f, edge_id in zip(c.edges, c.ids):
+            mean_speed, o, ids = traffic(edge_id)
             speed_ratio.append(1.0 if mean_speed < 0 else mean_speed / max(self._speed[f], 0.1))
             occ.append(o)
-            agents_on.append(sum(1 for v in ids if v in by_name))
+            agents_on.append(sum(1 for v in ids if v in by_name) if ids else 0)
         d = Decision(
             time=self.time,
             horizon=self.horizon,
             elapsed=self.time - a.depart_time,
-            remaining=float(self.graph.time_to(a.dest)[a.dec_edge]),
-            cand_time=times,
+            remaining=c.remaining,
+            cand_time=c.times,
             cand_speed_ratio=speed_ratio,
             cand_occupancy=occ,
             cand_agents=agents_on,
@@ -497,17 +514,17 @@ class VehicleRoutingEnv(ParallelEnv):
         infos = dict.fromkeys(live, self._idle_info)
         now = self.time
         k = self.config.max_actions
+        edges = self.graph.edges
         for a in self._deciding:
-            mask = np.zeros(k, dtype=np.int8)
-            mask[: len(a.candidates)] = 1
-            obs[a.name] = {"observation": self._observe(a), "action_mask": mask}
+            c = self._candidates(a.dec_edge, a.dest)
+            obs[a.name] = {"observation": self._observe(a, c), "action_mask": self._masks[len(c.edges)]}
             rew[a.name] = self._cost(a, now, False)
             a.last_time = now
             infos[a.name] = {
                 "deciding": True,
-                "edge": self.graph.edges[a.dec_edge],
-                "at": self.graph.edges[a.route[0]],
-                "candidates": tuple(self.graph.edges[f] for f in a.candidates),
+                "edge": edges[a.dec_edge],
+                "at": edges[a.route[0]],
+                "candidates": c.ids,
                 "time": now,
             }
             self._decisions += 1

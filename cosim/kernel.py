@@ -368,10 +368,10 @@ class SumoKernel:
         """(mean speed m/s, occupancy 0..1, vehicle ids) of an edge in the last step."""
         e = self.conn.edge
         try:
-            n = e.getLastStepVehicleNumber(edge)
-            if n == 0:
+            ids = e.getLastStepVehicleIDs(edge)
+            if not ids:
                 return -1.0, 0.0, ()
-            return e.getLastStepMeanSpeed(edge), e.getLastStepOccupancy(edge) / 100.0, e.getLastStepVehicleIDs(edge)
+            return e.getLastStepMeanSpeed(edge), e.getLastStepOccupancy(edge) / 100.0, ids
         except FAULTS as exc:
             raise SumoFault(str(exc)) from exc
 
