@@ -61,14 +61,18 @@ def _env_episode(env: VehicleRoutingEnv, seed: int) -> float:
     return time.perf_counter() - t0
 
 
-def _callgrind(cmd: list[str]) -> int:
-    """Instructions that `cmd` and its child processes execute, counted by callgrind."""
-    valgrind = shutil.which("valgrind")
-    if not valgrind:
+def _valgrind() -> str:
+    found = shutil.which("valgrind")
+    if not found:
         raise CosimError("--instructions needs valgrind on PATH (Debian/Ubuntu: apt-get install valgrind)")
+    return found
+
+
+def callgrind_instructions(cmd: list[str]) -> int:
+    """Instructions that `cmd` and its child processes execute, counted by callgrind."""
     with tempfile.TemporaryDirectory(prefix="cosim-callgrind-") as tmp:
         proc = subprocess.run(
-            [valgrind, "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p", *cmd],
+            [_valgrind(), "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p", *cmd],
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONHASHSEED": "0"},  # same dict layouts, same count
@@ -85,8 +89,8 @@ def _instructions(env: VehicleRoutingEnv, seed: int, end: float) -> dict:
                 env.config.backend, str(seed), str(n)]  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="cosim-bench-") as tmp:
-        bare = _callgrind(_bare_cmd(env, seed, end, tmp))
-    env_i = _callgrind(episodes(1)) - _callgrind(episodes(0))
+        bare = callgrind_instructions(_bare_cmd(env, seed, end, tmp))
+    env_i = callgrind_instructions(episodes(1)) - callgrind_instructions(episodes(0))
     return {"sumo_instructions": bare, "env_instructions": env_i, "instructions_ratio": round(env_i / bare, 4)}
 
 
@@ -105,6 +109,8 @@ def overhead(
     the speed of the CPU drifts by tens of percent within a minute, and two runs taken back to back
     see nearly the same machine, so their ratio is far steadier than a ratio of two separate medians
     (`sumo_s` and `env_s` are reported as medians too, for the absolute scale)."""
+    if instructions:
+        _valgrind()  # fail before the measurement, not after it
     env = VehicleRoutingEnv(scenario, EnvConfig(n_agents=agents, backend=backend))
     try:
         # SUMO start-up and the OS file cache; training runs many episodes, so the steady state is what

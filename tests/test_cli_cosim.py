@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+from cosim.bench import callgrind_instructions
 
 
 def cosim(*args, env_extra=None):
@@ -64,3 +67,19 @@ def test_gui_without_a_display_says_so(helsinki):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert p.returncode == 2 and "needs a display" in p.stderr
+
+
+def test_instruction_counts_are_repeatable_and_include_child_processes():
+    """`bench overhead --instructions` rests on these counts; valgrind is installed by ./dev test."""
+    true = shutil.which("true")
+    one = callgrind_instructions([true])
+    assert one > 10_000 and callgrind_instructions([true]) == one
+    assert callgrind_instructions(["sh", "-c", f"{true}; {true}"]) > 2 * one
+
+
+def test_instructions_without_valgrind_is_a_clear_error(helsinki, tmp_path):
+    p = cosim(
+        "bench", "overhead", "--scenario", str(helsinki.path), "--agents", "5", "--instructions",
+        env_extra={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:") and "valgrind" in p.stderr
