@@ -61,6 +61,44 @@ def _env_episode(env: VehicleRoutingEnv, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+def _reference_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[float, int]:
+    """The yardstick the env is held against: the simplest hand-written event-driven loop over the same
+    simulation (subscribe each agent's road, act only when it changes, read the candidates' speed and
+    occupancy at a fork, setRoute to the free-flow choice). It checks every agent every step and it
+    misses forks on edges that a car crosses within one step (the env catches those)."""
+    import traci.constants as tc
+
+    g, kernel = env.graph, env.kernel
+    t0 = time.perf_counter()
+    kernel.start(seed, env.trips, env._initial_routes, end)
+    conn, sim, veh, edge = kernel.conn, kernel.conn.simulation, kernel.conn.vehicle, kernel.conn.edge
+    dest = {t.id: g.index[t.destination] for t in env.trips}
+    last: dict[str, str] = {}
+    decisions = 0
+    while sim.getTime() < end and sim.getMinExpectedNumber() > 0:
+        conn.simulationStep()
+        for v in sim.getDepartedIDList():
+            if v in dest:
+                veh.subscribe(v, (tc.VAR_ROAD_ID,))
+                last[v] = ""
+        for v in sim.getArrivedIDList():
+            last.pop(v, None)
+        for v, seen in last.items():
+            road = veh.getSubscriptionResults(v)[tc.VAR_ROAD_ID]
+            if road == seen or road[:1] == ":":
+                continue
+            last[v] = road
+            e, d = g.index[road], dest[v]
+            if env._decision_edges(d)[e]:
+                choice = env._candidates(e, d)
+                for f in choice.ids:
+                    edge.getLastStepMeanSpeed(f)
+                    edge.getLastStepOccupancy(f)
+                veh.setRoute(v, [road] + [g.edges[i] for i in env._path(choice.edges[0], d)])
+                decisions += 1
+    return time.perf_counter() - t0, decisions
+
+
 def _valgrind() -> str:
     found = shutil.which("valgrind")
     if not found:
@@ -101,9 +139,10 @@ def overhead(
     seed: int = 0,
     repeat: int = 5,
     instructions: bool = False,
+    reference: bool = False,
 ) -> dict:
     """One overhead measurement over `repeat` pairs (an env episode, then the bare run), after one
-    untimed warm-up of each.
+    untimed warm-up of each; with `reference`, triples that add the yardstick loop.
 
     The pairs are interleaved and the ratio is the median of the per-pair ratios: on a shared machine
     the speed of the CPU drifts by tens of percent within a minute, and two runs taken back to back
@@ -118,14 +157,25 @@ def overhead(
         _env_episode(env, seed)
         m = dict(env.metrics)
         _bare_sumo(env, seed, m["sim_time"])
-        env_times, sumo_times = [], []
+        if reference:
+            _reference_episode(env, seed, m["sim_time"])
+        env_times, sumo_times, ref_times = [], [], []
         for _ in range(repeat):
             env_times.append(_env_episode(env, seed))
             if env.metrics["sim_time"] != m["sim_time"] or env.metrics["decisions"] != m["decisions"]:
                 raise RuntimeError("the env's episodes differ between repeats with the same seed")
             wall, bare = _bare_sumo(env, seed, m["sim_time"])
             sumo_times.append(wall)
+            if reference:
+                wall, ref_decisions = _reference_episode(env, seed, m["sim_time"])
+                ref_times.append(wall)
         counted = _instructions(env, seed, m["sim_time"]) if instructions else {}
+        if reference:
+            counted |= {
+                "reference_s": round(statistics.median(ref_times), 4),
+                "reference_ratio": round(statistics.median(r / b for r, b in zip(ref_times, sumo_times)), 4),
+                "reference_decisions": ref_decisions,
+            }
     finally:
         env.close()
     env_s, sumo_s = statistics.median(env_times), statistics.median(sumo_times)

@@ -85,6 +85,9 @@ def bench_overhead(
     instructions: bool = typer.Option(
         False, "--instructions", help="Also count both sides' instructions with valgrind (slow, load-independent)."
     ),
+    reference: bool = typer.Option(
+        False, "--reference", help="Also time the simplest hand-written event-driven loop, in the same runs."
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON only (one object, or a list in scaling mode)."),
 ) -> None:
     """Env with the `shortest` policy vs bare `sumo` on identical traffic: ratio = env_s / sumo_s."""
@@ -101,13 +104,14 @@ def bench_overhead(
     rows = []
     for n in ns:
         for b in backends:
-            row = overhead(sc, n, backend=b, seed=seed, repeat=repeat, instructions=instructions)
+            row = overhead(sc, n, backend=b, seed=seed, repeat=repeat, instructions=instructions, reference=reference)
             rows.append(row)
             if not as_json:
                 print(
                     f"{row['scenario']} N={n:<4} {b:<8} sumo {row['sumo_s']:.3f}s  env {row['env_s']:.3f}s  "
                     f"ratio {row['ratio']:.3f}  decisions {row['decisions']} ({row['decisions_per_s']:.0f}/s)"
-                    + (f"  instructions ratio {row['instructions_ratio']:.3f}" if instructions else ""),
+                    + (f"  instructions ratio {row['instructions_ratio']:.3f}" if instructions else "")
+                    + (f"  reference loop ratio {row['reference_ratio']:.3f}" if reference else ""),
                     file=sys.stderr,
                 )
     out = rows[0] if len(rows) == 1 else rows

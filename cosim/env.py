@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
+from math import ceil, sqrt
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -42,22 +42,23 @@ RED_LOOKAHEAD = 10  # steps: a standing agent this close to its trigger stretch 
 
 def _steps_to_cover(dist: float, v: float, vmax: float, accel: float = AGENT_ACCEL) -> int:
     """Fewest 1-s steps in which a vehicle at speed v can cover dist metres: SUMO's Euler update adds at
-    most `accel` to the speed per step, then moves by the new speed, never above vmax."""
+    most `accel` to the speed per step, then moves by the new speed, never above vmax. (Called for
+    every look at a vehicle near a fork: written for the interpreter, no min/max calls.)"""
     if dist <= 0.0:
         return 0
-    v = min(v, vmax)
-    n1 = max(math.ceil((vmax - v) / accel), 0)  # the step in which top speed is reached
-    if n1 == 0:
-        return math.ceil(dist / vmax)
+    if v >= vmax:
+        return ceil(dist / vmax)
+    n1 = ceil((vmax - v) / accel)  # the step in which top speed is reached
     m = n1 - 1  # steps of free acceleration: distance m*v + accel*m*(m+1)/2
-    dm = m * v + accel * m * (m + 1) / 2.0
+    dm = m * v + accel * m * n1 / 2.0
     if dist <= dm:
-        b = v + accel / 2.0
-        return max(math.ceil((-b + math.sqrt(b * b + 2.0 * accel * dist)) / accel - 1e-9), 1)
+        h = v + accel / 2.0
+        steps = ceil((sqrt(h * h + 2.0 * accel * dist) - h) / accel - 1e-9)
+        return steps if steps > 1 else 1
     d1 = dm + vmax
     if dist <= d1:
         return n1
-    return n1 + math.ceil((dist - d1) / vmax - 1e-9)
+    return n1 + ceil((dist - d1) / vmax - 1e-9)
 
 
 class _Choice(NamedTuple):

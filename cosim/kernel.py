@@ -232,6 +232,14 @@ class SumoKernel:
                 raise SumoFault(f"SUMO could not start: {exc}") from exc
             _libsumo_owner = weakref.ref(self)
             self.conn = libsumo
+            # SWIG's C entry points behind libsumo's one-line Python wrappers: the env's hottest loop
+            # makes three reads per look at a vehicle, and the wrappers doubled their cost
+            raw = getattr(libsumo, "_libsumo", None)
+            names = ("vehicle_getRoadID", "vehicle_getLanePosition", "vehicle_getSpeed")
+            if raw is not None and all(hasattr(raw, n) for n in names):
+                self._getters = tuple(getattr(raw, n) for n in names)
+            else:
+                self._getters = (libsumo.vehicle.getRoadID, libsumo.vehicle.getLanePosition, libsumo.vehicle.getSpeed)
         else:
             import contextlib
             import subprocess
@@ -328,8 +336,7 @@ class SumoKernel:
         is not in the network (teleporting)."""
         try:
             if self.backend == "libsumo":
-                veh = self.conn.vehicle
-                road_of, pos_of, speed_of = veh.getRoadID, veh.getLanePosition, veh.getSpeed
+                road_of, pos_of, speed_of = self._getters
                 return [(road_of(v), pos_of(v), speed_of(v)) for v in vids]
             get = self.conn.vehicle.getSubscriptionResults
             out = []
