@@ -85,7 +85,7 @@ def _reference_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[f
             last.pop(v, None)
         for v, seen in last.items():
             road = veh.getSubscriptionResults(v)[tc.VAR_ROAD_ID]
-            if road == seen or road[:1] == ":":
+            if road == seen or not road or road[0] == ":":  # unchanged, teleporting, or on a junction
                 continue
             last[v] = road
             e, d = g.index[road], dest[v]
