@@ -16,7 +16,7 @@ the environment asks about a specific agent, and how they are made depends on th
 * libsumo reads them with plain getters: there a getter is a direct C++ call that costs the same as
   fetching a subscription result, while every subscription makes SUMO compute and store its values for
   every subscribed vehicle at every step (measured with callgrind on helsinki, 100 agents: +5 % of
-  SUMO's instructions for the whole episode, +15 % at 300 agents).
+  SUMO's instructions for the whole episode).
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ def test_simulate_prints_metrics_as_json(helsinki):
 
 
 def test_bench_overhead_json_has_the_fixed_keys_and_identical_traffic(helsinki):
-    p = cosim("bench", "overhead", "--scenario", str(helsinki.path), "--agents", "20", "--repeat", "1", "--json")
+    p = cosim(
+        "bench", "overhead", "--scenario", str(helsinki.path), "--agents", "20", "--repeat", "1", "--reference", "--json"
+    )  # fmt: skip
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)  # stdout is exactly one JSON object
     for key in ("sumo_s", "env_s", "ratio", "decisions", "decisions_per_s", "agents", "backend"):
@@ -37,6 +39,8 @@ def test_bench_overhead_json_has_the_fixed_keys_and_identical_traffic(helsinki):
     # same vehicles, same routes: SUMO's own statistics agree between the env run and the bare run
     assert row["env_vehicles_finished"] == row["sumo_vehicles_finished"] > 0
     assert row["env_mean_duration"] == row["sumo_mean_duration"]
+    # the yardstick loop decides only where it sees a vehicle on a new edge: never more often than the env
+    assert 0 < row["reference_decisions"] <= row["decisions"] and row["reference_s"] > 0
 
 
 def test_bench_scaling_mode_lists_every_n(helsinki):
