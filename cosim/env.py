@@ -9,7 +9,8 @@ then routed along it and the free-flow shortest path from there.
 PettingZoo's parallel contract keeps every unfinished agent in ``agents`` and wants an action from each
 at every step, but in a city only a few vehicles stand at a junction at a time. Agents that are not at
 a decision point get a constant observation with an all-zero ``action_mask`` and their action is
-ignored; learners act on agents whose mask has a 1 (``infos[a]["deciding"]`` says the same).
+ignored; learners act on agents whose mask has a 1 (``infos[a]["deciding"]`` says the same). That
+constant observation and every ``action_mask`` are shared read-only arrays: copy one before writing.
 
 Stepping is event-driven: after applying the actions SUMO runs on until some agent must decide, arrives
 or the horizon is reached. Per simulation step Python reads one subscription; an agent is looked at
