@@ -77,10 +77,10 @@ class RoadGraph:
         signals = {}
         for e in kept:
             for to, conns in e.getOutgoing().items():
-                if to.getID() in idx and conns and all(c.getTLSID() for c in conns):
-                    if len({c.getTLSID() for c in conns}) == 1:
-                        links = tuple(sorted({c.getTLLinkIndex() for c in conns}))
-                        signals[(idx[e.getID()], idx[to.getID()])] = (conns[0].getTLSID(), links)
+                lights = {c.getTLSID() for c in conns}  # "" for a connection no light controls
+                if to.getID() in idx and len(lights) == 1 and "" not in lights:
+                    links = tuple(sorted({c.getTLLinkIndex() for c in conns}))
+                    signals[(idx[e.getID()], idx[to.getID()])] = (lights.pop(), links)
         into = {}
         for e in net.getEdges(withInternal=True):
             if e.getFunction() != "internal":
