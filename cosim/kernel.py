@@ -8,8 +8,9 @@ Backends
 * ``traci``: a SUMO child process per kernel, with its own connection label, so several simulations can
   run in one process and ``sumo-gui`` can be shown.
 
-Speed: per simulation step the kernel reads one subscription (time, departed / arrived / teleported
-ids, which come back with the step itself) and nothing per vehicle. Per-vehicle reads happen only when
+Speed: per simulation step the kernel reads the time and the departed / arrived / teleported ids
+(TraCI: one simulation subscription that comes back with the step; libsumo: four direct calls, cheaper
+than SUMO filling a subscription) and nothing per vehicle. Per-vehicle reads happen only when
 the environment asks about a specific agent, and how they are made depends on the backend:
 * TraCI subscribes each agent's road, position and speed when it departs, so a read is a lookup in the
   results that arrived with the step instead of a socket round trip;
@@ -25,9 +26,8 @@ import os
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import traci.constants as tc
 
@@ -116,14 +116,18 @@ def write_agent_routes(
     return path
 
 
-@dataclass
-class StepEvents:
+class StepEvents(NamedTuple):
+    """What one simulation step brought for the agents (the env reads nothing else per step)."""
+
     time: float
-    departed: list[str]
-    arrived: list[str]
-    teleported: list[str]
-    n_arrived_all: int
+    departed: Sequence[str]
+    arrived: Sequence[str]
+    teleported: Sequence[str]
+    n_arrived_all: int  # all vehicles, background included
     n_teleported_all: int
+
+
+_NONE: tuple[str, ...] = ()
 
 
 class SumoKernel:
@@ -155,6 +159,7 @@ class SumoKernel:
         self.faults = 0
         self.workdir = Path(tempfile.mkdtemp(prefix="cosim-kernel-"))
         self._agents: frozenset[str] = frozenset()
+        self._raw: tuple | None = None  # libsumo's direct step calls (see _launch)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -209,6 +214,8 @@ class SumoKernel:
                 self._drop()
         if self.conn is None:
             self._launch(args)
+        if self._raw is not None:
+            return  # libsumo: step() reads the step's events with direct calls, no subscription
         try:
             self.conn.simulation.subscribe(_SIM_VARS)
         except FAULTS as exc:
@@ -232,12 +239,19 @@ class SumoKernel:
                 raise SumoFault(f"SUMO could not start: {exc}") from exc
             _libsumo_owner = weakref.ref(self)
             self.conn = libsumo
-            # SWIG's C entry points behind libsumo's one-line Python wrappers: the env's hottest loop
-            # makes three reads per look at a vehicle, and the wrappers doubled their cost
+            # SWIG's C entry points behind libsumo's one-line Python wrappers: the env's hottest loops
+            # (every step, and three reads per look at a vehicle) paid as much for the wrappers as for
+            # SUMO's answer. libsumo's own simulationStep also runs TraCI's step listeners, which the
+            # kernel never registers.
             raw = getattr(libsumo, "_libsumo", None)
-            names = ("vehicle_getRoadID", "vehicle_getLanePosition", "vehicle_getSpeed")
+            names = (
+                "vehicle_getRoadID", "vehicle_getLanePosition", "vehicle_getSpeed", "simulation_step",
+                "simulation_getTime", "simulation_getDepartedIDList", "simulation_getArrivedIDList",
+                "simulation_getStartingTeleportIDList",
+            )  # fmt: skip
             if raw is not None and all(hasattr(raw, n) for n in names):
-                self._getters = tuple(getattr(raw, n) for n in names)
+                self._getters = tuple(getattr(raw, n) for n in names[:3])
+                self._raw = tuple(getattr(raw, n) for n in names[3:])
             else:
                 self._getters = (libsumo.vehicle.getRoadID, libsumo.vehicle.getLanePosition, libsumo.vehicle.getSpeed)
         else:
@@ -272,6 +286,7 @@ class SumoKernel:
     def _drop(self) -> None:
         """Forget a simulation that failed; never raises."""
         conn, self.conn = self.conn, None
+        self._raw = None
         if conn is not None:
             try:
                 conn.close(False) if self.backend == "traci" else conn.close()
@@ -302,18 +317,27 @@ class SumoKernel:
 
     # ------------------------------------------------------------------ stepping
     def step(self) -> StepEvents:
+        raw = self._raw
         try:
-            self.conn.simulationStep()
-            res = self.conn.simulation.getSubscriptionResults()
+            if raw is not None:
+                step, now, departed, arrived, teleported = raw
+                step(0.0)
+                t, dep, arr, tel = now(), departed(), arrived(), teleported()
+            else:
+                self.conn.simulationStep()
+                res = self.conn.simulation.getSubscriptionResults()
+                t = res[tc.VAR_TIME]
+                dep = res[tc.VAR_DEPARTED_VEHICLES_IDS]
+                arr = res[tc.VAR_ARRIVED_VEHICLES_IDS]
+                tel = res[tc.VAR_TELEPORT_STARTING_VEHICLES_IDS]
         except FAULTS as exc:
             raise SumoFault(str(exc) or type(exc).__name__) from exc
         except AttributeError as exc:  # conn is None: stepping a dropped simulation
             raise SumoFault("no SUMO simulation is running") from exc
+        if not (dep or arr or tel):  # most steps
+            return StepEvents(t, _NONE, _NONE, _NONE, 0, 0)
         agents = self._agents
-        dep = res[tc.VAR_DEPARTED_VEHICLES_IDS]
-        arr = res[tc.VAR_ARRIVED_VEHICLES_IDS]
-        tel = res[tc.VAR_TELEPORT_STARTING_VEHICLES_IDS]
-        departed = [v for v in dep if v in agents] if dep else []
+        departed = [v for v in dep if v in agents] if dep else _NONE
         if departed and self.backend == "traci":
             try:
                 for v in departed:
@@ -321,12 +345,12 @@ class SumoKernel:
             except FAULTS as exc:
                 raise SumoFault(str(exc)) from exc
         return StepEvents(
-            time=res[tc.VAR_TIME],
-            departed=departed,
-            arrived=[v for v in arr if v in agents] if arr else [],
-            teleported=[v for v in tel if v in agents] if tel else [],
-            n_arrived_all=len(arr),
-            n_teleported_all=len(tel),
+            t,
+            departed,
+            [v for v in arr if v in agents] if arr else _NONE,
+            [v for v in tel if v in agents] if tel else _NONE,
+            len(arr),
+            len(tel),
         )
 
     # ------------------------------------------------------------------ per-agent access
