@@ -10,6 +10,7 @@ actions, so a policy trained on one city can be run on another.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -99,10 +100,11 @@ class CandidateObservation:
             vals += (1.0, (t - t0) / best, t / TIME_SCALE, s, o, n / 10.0)
         vals += [0.0] * (self.PER_CANDIDATE * (max_actions - len(times)))
         vals += (d.elapsed / TIME_SCALE, d.remaining / TIME_SCALE, d.time / max(d.horizon, 1.0))
-        out = np.array(vals, dtype=np.float32)
         # every feature is >= 0 by construction (times, ratios, counts; candidates ascend in time), so
-        # clipping into [0, 5] needs only the upper bound
-        return np.minimum(out, 5.0, out=out)
+        # clipping into [0, 5] needs only the upper bound. Clipped here and handed to numpy as a float32
+        # buffer: np.array(list) and a clipping ufunc run ~12 k instructions of numpy code that is cold
+        # at every decision (callgrind's cache model: ~500 k cache misses per episode at 100 agents)
+        return np.frombuffer(array("f", [v if v < 5.0 else 5.0 for v in vals]), dtype=np.float32)
 
 
 @register_reward("travel_time")
