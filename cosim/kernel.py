@@ -47,6 +47,39 @@ _AGENT_VARS = (_ROAD, _POS, _SPEED)
 AGENT_ACCEL = 2.6  # m/s^2, set explicitly on the agent vType: the env's look-ahead bounds rely on it
 AGENT_VTYPE = "agent"
 
+# libsumo's hot calls as SWIG's C entry points (left) instead of libsumo's one-line Python wrappers
+# (right): the env's hottest loops (every step; three reads per look at a vehicle) paid as much for the
+# wrappers as for SUMO's answer. libsumo's own simulationStep also runs TraCI's step listeners, which
+# the kernel never registers.
+_LIBSUMO_CALLS = {
+    "step": ("simulation_step", "simulation.step"),
+    "time": ("simulation_getTime", "simulation.getTime"),
+    "departed": ("simulation_getDepartedIDList", "simulation.getDepartedIDList"),
+    "arrived": ("simulation_getArrivedIDList", "simulation.getArrivedIDList"),
+    "teleported": ("simulation_getStartingTeleportIDList", "simulation.getStartingTeleportIDList"),
+    "road": ("vehicle_getRoadID", "vehicle.getRoadID"),
+    "pos": ("vehicle_getLanePosition", "vehicle.getLanePosition"),
+    "speed": ("vehicle_getSpeed", "vehicle.getSpeed"),
+    "tl_state": ("trafficlight_getRedYellowGreenState", "trafficlight.getRedYellowGreenState"),
+    "tl_switch": ("trafficlight_getNextSwitch", "trafficlight.getNextSwitch"),
+    "edge_ids": ("edge_getLastStepVehicleIDs", "edge.getLastStepVehicleIDs"),
+    "edge_speed": ("edge_getLastStepMeanSpeed", "edge.getLastStepMeanSpeed"),
+    "edge_occupancy": ("edge_getLastStepOccupancy", "edge.getLastStepOccupancy"),
+}
+
+
+def _libsumo_calls(libsumo) -> dict:
+    """The direct calls where this libsumo build has them all, otherwise its public functions."""
+    raw = getattr(libsumo, "_libsumo", None)
+    if raw is not None and all(hasattr(raw, direct) for direct, _ in _LIBSUMO_CALLS.values()):
+        return {k: getattr(raw, direct) for k, (direct, _) in _LIBSUMO_CALLS.items()}
+    out = {}
+    for k, (_, public) in _LIBSUMO_CALLS.items():
+        domain, name = public.split(".")
+        out[k] = getattr(getattr(libsumo, domain), name)
+    return out
+
+
 # libsumo holds a single simulation per process: remember which kernel has it.
 _libsumo_owner: "weakref.ref[SumoKernel] | None" = None
 
@@ -159,7 +192,7 @@ class SumoKernel:
         self.faults = 0
         self.workdir = Path(tempfile.mkdtemp(prefix="cosim-kernel-"))
         self._agents: frozenset[str] = frozenset()
-        self._raw: tuple | None = None  # libsumo's direct step calls (see _launch)
+        self._fast: dict | None = None  # libsumo: its hot calls, direct (see _LIBSUMO_CALLS)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -214,7 +247,7 @@ class SumoKernel:
                 self._drop()
         if self.conn is None:
             self._launch(args)
-        if self._raw is not None:
+        if self._fast is not None:
             return  # libsumo: step() reads the step's events with direct calls, no subscription
         try:
             self.conn.simulation.subscribe(_SIM_VARS)
@@ -239,21 +272,7 @@ class SumoKernel:
                 raise SumoFault(f"SUMO could not start: {exc}") from exc
             _libsumo_owner = weakref.ref(self)
             self.conn = libsumo
-            # SWIG's C entry points behind libsumo's one-line Python wrappers: the env's hottest loops
-            # (every step, and three reads per look at a vehicle) paid as much for the wrappers as for
-            # SUMO's answer. libsumo's own simulationStep also runs TraCI's step listeners, which the
-            # kernel never registers.
-            raw = getattr(libsumo, "_libsumo", None)
-            names = (
-                "vehicle_getRoadID", "vehicle_getLanePosition", "vehicle_getSpeed", "simulation_step",
-                "simulation_getTime", "simulation_getDepartedIDList", "simulation_getArrivedIDList",
-                "simulation_getStartingTeleportIDList",
-            )  # fmt: skip
-            if raw is not None and all(hasattr(raw, n) for n in names):
-                self._getters = tuple(getattr(raw, n) for n in names[:3])
-                self._raw = tuple(getattr(raw, n) for n in names[3:])
-            else:
-                self._getters = (libsumo.vehicle.getRoadID, libsumo.vehicle.getLanePosition, libsumo.vehicle.getSpeed)
+            self._fast = _libsumo_calls(libsumo)
         else:
             import contextlib
             import subprocess
@@ -286,7 +305,7 @@ class SumoKernel:
     def _drop(self) -> None:
         """Forget a simulation that failed; never raises."""
         conn, self.conn = self.conn, None
-        self._raw = None
+        self._fast = None
         if conn is not None:
             try:
                 conn.close(False) if self.backend == "traci" else conn.close()
@@ -317,12 +336,11 @@ class SumoKernel:
 
     # ------------------------------------------------------------------ stepping
     def step(self) -> StepEvents:
-        raw = self._raw
+        fast = self._fast
         try:
-            if raw is not None:
-                step, now, departed, arrived, teleported = raw
-                step(0.0)
-                t, dep, arr, tel = now(), departed(), arrived(), teleported()
+            if fast is not None:
+                fast["step"](0.0)
+                t, dep, arr, tel = fast["time"](), fast["departed"](), fast["arrived"](), fast["teleported"]()
             else:
                 self.conn.simulationStep()
                 res = self.conn.simulation.getSubscriptionResults()
@@ -359,8 +377,9 @@ class SumoKernel:
         near a decision. road is the edge id (":…" for a junction-internal edge), "" when the vehicle
         is not in the network (teleporting)."""
         try:
-            if self.backend == "libsumo":
-                road_of, pos_of, speed_of = self._getters
+            fast = self._fast
+            if fast is not None:
+                road_of, pos_of, speed_of = fast["road"], fast["pos"], fast["speed"]
                 return [(road_of(v), pos_of(v), speed_of(v)) for v in vids]
             get = self.conn.vehicle.getSubscriptionResults
             out = []
@@ -374,11 +393,15 @@ class SumoKernel:
     def red_until(self, tls: str, links: Sequence[int]) -> float | None:
         """If every one of the traffic light's `links` shows red (or red-yellow) now: the time of its next
         switch, before which no vehicle standing in front of them can pass. Otherwise None."""
-        tl = self.conn.trafficlight
+        fast = self._fast
         try:
-            state = tl.getRedYellowGreenState(tls)
+            if fast is not None:
+                state_of, switch_of = fast["tl_state"], fast["tl_switch"]
+            else:
+                state_of, switch_of = self.conn.trafficlight.getRedYellowGreenState, self.conn.trafficlight.getNextSwitch
+            state = state_of(tls)
             if all(state[i] in "ru" for i in links):
-                return tl.getNextSwitch(tls)
+                return switch_of(tls)
         except FAULTS as exc:
             raise SumoFault(str(exc)) from exc
         return None
@@ -397,12 +420,17 @@ class SumoKernel:
 
     def edge_traffic(self, edge: str) -> tuple[float, float, tuple[str, ...]]:
         """(mean speed m/s, occupancy 0..1, vehicle ids) of an edge in the last step."""
-        e = self.conn.edge
+        fast = self._fast
         try:
-            ids = e.getLastStepVehicleIDs(edge)
+            if fast is not None:
+                ids_of, speed_of, occ_of = fast["edge_ids"], fast["edge_speed"], fast["edge_occupancy"]
+            else:
+                e = self.conn.edge
+                ids_of, speed_of, occ_of = e.getLastStepVehicleIDs, e.getLastStepMeanSpeed, e.getLastStepOccupancy
+            ids = ids_of(edge)
             if not ids:
                 return -1.0, 0.0, ()
-            return e.getLastStepMeanSpeed(edge), e.getLastStepOccupancy(edge) / 100.0, ids
+            return speed_of(edge), occ_of(edge) / 100.0, ids
         except FAULTS as exc:
             raise SumoFault(str(exc)) from exc
 

@@ -288,3 +288,35 @@ def test_observations_have_the_same_shape_on_another_city(helsinki, kouvola):
     finally:
         a.close()
         b.close()
+
+
+def test_libsumo_direct_calls_answer_like_the_public_api(env20):
+    """The kernel's hot calls go to SWIG's entry points behind libsumo's wrappers; where a build lacks
+    them it falls back to the public functions. Both must give the same answers mid-episode."""
+    import types
+
+    import libsumo
+
+    from cosim.kernel import _LIBSUMO_CALLS, _libsumo_calls
+
+    obs, _ = env20.reset(seed=0)
+    for _ in range(3):
+        obs, *_ = env20.step(shortest_actions(env20, obs))
+    direct = _libsumo_calls(libsumo)
+    domains = ("simulation", "vehicle", "trafficlight", "edge")
+    public = _libsumo_calls(types.SimpleNamespace(**{d: getattr(libsumo, d) for d in domains}))  # no _libsumo
+    assert set(direct) == set(public) == set(_LIBSUMO_CALLS)
+    assert direct["road"] is not public["road"] and public["road"] == libsumo.vehicle.getRoadID
+    vehicles = libsumo.vehicle.getIDList()[:5]
+    assert vehicles
+    for key in ("road", "pos", "speed"):
+        assert [direct[key](v) for v in vehicles] == [public[key](v) for v in vehicles]
+    edges = sorted({libsumo.vehicle.getRoadID(v) for v in vehicles})
+    for key in ("edge_ids", "edge_speed", "edge_occupancy"):
+        assert [direct[key](e) for e in edges] == [public[key](e) for e in edges]
+    tls = libsumo.trafficlight.getIDList()[0]
+    for key in ("tl_state", "tl_switch"):
+        assert direct[key](tls) == public[key](tls)
+    for key in ("time", "departed", "arrived", "teleported"):
+        assert direct[key]() == public[key]()
+    assert direct["time"]() == env20.time
