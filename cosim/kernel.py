@@ -398,7 +398,8 @@ class SumoKernel:
             if fast is not None:
                 state_of, switch_of = fast["tl_state"], fast["tl_switch"]
             else:
-                state_of, switch_of = self.conn.trafficlight.getRedYellowGreenState, self.conn.trafficlight.getNextSwitch
+                tl = self.conn.trafficlight
+                state_of, switch_of = tl.getRedYellowGreenState, tl.getNextSwitch
             state = state_of(tls)
             if all(state[i] in "ru" for i in links):
                 return switch_of(tls)
