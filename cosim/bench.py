@@ -99,6 +99,20 @@ def _reference_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[f
     return time.perf_counter() - t0, decisions
 
 
+def _stepping_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[float, dict]:
+    """The floor under every in-process co-simulation: the same reload and steps through the kernel,
+    and no agent looked at or steered (the agents keep their free-flow routes, so it is the bare run's
+    traffic too). env_s / stepping_s is what the env's Python adds; stepping_s / sumo_s is what running
+    SUMO inside this process instead of as its own program costs."""
+    kernel = env.kernel
+    t0 = time.perf_counter()
+    kernel.start(seed, env.trips, env._initial_routes, end)
+    while kernel.step().time < end:
+        pass
+    wall = time.perf_counter() - t0
+    return wall, kernel.trip_statistics()
+
+
 def _valgrind() -> str:
     found = shutil.which("valgrind")
     if not found:
@@ -142,7 +156,8 @@ def overhead(
     reference: bool = False,
 ) -> dict:
     """One overhead measurement over `repeat` pairs (an env episode, then the bare run), after one
-    untimed warm-up of each; with `reference`, triples that add the yardstick loop.
+    untimed warm-up of each; with `reference`, each pair also runs the yardstick loop and the bare
+    stepping floor (`_stepping_episode`).
 
     The pairs are interleaved and the ratio is the median of the per-pair ratios: on a shared machine
     the speed of the CPU drifts by tens of percent within a minute, and two runs taken back to back
@@ -159,7 +174,8 @@ def overhead(
         _bare_sumo(env, seed, m["sim_time"])
         if reference:
             _reference_episode(env, seed, m["sim_time"])
-        env_times, sumo_times, ref_times = [], [], []
+            _stepping_episode(env, seed, m["sim_time"])
+        env_times, sumo_times, ref_times, step_times = [], [], [], []
         for _ in range(repeat):
             env_times.append(_env_episode(env, seed))
             if env.metrics["sim_time"] != m["sim_time"] or env.metrics["decisions"] != m["decisions"]:
@@ -169,12 +185,19 @@ def overhead(
             if reference:
                 wall, ref_decisions = _reference_episode(env, seed, m["sim_time"])
                 ref_times.append(wall)
+                wall, stepped = _stepping_episode(env, seed, m["sim_time"])
+                if (stepped.get("count"), stepped.get("duration")) != (bare["count"], bare["duration"]):
+                    raise RuntimeError("the stepping floor's traffic differs from the bare run's")
+                step_times.append(wall)
         counted = _instructions(env, seed, m["sim_time"]) if instructions else {}
         if reference:
             counted |= {
                 "reference_s": round(statistics.median(ref_times), 4),
                 "reference_ratio": round(statistics.median(r / b for r, b in zip(ref_times, sumo_times)), 4),
                 "reference_decisions": ref_decisions,
+                "stepping_s": round(statistics.median(step_times), 4),
+                "stepping_ratio": round(statistics.median(t / b for t, b in zip(step_times, sumo_times)), 4),
+                "env_over_stepping": round(statistics.median(e / t for e, t in zip(env_times, step_times)), 4),
             }
     finally:
         env.close()

@@ -86,7 +86,9 @@ def bench_overhead(
         False, "--instructions", help="Also count both sides' instructions with valgrind (slow, load-independent)."
     ),
     reference: bool = typer.Option(
-        False, "--reference", help="Also time the simplest hand-written event-driven loop, in the same runs."
+        False,
+        "--reference",
+        help="Also time, in the same runs, the simplest hand-written event-driven loop and SUMO stepping alone.",
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON only (one object, or a list in scaling mode)."),
 ) -> None:
@@ -111,7 +113,12 @@ def bench_overhead(
                     f"{row['scenario']} N={n:<4} {b:<8} sumo {row['sumo_s']:.3f}s  env {row['env_s']:.3f}s  "
                     f"ratio {row['ratio']:.3f}  decisions {row['decisions']} ({row['decisions_per_s']:.0f}/s)"
                     + (f"  instructions ratio {row['instructions_ratio']:.3f}" if instructions else "")
-                    + (f"  reference loop ratio {row['reference_ratio']:.3f}" if reference else ""),
+                    + (
+                        f"  reference loop ratio {row['reference_ratio']:.3f}"
+                        f"  stepping alone {row['stepping_ratio']:.3f}"
+                        if reference
+                        else ""
+                    ),
                     file=sys.stderr,
                 )
     out = rows[0] if len(rows) == 1 else rows

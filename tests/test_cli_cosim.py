@@ -41,6 +41,8 @@ def test_bench_overhead_json_has_the_fixed_keys_and_identical_traffic(helsinki):
     assert row["env_mean_duration"] == row["sumo_mean_duration"]
     # the yardstick loop decides only where it sees a vehicle on a new edge: never more often than the env
     assert 0 < row["reference_decisions"] <= row["decisions"] and row["reference_s"] > 0
+    # the stepping floor (same simulation, nothing steered; the bench checks its traffic is the bare run's)
+    assert row["stepping_s"] > 0 and row["stepping_ratio"] > 0 and row["env_over_stepping"] > 0
 
 
 def test_bench_scaling_mode_lists_every_n(helsinki):
