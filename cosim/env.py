@@ -13,9 +13,10 @@ ignored; learners act on agents whose mask has a 1 (``infos[a]["deciding"]`` say
 constant observation and every ``action_mask`` are shared read-only arrays: copy one before writing.
 
 Stepping is event-driven: after applying the actions SUMO runs on until some agent must decide, arrives
-or the horizon is reached. Per simulation step Python reads only the step's events (the kernel); an agent is looked at
-only after the earliest time it can physically have reached its next decision edge (route length over
-its maximum speed), so the work in between is independent of the number of agents.
+or the horizon is reached. Per simulation step Python reads only the step's events (from the kernel);
+an agent is looked at only after the earliest time it can physically have reached its next decision
+edge (route length over its maximum speed), so the work in between is independent of the number of
+agents.
 """
 
 from __future__ import annotations
