@@ -51,6 +51,38 @@ class PPOConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    def problems(self) -> list[str]:
+        """What is wrong with these values (type or range), one phrase each; empty when all is well.
+        Checked before a run starts, so a bad ``--set`` never costs an episode or leaves a run behind."""
+        out = []
+        for f in fields(self):
+            v, kind = getattr(self, f.name), str(f.type)
+            if v is None and "None" in kind:
+                continue
+            if kind.startswith("bool"):
+                ok, want = isinstance(v, bool), "true or false"
+            elif kind.startswith("int"):
+                ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            else:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                want = "a finite number"
+            if not ok:
+                out.append(f"{f.name} must be {want}, got {v!r}")
+        if out:
+            return out
+        for name in ("lr", "clip_coef", "max_grad_norm", "update_epochs", "minibatch_size", "hidden"):
+            if getattr(self, name) <= 0:
+                out.append(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                out.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("ent_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                out.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.target_kl is not None and self.target_kl <= 0:
+            out.append(f"target_kl must be > 0 or null, got {self.target_kl}")
+        return out
+
 
 # ---------------------------------------------------------------------------------------------- GAE
 def compute_gae(

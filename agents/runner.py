@@ -20,12 +20,15 @@ A SUMO fault loses one episode: the env truncates it, the learner drops its data
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
 import os
 import random
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -34,11 +37,13 @@ import numpy as np
 
 from agents.base import Method, TrainError
 from agents.methods import check_method, make_method
+from scenarios.errors import check_seed
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT_FORMAT = 1
+LOCK = ".lock"
 
 # the kernel calls that talk to SUMO: their time is the "sumo" share of an episode
 _SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "set_route", "speed_factor", "trip_statistics")
@@ -97,6 +102,8 @@ def validate(cfg: TrainConfig) -> None:
         raise TrainError(f"--agents must be a positive number, got {cfg.agents}")
     if cfg.horizon is not None and cfg.horizon <= 0:
         raise TrainError(f"--horizon must be positive, got {cfg.horizon}")
+    check_seed("--seed", cfg.seed)
+    check_seed("--eval-seed", cfg.eval_seed)
     if cfg.ppo:
         from agents.ppo import PPOConfig
 
@@ -104,6 +111,9 @@ def validate(cfg: TrainConfig) -> None:
         bad = [k for k in cfg.ppo if k not in known]
         if bad:
             raise TrainError(f"unknown PPO setting(s) {', '.join(bad)}; known: {', '.join(known)}")
+        problems = PPOConfig.from_dict(cfg.ppo).problems()
+        if problems:
+            raise TrainError("--set: " + "; ".join(problems))
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -318,6 +328,47 @@ def _versions() -> dict:
     return out
 
 
+@contextmanager
+def run_lock(out: Path):
+    """Hold the run folder for one writer: a second `cosim train` (or a compare run) into the same
+    folder fails at once instead of interleaving with this one and silently losing a run.
+
+    The lock is an flock on ``out/.lock`` (released by the OS if the process dies, so a killed run never
+    leaves a stale lock). A folder this call created is removed again if the run fails before it wrote
+    its config.json: bad input never leaves a half-written run behind."""
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} exists and is not a directory")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = open(out / LOCK, "a+")
+    except OSError as exc:
+        raise TrainError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise TrainError(
+                f"--out {out} is in use by another run (process {holder}); wait for it or choose another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            if not (out / CONFIG).exists():  # nothing of a run was written: leave nothing behind
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                else:
+                    (out / LOCK).unlink(missing_ok=True)
+    finally:
+        fh.close()
+
+
 def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Check the run directory; returns the checkpoint to resume from (None: start fresh)."""
     if out.exists() and not out.is_dir():
@@ -357,7 +408,12 @@ def train(
     """
     validate(cfg)
     out = Path(out)
-    ck = prepare_out(out, cfg, resume)
+    with run_lock(out):
+        ck = prepare_out(out, cfg, resume)
+        return _train_locked(cfg, out, ck, progress, env_factory, on_row, method)
+
+
+def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
     torch_settings = _determinism()
     import torch
 

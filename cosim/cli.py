@@ -9,6 +9,7 @@ import sys
 import typer
 
 from cosim.errors import CosimError
+from scenarios.errors import check_seed
 
 bench_app = typer.Typer(help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True)
 
@@ -44,6 +45,7 @@ def simulate(
     from cosim.env import EnvConfig, VehicleRoutingEnv
     from cosim.policies import make_policy
 
+    check_seed("--seed", seed)
     act = make_policy(policy, seed)
     if agents is not None and agents <= 0:
         raise CosimError(f"--agents must be positive, got {agents}")
@@ -102,6 +104,7 @@ def bench_overhead(
             raise CosimError(f"unknown backend {b!r} (libsumo, traci or both)")
     if repeat <= 0:
         raise CosimError("--repeat must be positive")
+    check_seed("--seed", seed)
     sc = _scenario(scenario)
     rows = []
     for n in ns:

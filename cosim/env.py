@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from math import ceil, sqrt
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,10 +33,12 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from cosim.errors import CosimError, SumoFault
+from cosim.errors import CommandRejected, CosimError, SumoFault
 from cosim.features import Decision, make_observation, make_reward
 from cosim.kernel import AGENT_ACCEL, SumoKernel
 from scenarios import Scenario, Trip
+
+log = logging.getLogger(__name__)
 
 WAITING, RUNNING, DONE = 0, 1, 2
 TRIGGER_S = 3.0  # free-flow seconds of road before a decision edge on which the decision is taken
@@ -269,6 +272,8 @@ class VehicleRoutingEnv(ParallelEnv):
         self._teleports_all = 0
         self._arrived_all = 0
         self._decisions = 0
+        self._rejected = 0  # commands SUMO refused (logged; the episode goes on)
+        self._missed = 0  # decisions passed before the agent could be asked (it was already in the junction)
         self.metrics = {}
         for attempt in (1, 2):
             try:
@@ -320,10 +325,21 @@ class VehicleRoutingEnv(ParallelEnv):
                 route = a.route
             else:
                 route = a.route[:j] + rest
-                self.kernel.set_route(a.name, [g.edges[i] for i in route])
+                if not self._set_route(a, route):
+                    route = a.route  # SUMO kept the vehicle's route: so does the env
             a.decisions += 1
             self._watch(a, route, self.time, start=a.watch_j + 1)
         self._deciding = []
+
+    def _set_route(self, a: _Agent, route: tuple[int, ...]) -> bool:
+        """Give SUMO the agent's new route; False (logged, counted) when SUMO refuses it."""
+        try:
+            self.kernel.set_route(a.name, [self.graph.edges[i] for i in route])
+            return True
+        except CommandRejected as exc:
+            self._rejected += 1
+            log.warning("t=%.0f %s: %s (the vehicle keeps its route)", self.time, a.name, exc)
+            return False
 
     # ------------------------------------------------------------------ watching for decision points
     #
@@ -402,11 +418,13 @@ class VehicleRoutingEnv(ParallelEnv):
                 now = self.time = ev.time
                 self._arrived_all += ev.n_arrived_all
                 self._teleports_all += ev.n_teleported_all
-                for name in ev.departed:
+                # SUMO may insert a vehicle at speed (its type's departSpeed, a free lane): where and how
+                # fast it is bounds when it can reach its first decision, so read it, do not assume a start
+                for name, (road, pos, speed) in zip(ev.departed, k.positions(ev.departed) if ev.departed else ()):
                     a = self._by_name[name]
                     a.status = RUNNING
                     a.depart_time = now
-                    a.pos = a.speed = 0.0
+                    a.pos, a.speed = (pos, speed) if road == self.graph.edges[a.origin] else (0.0, speed)
                     a.speed_factor = k.speed_factor(name)
                     a.edge = a.origin
                     a.trace.append((now, a.origin))
@@ -451,12 +469,12 @@ class VehicleRoutingEnv(ParallelEnv):
                     try:
                         k = a.route.index(e)
                     except ValueError:  # off the planned route (teleport): plan again from here
-                        a.edge = e
-                        a.trace.append((now, e))
                         route = self._path(e, a.dest)
-                        self.kernel.set_route(a.name, [g.edges[i] for i in route])
-                        self._replan(a, route, now)
-                        continue
+                        if self._set_route(a, route):
+                            a.edge = e
+                            a.trace.append((now, e))
+                            self._replan(a, route, now)
+                        continue  # refused: look again next step
             else:
                 # crossing a junction into route[k + 1]: SUMO still counts the vehicle on route[k], and
                 # it stands at (beyond) that edge's end; the junction into the trigger stretch already
@@ -474,7 +492,11 @@ class VehicleRoutingEnv(ParallelEnv):
                 self._due.pop(a, None)
                 self._decide(a, k)
             elif k > 0:  # moved on: not yet at the stretch, or (rarely) crossed it within one step
-                self._replan(a, a.route[k:], now, start=max(a.open_from - k, 0))
+                if entering and a.watch_j == k:
+                    # already inside the junction at the end of the watched edge: its exit is fixed, so
+                    # that decision is gone; asking now would give SUMO a route it must refuse
+                    self._missed += 1
+                self._replan(a, a.route[k:], now, start=max(a.open_from - k, entering))
             elif a.trigger_i > 0:  # same edge, stretch ahead: bound again from where the vehicle is
                 a.version += 1
                 self._schedule(a, now)
@@ -620,6 +642,8 @@ class VehicleRoutingEnv(ParallelEnv):
             "agent_teleports": sum(a.teleports for a in st),
             "teleports": self._teleports_all,
             "decisions": self._decisions,
+            "missed_decisions": self._missed,
+            "rejected_commands": self._rejected,
             "truncated": truncated,
             "sumo_fault": fault,
             "sumo_faults_total": self.faults,

@@ -9,3 +9,8 @@ class CosimError(UserError):
 
 class SumoFault(RuntimeError):
     """SUMO failed or died mid-episode. The env ends that episode cleanly and restarts SUMO on reset."""
+
+
+class CommandRejected(RuntimeError):
+    """SUMO is alive but refused one command (e.g. a route change it cannot apply where the vehicle is).
+    Not a fault: the env logs the message, keeps the vehicle on the route SUMO has, and goes on."""

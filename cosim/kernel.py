@@ -31,7 +31,7 @@ from typing import NamedTuple, Sequence
 
 import traci.constants as tc
 
-from cosim.errors import CosimError, SumoFault
+from cosim.errors import CommandRejected, CosimError, SumoFault
 from scenarios import Scenario, Trip
 
 _SIM_VARS = (
@@ -124,6 +124,24 @@ def _fault_types() -> tuple[type[BaseException], ...]:
 
 
 FAULTS = _fault_types()
+
+
+def _rejection_types() -> tuple[type[BaseException], ...]:
+    """The exceptions by which SUMO refuses a command and stays alive (everything else in FAULTS means
+    the simulation is gone)."""
+    import traci.exceptions as te
+
+    kinds: list[type[BaseException]] = [te.TraCIException]
+    try:
+        import libsumo
+
+        kinds.append(libsumo.TraCIException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(kinds)
+
+
+REJECTIONS = _rejection_types()
 
 
 def write_agent_routes(
@@ -408,8 +426,11 @@ class SumoKernel:
         return None
 
     def set_route(self, vid: str, edges: Sequence[str]) -> None:
+        """Replace the vehicle's route. SUMO refusing it (CommandRejected) leaves the old route in place."""
         try:
             self.conn.vehicle.setRoute(vid, edges)
+        except REJECTIONS as exc:
+            raise CommandRejected(f"setRoute({vid}) refused by SUMO: {exc}") from exc
         except FAULTS as exc:
             raise SumoFault(f"setRoute({vid}) failed: {exc}") from exc
 

@@ -50,7 +50,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from scenarios.errors import UserError
+from scenarios.errors import UserError, check_seed
 
 COMPARE_FILE = "compare.json"
 RESULTS_FILE = "results.json"
@@ -369,6 +369,20 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
     finally:
         if started:
             ray.shutdown()
+            _reap_children()
+
+
+def _reap_children() -> None:
+    """Collect the exit status of child processes that have already ended. ray.shutdown() stops the
+    local cluster's processes but does not wait for all of them: unreaped, they linger as defunct
+    `ray::IDLE` entries for as long as this process lives. Only finished children are touched."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 # ---------------------------------------------------------------------------------------- demos
@@ -426,6 +440,7 @@ def compare(
         raise CompareError(f"--workers must be a positive number, got {workers}")
     if horizon is not None and horizon <= 0:
         raise CompareError(f"--horizon must be positive, got {horizon}")
+    check_seed("--eval-seed", eval_seed)
     if eval_every is None:
         eval_every = max(1, round(episodes / 10))
     if eval_every <= 0:

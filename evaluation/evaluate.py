@@ -23,7 +23,7 @@ from typing import Optional
 
 import typer
 
-from scenarios.errors import UserError
+from scenarios.errors import UserError, check_seed
 
 EVAL_METRICS = ("mean_travel_time", "arrival_rate", "return", "teleports", "mean_travel_time_arrived",
                 "all_vehicles_mean_travel_time", "decisions")  # fmt: skip
@@ -171,6 +171,10 @@ def evaluate_checkpoint(
         raise EvaluateError(f"--episodes must be a positive number, got {episodes}")
     if agents is not None and agents <= 0:
         raise EvaluateError(f"--agents must be a positive number, got {agents}")
+    if horizon is not None and not horizon > 0:
+        raise EvaluateError(f"--horizon must be positive, got {horizon}")
+    if seed is not None:
+        check_seed("--seed", seed, count=episodes)
     resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before building a city
     sc = ensure_built(scenario)
     cfg, method, env, ck, loaded = rebuild(checkpoint, sc, agents=agents, horizon=horizon)

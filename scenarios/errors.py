@@ -13,6 +13,16 @@ class ScenarioError(UserError):
     """A scenario cannot be found, built or loaded."""
 
 
+MAX_SEED = 2**31 - 1  # SUMO takes a signed 32-bit seed: every run, episode and evaluation seed fits in it
+
+
+def check_seed(flag: str, value: int, count: int = 1) -> None:
+    """A seed (and the ``count - 1`` that follow it) must be a valid SUMO seed; one-line error otherwise."""
+    top = MAX_SEED - count + 1
+    if not 0 <= value <= top:
+        raise UserError(f"{flag} must be in 0..{top} (SUMO's seeds are 32-bit), got {value}")
+
+
 def run_app(app, argv: list[str] | None = None) -> None:
     """Run a typer app with the command line's error contract: a UserError becomes one `error: …` line
     on stderr and exit status 2; Ctrl-C exits 130. Used by `cosim` and by each layer's own

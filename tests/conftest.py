@@ -28,3 +28,16 @@ def helsinki(cosim_home) -> Scenario:
 @pytest.fixture(scope="session")
 def kouvola(cosim_home) -> Scenario:
     return ensure_built("kouvola")
+
+
+@pytest.fixture(scope="session")
+def net_city(cosim_home) -> Scenario:
+    """A city built from a plain SUMO net (`--net`): Braunschweig from the eclipse-sumo wheel's tools."""
+    import os
+
+    import sumo
+
+    from scenarios import recipe
+
+    net = os.path.join(sumo.SUMO_HOME, "tools", "game", "bs3d", "bs.net.xml")
+    return ensure_built(recipe.adhoc("net", net, "bs3d").with_overrides(agents=20, veh_per_hour=600))

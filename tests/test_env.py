@@ -320,3 +320,44 @@ def test_libsumo_direct_calls_answer_like_the_public_api(env20):
     for key in ("time", "departed", "arrived", "teleported"):
         assert direct[key]() == public[key]()
     assert direct["time"]() == env20.time
+
+
+# ------------------------------------------------------------------------ no false SUMO faults
+@pytest.mark.parametrize("city", ["helsinki", "kouvola", "net_city"])
+def test_random_drivers_never_cause_a_false_sumo_fault(city, request):
+    """On kouvola, agents inserted at speed were asked about a fork they had already entered, and SUMO's
+    refusal of that route ended 3 of 6 episodes as "SUMO faults" although SUMO was alive. Every episode
+    must now run to its end with no fault. A random walk can drive loops of U-turns over edges shorter
+    than one step, through which the env cannot always tell which pass a vehicle is on: a fork passed
+    that way is counted as missed (never asked late), and a route SUMO refuses there is logged and
+    counted. Both are rare, and neither ends an episode."""
+    env = VehicleRoutingEnv(request.getfixturevalue(city), EnvConfig(n_agents=20, horizon=900.0))
+    try:
+        for seed in range(3):
+            m = run_episode(env, make_policy("random", seed), seed=seed)
+            assert m["sumo_fault"] is False and env.faults == 0, m
+            assert m["rejected_commands"] + m["missed_decisions"] <= m["decisions"] // 100, m
+            assert m["sim_time"] == 900.0 or m["arrived"] == 20, m
+            assert m["decisions"] > 20
+    finally:
+        env.close()
+
+
+def test_a_refused_route_is_logged_and_the_episode_goes_on(env20, caplog):
+    """SUMO refusing a command is not a fault: logged with SUMO's message, counted, episode continues."""
+    obs, _ = env20.reset(seed=0)
+    while not env20.deciding_agents:
+        obs, *_ = env20.step({})
+    a = env20._by_name[env20.deciding_agents[0]]
+    far = next(e for e in range(len(env20.graph.edges)) if e not in a.route and e not in env20.graph.succ[a.route[0]])
+    with caplog.at_level("WARNING", logger="cosim.env"):
+        assert env20._set_route(a, (a.route[0], far)) is False  # no such connection: SUMO says no
+    assert "refused by SUMO" in caplog.text and a.name in caplog.text
+    m = run_episode_from(env20, shortest_actions, obs)
+    assert m["sumo_fault"] is False and m["rejected_commands"] == 1 and m["arrival_rate"] == 1.0
+
+
+def run_episode_from(env, policy, obs):
+    while env.agents:
+        obs, *_ = env.step(policy(env, obs))
+    return env.metrics

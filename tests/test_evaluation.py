@@ -296,6 +296,21 @@ def test_ray_executor_runs_a_tiny_grid(helsinki, tmp_path, monkeypatch):
                   executor="ray", workers=2, log=lambda m: None)  # fmt: skip
     assert [r["status"] for r in res["runs"]] == ["ok", "ok"] and res["executor"] == "ray"
     assert (tmp_path / "ray" / "report.html").exists()
+    assert _defunct_children() == []  # the local cluster's processes were all collected
+
+
+def _defunct_children() -> list[str]:
+    """Names of this process's children that have ended but were never collected (state Z)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if rest[0] == "Z" and int(rest[1]) == os.getpid():
+            out.append(name)
+    return out
 
 
 def test_ray_not_installed_is_a_clear_error(helsinki, tmp_path, monkeypatch):

@@ -205,6 +205,23 @@ def test_sumo_fault_loses_one_episode(helsinki, tmp_path):
     assert res["sumo_faults"] == 1 and res["episodes"] == 3
 
 
+@pytest.mark.parametrize("city", ["kouvola", "net_city"])
+def test_a_learner_runs_every_episode_to_its_end(city, request, tmp_path):
+    """`cosim train --scenario kouvola --method ippo --episodes 6 --eval-every 0` ended 3 of 6 episodes
+    as false "SUMO faults" (a refused route change): every episode must now be trained on."""
+    sc = request.getfixturevalue(city)
+    r = _cli("--scenario", str(sc.path), "--method", "ippo", "--episodes", "6", "--eval-every", "0", "--agents", "20",
+             "--out", str(tmp_path / "run"), "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "SUMO faults 0;" in r.stdout
+    rows = read_metrics(tmp_path / "run")
+    assert [row["episode"] for row in rows] == [1, 2, 3, 4, 5, 6]
+    assert not any(row["sumo_fault"] for row in rows) and all(row["sim_time"] > 0 for row in rows)
+    # refused route changes (loops of U-turns on sub-step edges, see tests/test_env.py) are rare and logged
+    assert sum(row["rejected_commands"] for row in rows) <= sum(row["decisions"] for row in rows) // 100
+    assert all(row["policy_loss"] is not None and math.isfinite(row["policy_loss"]) for row in rows)
+
+
 # ---------------------------------------------------------------------------------- bad input
 def test_unknown_method_and_bad_numbers(tmp_path):
     with pytest.raises(TrainError, match=r"unknown method 'nope'; choose one of: ippo, mappo, random, shortest"):
@@ -260,3 +277,28 @@ def test_out_dir_with_another_run_is_refused(reference, tmp_path):
     r = _cli("--method", "ippo", "--episodes", "4", "--seed", "3", "--eval-every", "2", "--agents", "20",
              "--horizon", "900", "--out", str(run), "--resume")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "corrupt" in r.stderr
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(helsinki, tmp_path):
+    """Two `cosim train` into one --out used to both exit 0, one run silently lost. The folder's lock is
+    held by a real second process here (flock is per open file, so the same process would not do)."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from agents.runner import run_lock\n"
+         "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = _cli("--method", "shortest", "--episodes", "1", "--agents", "5", "--horizon", "300", "--out", str(run))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            f"error: --out {run} is in use by another run (process {holder.pid}); wait for it or choose another --out"
+        ]
+        with pytest.raises(TrainError, match="is in use by another run"):
+            train(TrainConfig(method="shortest", episodes=1, agents=5, horizon=300.0), run, progress=False)
+    finally:
+        holder.kill()  # killed, not released: the OS frees the lock
+        holder.wait()
+    res = train(TrainConfig(method="shortest", episodes=1, agents=5, horizon=300.0, eval_every=0), run, progress=False)
+    assert res["episodes"] == 1 and len(read_metrics(run)) == 1
