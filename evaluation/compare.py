@@ -352,6 +352,7 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
         if address:
             ray.init(address=address, **kwargs)
         else:
+            _become_subreaper()
             ray.init(num_cpus=workers, **kwargs)
         started = True
     try:
@@ -372,17 +373,45 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
             _reap_children()
 
 
-def _reap_children() -> None:
-    """Collect the exit status of child processes that have already ended. ray.shutdown() stops the
-    local cluster's processes but does not wait for all of them: unreaped, they linger as defunct
-    `ray::IDLE` entries for as long as this process lives. Only finished children are touched."""
+def _become_subreaper() -> None:
+    """Linux: orphaned descendants (Ray's workers outlive the raylet that started them) are handed to
+    this process instead of to PID 1, which in a container often never collects them: they would stay
+    as defunct `ray::IDLE` entries. `_reap_children` then collects them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
+
+
+def _reap_children(wait_s: float = 5.0) -> None:
+    """Collect the exit status of the child processes that end within `wait_s` after ray.shutdown()
+    (which stops the local cluster but does not wait for all of its processes). Children that are
+    still running then (wandb's service, say) are left alone."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return  # no children left
         if pid == 0:
-            return
+            if time.monotonic() > deadline or not _ray_children():
+                return
+            time.sleep(0.1)
+
+
+def _ray_children() -> bool:
+    """Whether a child of this process is one of Ray's (its command line names ray)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            if int(text[text.rindex(")") + 2 :].split()[1]) == os.getpid():
+                if b"ray" in (stat.parent / "cmdline").read_bytes():
+                    return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 # ---------------------------------------------------------------------------------------- demos

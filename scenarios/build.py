@@ -33,7 +33,7 @@ from scenarios import cache
 from scenarios import recipe as recipes
 from scenarios.errors import ScenarioError
 from scenarios.recipe import Recipe
-from scenarios.scenario import Scenario
+from scenarios.scenario import CAR_SPACE_M, Scenario, read_manifest, vehicle_capacity
 
 Progress = Callable[[str], None]
 
@@ -65,7 +65,10 @@ def ensure_built(name_or_path: str | Path | Recipe = recipes.DEFAULT_CITY, *, fo
     if isinstance(target, Path):
         if not overrides and not force:
             return Scenario.load(target)
-        target = recipes.from_dict(Scenario.load(target).manifest["recipe"], origin=str(target))
+        recipe = read_manifest(target).get("recipe")
+        if not isinstance(recipe, dict):
+            raise ScenarioError(f"{target / 'manifest.json'} holds no recipe to rebuild from")
+        target = recipes.from_dict(recipe, origin=str(target))
     if overrides:
         target = target.with_overrides(**overrides)
     return build(target, force=force, progress=progress, overpass_url=overpass_url, nominatim_url=nominatim_url)
@@ -94,13 +97,24 @@ def resolve(name_or_path: str | Path | Recipe) -> Recipe | Path:
         return recipes.adhoc("file", text)
     for folder, manifest in cache.entries():
         if folder.name == text:
-            return folder
+            return _cache_entry(folder, manifest)
     for folder, manifest in cache.entries():  # newest first
         if manifest.get("name") == text:
-            return folder
+            return _cache_entry(folder, manifest)
     if "/" in text or text.endswith((".osm", ".pbf", ".xml", ".gz", ".bz2")):
         raise ScenarioError(f"{text} does not exist")
     return recipes.load(text)  # raises "unknown city ... known cities: ..."
+
+
+def _cache_entry(folder: Path, manifest: dict) -> Recipe | Path:
+    """A cache entry named by the user: its folder, or its recipe when files have gone missing from it,
+    so that it is rebuilt like any other cache miss (a folder given by path is not rebuilt silently)."""
+    if cache.complete(folder):
+        return folder
+    try:
+        return recipes.from_dict(manifest["recipe"], origin=str(folder))
+    except (KeyError, TypeError, ScenarioError):
+        return folder  # no usable recipe: Scenario.load says what is wrong with the folder
 
 
 def source_digest(r: Recipe) -> str | None:
@@ -138,6 +152,13 @@ def build(r: Recipe, *, force: bool = False, progress: Progress | None = None,
     final = cache.entry(r.name, key)
     if not force and cache.complete(final):
         return Scenario.load(final)
+    if r.kind in ("bbox", "place"):  # a bad endpoint or timeout fails now, not after a temp folder exists
+        from scenarios import osm
+
+        osm.http_timeout()
+        osm.overpass_url(overpass_url)
+        if r.kind == "place":
+            osm.nominatim_url(nominatim_url)
     cache.clean_stale()
     tmp = cache.new_temp(r.name, key)
     try:
@@ -190,6 +211,7 @@ class _Build:
                 self.netconvert()
         with self.step("graph", "reading the net"):
             net, graph = self.read_net()
+        self.check_agent_counts()
         with self.step("agents", f"sampling {d['agent_pool']} agent trips"):
             from scenarios import trips
 
@@ -222,16 +244,20 @@ class _Build:
             self.source_info["path"] = str(path)
             self.source_info["sha256"] = self.digest
             return path
+
+        def say(msg: str) -> None:
+            self.progress(f"{self.r.name}: {msg}")
+
         if kind == "place":
-            self.progress(f"{self.r.name}: geocoding {self.r.source['place']!r} (Nominatim)")
-            bbox = osm.geocode_bbox(self.r.source["place"], self.nominatim_url)
+            say(f"geocoding {self.r.source['place']!r} (Nominatim)")
+            bbox = osm.geocode_bbox(self.r.source["place"], self.nominatim_url, progress=say)
             self.source_info.update(place=self.r.source["place"], nominatim_url=osm.nominatim_url(self.nominatim_url))
         else:
             bbox = tuple(self.r.source["bbox"])
         url = osm.overpass_url(self.overpass_url)
-        self.progress(f"{self.r.name}: downloading OSM for bbox {','.join(f'{v:g}' for v in bbox)} (Overpass)")
+        say(f"downloading OSM for bbox {','.join(f'{v:g}' for v in bbox)} from {url}")
         dst = self.work / "download.osm"
-        osm.download_bbox(bbox, dst, url)
+        osm.download_bbox(bbox, dst, url, progress=say)
         self.source_info.update(bbox=list(bbox), overpass_url=url,
                                 downloaded_at=_now(), sha256=cache.file_digest(dst))  # fmt: skip
         return dst
@@ -300,7 +326,23 @@ class _Build:
             signalized_junctions=sum(n.getType().startswith("traffic_light") for n in net.getNodes()),
             road_km=round(sum(e.getLength() for e in edges) / 1000.0, 2),
         )
+        lane_m = sum(lane.getLength() for e in edges for lane in e.getLanes() if lane.allows("passenger"))
+        self.counts["lane_km"] = round(lane_m / 1000.0, 2)
         return net, graph
+
+    def check_agent_counts(self) -> None:
+        """Refuse agent counts the net cannot hold, before the pool is sampled (100 000 trips take ~20 s on
+        kouvola) and long before a run would crawl with them."""
+        d, cap = self.r.demand, vehicle_capacity(self.counts["lane_km"])
+        # The pool is only sampled, never all on the road at once: the ad-hoc default pool is always
+        # allowed, so that a small net still builds with the default demand.
+        limits = {"agents": cap, "agent_pool": max(cap, recipes.ADHOC_DEMAND["agent_pool"])}
+        for key, flag in (("agents", "--agents"), ("agent_pool", "--agent-pool")):
+            if d[key] > limits[key]:
+                raise ScenarioError(
+                    f"{flag} {d[key]} ([demand].{key}) is more than {self.r.name}'s roads can hold: "
+                    f"{self.counts['lane_km']} km of lanes fit at most {cap} cars at once ({CAR_SPACE_M:g} m per car)"
+                )
 
     def background(self) -> float:
         import sumolib

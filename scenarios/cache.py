@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scenarios.paths import cosim_home, home_dir
+
 TMP_PREFIX = ".tmp-"
 STALE_AFTER_S = 24 * 3600  # a temp folder this old is abandoned even if its pid was reused
 # Bump when the builder's output changes in a way the recipe does not capture: old entries then miss.
@@ -27,7 +29,7 @@ BUILDER_VERSION = 1
 
 
 def home() -> Path:
-    return Path(os.environ.get("COSIM_HOME") or Path.home() / ".cache" / "cosim").expanduser()
+    return cosim_home()
 
 
 def root() -> Path:
@@ -80,7 +82,7 @@ def complete(folder: Path) -> bool:
 
 
 def new_temp(name: str, digest: str) -> Path:
-    root().mkdir(parents=True, exist_ok=True)
+    home_dir("scenarios")  # created, or one clear error if COSIM_HOME is a file or read-only
     path = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-{digest[:12]}-{os.getpid()}-", dir=root()))
     path.chmod(0o755)  # mkdtemp makes it private; a published scenario is ordinary readable data
     return path

@@ -50,7 +50,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     from rich.table import Table
 
     from scenarios import cache, recipe
+    from scenarios.paths import home_dir
 
+    home_dir("scenarios", writable=False)  # COSIM_HOME a file or impossible: say so instead of "none built"
     shipped = []
     for name, path in recipe.shipped().items():
         try:
@@ -114,8 +116,12 @@ def build(
     force: bool = typer.Option(False, "--force", help="Rebuild even if the cache holds this build."),
 ) -> None:
     """Build a scenario (or find it in the cache); prints the built folder as the last line."""
-    from scenarios import recipe
+    from scenarios import osm as endpoints, recipe
 
+    if overpass_url is not None:  # a typo in an endpoint is reported even when this source needs none
+        endpoints.overpass_url(overpass_url)
+    if nominatim_url is not None:
+        endpoints.nominatim_url(nominatim_url)
     given = {"NAME": name, "--osm": osm, "--bbox": bbox, "--place": place, "--net": net}
     chosen = [k for k, v in given.items() if v is not None]
     if len(chosen) > 1:

@@ -8,16 +8,22 @@ instead of as netconvert's empty-net error.
 Areas come from the Overpass API (raw OSM with signal tags and turn-restriction relations, which an
 osmnx graph export would lose); place names are turned into a bounding box by osmnx's Nominatim
 geocoder. Both endpoints are configurable for mirrors and for tests (COSIM_OVERPASS_URL,
-COSIM_NOMINATIM_URL). Nothing here is imported on the cache-hit path.
+COSIM_NOMINATIM_URL), and checked to be http(s) URLs before any work starts.
+
+Public servers are slow or busy at times, so every request reports progress while it waits (a user
+otherwise sees a silent command for minutes), gives up after ``COSIM_HTTP_TIMEOUT_S`` seconds without
+an answer (default 180, Overpass's own default query limit), and retries "busy" answers (HTTP 429,
+503, 504) a few times after short waits instead of osmnx's endless one-minute retries. Nothing here is
+imported on the cache-hit path.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,7 +34,12 @@ from pathlib import Path
 from scenarios.errors import ScenarioError
 
 DEFAULT_OVERPASS_URL = "https://overpass-api.de/api/interpreter"
-OVERPASS_TIMEOUT_S = 180
+TIMEOUT_ENV = "COSIM_HTTP_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 180.0  # seconds without an answer; also the Overpass query's own [timeout:]
+BUSY_STATUS = {429, 503, 504}  # rate limited / overloaded: worth another try after a pause
+RETRY_WAITS_S = (3.0, 10.0)  # pauses before the 2nd and 3rd try; then give up
+MAX_RETRY_AFTER_S = 30.0  # a server's Retry-After is honoured up to this
+PROGRESS_EVERY_S = 10.0  # how often a waiting request reports that it still waits
 MAX_BBOX_DEG2 = 1.0  # about 100 km x 50 km at mid latitudes; Overpass refuses much more in one query
 
 # highway=* values a passenger car may drive on (netconvert's keep-edges.by-vclass passenger keeps these)
@@ -143,16 +154,107 @@ def _sigint_as_flag():
         raise KeyboardInterrupt
 
 
+# ---------------------------------------------------------------------------------------- HTTP
+def check_url(url: str, origin: str, what: str) -> str:
+    """url itself if it is an absolute http(s) URL with a host; else one clear error naming where it came
+    from (a typo such as "notaurl" would otherwise surface as a traceback deep inside urllib/requests)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ScenarioError(f"{origin}: {url!r} is not a URL for {what} (want http(s)://host[:port]/path)")
+    return url
+
+
+def _endpoint(explicit: str | None, env: str, flag: str, what: str) -> str | None:
+    if explicit is not None:
+        return check_url(explicit, flag, what)
+    if os.environ.get(env):
+        return check_url(os.environ[env], env, what)
+    return None
+
+
+def http_timeout() -> float:
+    """Seconds to wait for an answer from Overpass or Nominatim ($COSIM_HTTP_TIMEOUT_S, default 180)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ScenarioError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+class _Busy(Exception):
+    """An endpoint answered "busy" (BUSY_STATUS); raised inside a try so the retry loop can wait."""
+
+    def __init__(self, status: int, reason: str, retry_after: str | None) -> None:
+        super().__init__(status, reason)
+        self.status, self.reason = status, reason
+        try:
+            self.retry_after = min(float(retry_after), MAX_RETRY_AFTER_S) if retry_after else 0.0
+        except ValueError:  # an HTTP date: not worth parsing for a pause of seconds
+            self.retry_after = 0.0
+
+
+def _with_retries(attempt, what: str, hint: str, progress) -> object:
+    """attempt() until it does not raise _Busy: at most 1 + len(RETRY_WAITS_S) tries, short pauses."""
+    say = progress or (lambda msg: None)
+    tries = len(RETRY_WAITS_S) + 1
+    for i in range(tries):
+        try:
+            return attempt()
+        except _Busy as busy:
+            if i + 1 == tries:
+                raise ScenarioError(
+                    f"{what} is busy: it answered HTTP {busy.status} {busy.reason} to all {tries} tries; "
+                    f"try again later{hint}"
+                ) from None
+            wait = max(RETRY_WAITS_S[i], busy.retry_after)
+            say(f"{what} answered HTTP {busy.status} {busy.reason}; try {i + 2} of {tries} in {wait:g} s")
+            time.sleep(wait)
+
+
+@contextmanager
+def _reporting(progress, message):
+    """Call progress(message(elapsed_s)) every PROGRESS_EVERY_S while the body runs (it blocks in I/O)."""
+    if progress is None:
+        yield
+        return
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(PROGRESS_EVERY_S):
+            progress(message(time.monotonic() - t0))
+
+    thread = threading.Thread(target=tick, name="cosim-http-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 # ---------------------------------------------------------------------------------------- Overpass
 def overpass_url(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("COSIM_OVERPASS_URL") or DEFAULT_OVERPASS_URL
+    """The Overpass endpoint: --overpass-url, else $COSIM_OVERPASS_URL, else the public one; checked."""
+    found = _endpoint(explicit, "COSIM_OVERPASS_URL", "--overpass-url", "the Overpass API")
+    return found or DEFAULT_OVERPASS_URL
 
 
-def overpass_query(bbox: tuple[float, float, float, float], timeout_s: int = OVERPASS_TIMEOUT_S) -> str:
+def overpass_query(bbox: tuple[float, float, float, float], timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     """All highway ways in the box with all their nodes (complete ways), plus their turn restrictions."""
     w, s, e, n = bbox
     return (
-        f"[out:xml][timeout:{timeout_s}];"
+        f"[out:xml][timeout:{max(1, round(timeout_s))}];"
         f'way["highway"]({s},{w},{n},{e})->.roads;'
         '(.roads;node(w.roads);rel(bw.roads)["type"="restriction"];);'
         "out body;"
@@ -160,8 +262,12 @@ def overpass_query(bbox: tuple[float, float, float, float], timeout_s: int = OVE
 
 
 def download_bbox(bbox: tuple[float, float, float, float], dst: Path, url: str | None = None,
-                  timeout_s: float = OVERPASS_TIMEOUT_S) -> None:  # fmt: skip
-    """Fetch raw OSM for a W,S,E,N box from the Overpass API into dst (OSM XML)."""
+                  timeout_s: float | None = None, progress=None) -> None:  # fmt: skip
+    """Fetch raw OSM for a W,S,E,N box from the Overpass API into dst (OSM XML).
+
+    timeout_s: seconds without an answer before giving up (default: http_timeout()); the query asks
+    the server to give up at the same time. progress(msg) hears about waits and retries.
+    """
     w, s, e, n = bbox
     if (e - w) * (n - s) > MAX_BBOX_DEG2:
         raise ScenarioError(
@@ -169,24 +275,47 @@ def download_bbox(bbox: tuple[float, float, float, float], dst: Path, url: str |
             f"serves in one query ({MAX_BBOX_DEG2}); download an extract and use --osm FILE"
         )
     url = overpass_url(url)
-    body = urllib.parse.urlencode({"data": overpass_query(bbox)}).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={"User-Agent": "reled-cosim"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp, open(dst, "wb") as fh:
-            shutil.copyfileobj(resp, fh)
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode("utf-8", "replace").strip().splitlines()
-        tail = f": {detail[0][:200]}" if detail else ""
-        raise ScenarioError(f"Overpass API at {url} answered HTTP {exc.code} {exc.reason}{tail}") from None
-    except urllib.error.URLError as exc:
-        raise ScenarioError(f"cannot reach Overpass API at {url}: {exc.reason}") from None
-    except (socket.timeout, TimeoutError):
-        raise ScenarioError(f"Overpass API at {url} did not answer within {timeout_s:g} s") from None
-    except (ConnectionError, OSError) as exc:
-        raise ScenarioError(f"cannot reach Overpass API at {url}: {exc}") from None
+    timeout_s = http_timeout() if timeout_s is None else timeout_s
+    body = urllib.parse.urlencode({"data": overpass_query(bbox, timeout_s)}).encode()
+    got = [0]  # bytes received so far, for the progress lines
+
+    def message(elapsed: float) -> str:
+        if got[0]:
+            return f"downloading from Overpass at {url}… {got[0] / 1e6:.1f} MB, {elapsed:.0f} s"
+        return f"waiting for Overpass at {url}… {elapsed:.0f} s (gives up after {timeout_s:g} s)"
+
+    def attempt() -> None:
+        got[0] = 0
+        req = urllib.request.Request(url, data=body, method="POST", headers={"User-Agent": "reled-cosim"})
+        try:
+            with _reporting(progress, message), urllib.request.urlopen(req, timeout=timeout_s) as resp, \
+                    open(dst, "wb") as fh:  # fmt: skip
+                while chunk := resp.read(1 << 16):
+                    fh.write(chunk)
+                    got[0] += len(chunk)
+        except urllib.error.HTTPError as exc:
+            if exc.code in BUSY_STATUS:
+                raise _Busy(exc.code, exc.reason, exc.headers.get("Retry-After")) from None
+            detail = exc.read(300).decode("utf-8", "replace").strip().splitlines()
+            tail = f": {detail[0][:200]}" if detail else ""
+            raise ScenarioError(f"Overpass API at {url} answered HTTP {exc.code} {exc.reason}{tail}") from None
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, (socket.timeout, TimeoutError)):
+                raise ScenarioError(f"cannot reach Overpass API at {url}: {exc.reason}") from None
+            raise _too_slow("Overpass API", url, timeout_s) from None
+        except (socket.timeout, TimeoutError):
+            raise _too_slow("Overpass API", url, timeout_s) from None
+        except (ConnectionError, OSError) as exc:
+            raise ScenarioError(f"cannot reach Overpass API at {url}: {exc}") from None
+
+    _with_retries(attempt, f"Overpass API at {url}", " or set COSIM_OVERPASS_URL to another instance", progress)
     remark = _overpass_remark(dst)
     if remark:
         raise ScenarioError(f"Overpass API at {url} did not complete the query: {remark}")
+
+
+def _too_slow(what: str, url: str, timeout_s: float) -> ScenarioError:
+    return ScenarioError(f"{what} at {url} did not answer within {timeout_s:g} s (set {TIMEOUT_ENV} to wait longer)")
 
 
 def _overpass_remark(path: Path) -> str:
@@ -201,34 +330,61 @@ def _overpass_remark(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------- Nominatim
 def nominatim_url(explicit: str | None = None) -> str | None:
-    return explicit or os.environ.get("COSIM_NOMINATIM_URL") or None
+    """--nominatim-url, else $COSIM_NOMINATIM_URL (checked); None means osmnx's default endpoint."""
+    return _endpoint(explicit, "COSIM_NOMINATIM_URL", "--nominatim-url", "Nominatim")
 
 
-def geocode_bbox(place: str, url: str | None = None) -> tuple[float, float, float, float]:
-    """W,S,E,N of a place name, from Nominatim via osmnx (which also honours osmnx.settings)."""
+def _raise_if_busy(response, *args, **kwargs):
+    """A requests response hook: osmnx retries 429/504 itself, every minute and without end; we want a
+    few short retries with progress instead, so the answer is taken away from osmnx as an exception."""
+    if response.status_code in BUSY_STATUS:
+        raise _Busy(response.status_code, response.reason, response.headers.get("Retry-After"))
+
+
+def geocode_bbox(place: str, url: str | None = None, timeout_s: float | None = None,
+                 progress=None) -> tuple[float, float, float, float]:  # fmt: skip
+    """W,S,E,N of a place name, from Nominatim via osmnx (which also honours osmnx.settings).
+
+    timeout_s and progress as for download_bbox; "busy" answers are retried a few times.
+    """
     import osmnx as ox
     import requests
     from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
 
-    saved = (ox.settings.nominatim_url, ox.settings.use_cache, ox.settings.log_console)
-    endpoint = nominatim_url(url) or ox.settings.nominatim_url
-    ox.settings.nominatim_url = endpoint
-    ox.settings.use_cache = False  # osmnx would otherwise write ./cache into the user's working directory
-    ox.settings.log_console = False
+    s = ox.settings
+    endpoint = nominatim_url(url) or s.nominatim_url
+    timeout_s = http_timeout() if timeout_s is None else timeout_s
+    saved = (s.nominatim_url, s.use_cache, s.log_console, s.requests_timeout, s.requests_kwargs)
+    s.nominatim_url = endpoint
+    s.use_cache = False  # osmnx would otherwise write ./cache into the user's working directory
+    s.log_console = False
+    s.requests_timeout = timeout_s
+    s.requests_kwargs = {**s.requests_kwargs, "hooks": {"response": [_raise_if_busy]}}
+
+    def message(elapsed: float) -> str:
+        return f"waiting for Nominatim at {endpoint}… {elapsed:.0f} s (gives up after {timeout_s:g} s)"
+
+    def attempt():
+        with _reporting(progress, message):
+            try:
+                return ox.geocode_to_gdf(place)
+            except TypeError:  # no polygon among the results: take the best match, its bounding box will do
+                return ox.geocode_to_gdf(place, which_result=1)
+
     try:
-        try:
-            gdf = ox.geocode_to_gdf(place)
-        except TypeError:  # no polygon among the results: take the best match, its bounding box will do
-            gdf = ox.geocode_to_gdf(place, which_result=1)
+        gdf = _with_retries(attempt, f"Nominatim at {endpoint}", " or set COSIM_NOMINATIM_URL to another instance",
+                            progress)  # fmt: skip
     except InsufficientResponseError:
         raise ScenarioError(f"cannot geocode place {place!r}: Nominatim at {endpoint} found no match") from None
     except ResponseStatusCodeError as exc:
         raise ScenarioError(f"Nominatim at {endpoint} answered an error for {place!r}: {exc}") from None
+    except requests.exceptions.Timeout:
+        raise _too_slow("Nominatim", endpoint, timeout_s) from None
     except requests.exceptions.RequestException as exc:
         reason = getattr(exc, "args", [exc])[0]
         raise ScenarioError(f"cannot reach Nominatim at {endpoint}: {_short(reason)}") from None
     finally:
-        ox.settings.nominatim_url, ox.settings.use_cache, ox.settings.log_console = saved
+        s.nominatim_url, s.use_cache, s.log_console, s.requests_timeout, s.requests_kwargs = saved
     row = gdf.iloc[0]
     return check(row["bbox_west"], row["bbox_south"], row["bbox_east"], row["bbox_north"], place)
 

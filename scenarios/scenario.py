@@ -23,6 +23,15 @@ from pathlib import Path
 
 from scenarios.errors import ScenarioError
 
+# Lane metres one passenger car occupies in a standing queue: SUMO's default length (5 m) plus minGap
+# (2.5 m). A net holds at most (lane metres / this) cars at once, which bounds any sensible agent count.
+CAR_SPACE_M = 7.5
+
+
+def vehicle_capacity(lane_km: float) -> int:
+    """How many cars fit on lane_km kilometres of lane, bumper to bumper."""
+    return int(lane_km * 1000.0 // CAR_SPACE_M)
+
 
 @dataclass(frozen=True)
 class Trip:
@@ -39,11 +48,17 @@ class Scenario:
 
     @classmethod
     def load(cls, path: str | Path) -> "Scenario":
+        """A built folder, checked complete: a file deleted from it would otherwise fail much later, as
+        a traceback from SUMO or sumolib in the middle of a run."""
         path = Path(path)
-        mf = path / "manifest.json"
-        if not mf.is_file():
-            raise ScenarioError(f"{path} is not a built scenario (no manifest.json)")
-        return cls(path=path, manifest=json.loads(mf.read_text()))
+        manifest = read_manifest(path)
+        missing = [f for f in manifest["files"].values() if not (path / f).is_file()]
+        if missing:
+            raise ScenarioError(
+                f"scenario {path} is incomplete: {', '.join(missing)} missing; rebuild it with "
+                f"`cosim scenario build {path} --force`"
+            )
+        return cls(path=path, manifest=manifest)
 
     @property
     def name(self) -> str:
@@ -91,10 +106,19 @@ class Scenario:
         pool = self.trip_pool
         if n <= 0:
             raise ScenarioError(f"number of agents must be positive, got {n}")
+        counts = self.manifest.get("counts", {})
+        # builds from before lanes were counted: their km of road, one lane each (an estimate)
+        lane_km = counts.get("lane_km", counts.get("road_km"))
+        if lane_km is not None and n > vehicle_capacity(lane_km):
+            also = f", and it has only {len(pool)} routable trips" if n > len(pool) else ""
+            raise ScenarioError(
+                f"{n} agents requested but the roads of scenario {self.name!r} hold at most "
+                f"{vehicle_capacity(lane_km)} cars at once ({lane_km} km of lanes, {CAR_SPACE_M:g} m per car){also}"
+            )
         if n > len(pool):
             raise ScenarioError(
-                f"{n} agents requested but scenario {self.name!r} has only {len(pool)} routable trips"
-                f" (raise [demand].agent_pool in its recipe)"
+                f"{n} agents requested but scenario {self.name!r} has only {len(pool)} routable trips (build a "
+                f"larger pool with `cosim scenario build {self.name} --agent-pool {n}` and use the folder it prints)"
             )
         return pool[:n]
 
@@ -103,3 +127,17 @@ class Scenario:
         from scenarios.roadgraph import RoadGraph
 
         return RoadGraph.from_net_file(self.net_file)
+
+
+def read_manifest(path: Path) -> dict:
+    """A built folder's manifest.json, as a dict with a "files" mapping, or one clear error."""
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise ScenarioError(f"{path} is not a built scenario (no manifest.json)")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ScenarioError(f"cannot read {mf}: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ScenarioError(f"{mf} is not a scenario manifest (no \"files\" mapping)")
+    return manifest

@@ -34,9 +34,15 @@ def sample(graph: RoadGraph, *, pool: int, need: int, seed: int, depart_begin: f
     """Up to `pool` routable trips; ScenarioError if fewer than `need` can be found."""
     n = len(graph.edges)
     origins = np.flatnonzero(graph.length >= MIN_ORIGIN_EDGE_M)
-    if n < 2 or len(origins) == 0:
+    if n < 2:
         raise ScenarioError(
-            f"the net has no edge a car can start a trip on ({n} passenger edges, none {MIN_ORIGIN_EDGE_M:g} m long)"
+            f"the net has {n} edge{'s' if n != 1 else ''} that passenger cars may use; a trip needs at least two "
+            "(an origin and a different destination)"
+        )
+    if len(origins) == 0:
+        raise ScenarioError(
+            f"the net has no edge a car can start a trip on ({n} passenger edges, all shorter than "
+            f"{MIN_ORIGIN_EDGE_M:g} m)"
         )
     rng = np.random.default_rng(seed)
     trips: list[dict] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import ScenarioError, cache, ensure_built, recipe, sumotools
+from scenarios import Scenario, ScenarioError, cache, ensure_built, recipe, sumotools
 from scenarios.build import resolve
 
 pytestmark = pytest.mark.usefixtures("cosim_home")  # never touch the user's own cache
@@ -210,3 +210,86 @@ def test_ctrl_c_midway_leaves_nothing(cosim_home):
     assert proc.returncode != 0
     assert not tmp.exists() and not _expected_entry(8).exists()
     assert b"Traceback" not in err
+
+
+# ------------------------------------------------------------------------------- nets, counts, damage
+def test_single_edge_net_says_what_is_wrong(nothing_left, tmp_path):
+    """One 500 m road: long enough to start on, but no second edge to drive to."""
+    (tmp_path / "n.nod.xml").write_text("<nodes><node id='a' x='0' y='0'/><node id='b' x='500' y='0'/></nodes>")
+    (tmp_path / "e.edg.xml").write_text("<edges><edge id='ab' from='a' to='b' numLanes='1' speed='13.9'/></edges>")
+    net = tmp_path / "one.net.xml"
+    subprocess.run([sumotools.binary("netconvert"), "-n", str(tmp_path / "n.nod.xml"), "-e",
+                    str(tmp_path / "e.edg.xml"), "-o", str(net)], check=True, env=sumotools.env(),
+                   capture_output=True)  # fmt: skip
+    with pytest.raises(ScenarioError) as info:
+        ensure_built(str(net))
+    assert str(info.value) == (
+        "the net has 1 edge that passenger cars may use; "
+        "a trip needs at least two (an origin and a different destination)"
+    )
+
+
+def test_more_agents_than_the_net_holds_is_refused_before_sampling(nothing_left, kouvola):
+    counts = kouvola.manifest["counts"]
+    assert counts["lane_km"] >= counts["road_km"]  # every kept road has a lane for cars, some have more
+    cap = int(counts["lane_km"] * 1000 // 7.5)
+    limit = rf"is more than kouvola's roads can hold: {counts['lane_km']} km of lanes fit at most {cap} cars at once"
+    with pytest.raises(ScenarioError, match=rf"^--agents 100000 \(\[demand\]\.agents\) {limit}"):
+        ensure_built("kouvola", agents=100000)
+    with pytest.raises(ScenarioError, match=rf"^--agent-pool {cap + 1} \(\[demand\]\.agent_pool\) {limit}"):
+        ensure_built("kouvola", agent_pool=cap + 1)
+
+
+def test_more_agents_than_the_net_holds_at_run_time(kouvola):
+    counts = kouvola.manifest["counts"]
+    cap = int(counts["lane_km"] * 1000 // 7.5)
+    with pytest.raises(ScenarioError, match=rf"^100000 agents requested but the roads of scenario 'kouvola' hold at "
+                                            rf"most {cap} cars at once \({counts['lane_km']} km of lanes, 7\.5 m per "
+                                            r"car\), and it has only 100 routable trips$"):  # fmt: skip
+        kouvola.trips(100000)
+    hint = r"\(build a larger pool with `cosim scenario build kouvola --agent-pool 101`"
+    with pytest.raises(ScenarioError, match=rf"^101 agents requested but scenario 'kouvola' has only 100 routable "
+                                            rf"trips {hint}"):  # fmt: skip
+        kouvola.trips(101)
+    # a pool built larger than the net (before the limit existed, without lane_km): its km of road count
+    legacy = {**kouvola.manifest, "counts": {k: v for k, v in counts.items() if k != "lane_km"}}
+    legacy["counts"]["road_km"] = 0.15  # 150 m: 20 cars
+    with pytest.raises(ScenarioError, match=r"hold at most 20 cars at once \(0\.15 km of lanes, 7\.5 m per car\)$"):
+        Scenario(kouvola.path, legacy).trips(21)
+    assert len(Scenario(kouvola.path, legacy).trips(20)) == 20
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evaluation.cli", *args], capture_output=True, text=True,
+                          env=os.environ, stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+
+
+def test_scenario_with_a_missing_file(cosim_home):
+    sc = ensure_built("kouvola", seed=5, agent_pool=20)
+    (sc.path / "net.net.xml").unlink()  # deleted by hand
+    # a folder given by path: one clear error naming the file and the fix, nothing rebuilt behind the user's back
+    message = (f"scenario {sc.path} is incomplete: net.net.xml missing; rebuild it with "
+               f"`cosim scenario build {sc.path} --force`")  # fmt: skip
+    with pytest.raises(ScenarioError) as info:
+        ensure_built(str(sc.path))
+    assert str(info.value) == message
+    out = _cli("simulate", str(sc.path))
+    assert (out.returncode, out.stderr.splitlines()) == (2, [f"error: {message}"])
+    assert not (sc.path / "net.net.xml").exists()
+    # a cache entry by name is a cache miss: rebuilt in place
+    again = ensure_built(sc.path.name)
+    assert again.path == sc.path and again.net_file.is_file() and cache.complete(sc.path)
+    # the command the message gives repairs a folder
+    (sc.path / "agents.json").unlink()
+    out = _cli("scenario", "build", str(sc.path), "--force")
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == str(sc.path), out.stderr
+    assert Scenario.load(sc.path).trips(20)[0].id == "agent0"
+
+
+def test_unreadable_manifest(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ScenarioError, match=r"^cannot read .*manifest\.json: Expecting property name"):
+        ensure_built(str(tmp_path))
+    (tmp_path / "manifest.json").write_text("[]")
+    with pytest.raises(ScenarioError, match=r"manifest\.json is not a scenario manifest"):
+        Scenario.load(tmp_path)
