@@ -96,9 +96,10 @@ def _local_model(seed: int, max_tokens: int, temperature: float) -> BaseChatMode
 
 
 def make_chat_model(
-    name: str = "local", *, seed: int = 0, temperature: float = 0.2, max_tokens: int = 1200
+    name: str = "local", *, seed: int = 0, temperature: float = 0.2, max_tokens: int = 1200, timeout: float = 60.0
 ) -> tuple[BaseChatModel, bool]:
-    """(model, supports_json_schema_grammar) for a backend name."""
+    """(model, supports_json_schema_grammar) for a backend name. ``timeout`` (s) bounds each call to a
+    remote backend, so an endpoint that accepts the connection and never answers cannot hang a run."""
     if name == "local":
         return _local_model(seed, max_tokens, temperature), True
     provider, _, model = name.partition(":")
@@ -106,7 +107,7 @@ def make_chat_model(
 
     if provider == "openai":
         model = model or os.environ.get("COSIM_OPENAI_MODEL", "gpt-4o-mini")
-        kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "timeout": 60}
+        kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "timeout": timeout}
         if os.environ.get("OPENAI_BASE_URL"):
             kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
         if not os.environ.get("OPENAI_API_KEY"):
@@ -114,7 +115,7 @@ def make_chat_model(
         return init_chat_model(f"openai:{model}", max_retries=0, **kwargs), False
     if provider == "ollama":
         model = model or os.environ.get("COSIM_OLLAMA_MODEL", "llama3.1")
-        kwargs = {"temperature": temperature, "num_predict": max_tokens}
+        kwargs = {"temperature": temperature, "num_predict": max_tokens, "client_kwargs": {"timeout": timeout}}
         if os.environ.get("OLLAMA_HOST"):
             kwargs["base_url"] = os.environ["OLLAMA_HOST"]
         return init_chat_model(f"ollama:{model}", **kwargs), False
@@ -124,3 +125,26 @@ def make_chat_model(
         except (ImportError, ValueError) as exc:
             raise LLMError(f"cannot make chat model {name!r}: {exc}") from None
     raise LLMError(f"unknown LLM backend {name!r} (local, openai[:model], ollama[:model] or provider:model)")
+
+
+def backend_url(name: str) -> str | None:
+    """The endpoint a remote backend talks to, fit for an error message: user, password and query
+    (where a key could hide) are dropped. None when the backend is local or its URL is not known here."""
+    from urllib.parse import urlsplit
+
+    provider = name.partition(":")[0]
+    if provider == "openai":
+        raw = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    elif provider == "ollama":
+        raw = os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+    else:
+        return None
+    u = urlsplit(raw if "://" in raw else f"http://{raw}")
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        port = ""
+    return f"{u.scheme}://{host}{port}{u.path}"

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +36,8 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from cosim.env import EnvConfig, VehicleRoutingEnv
 from cosim.policies import plan_actions
-from llm.backends import make_chat_model
+from llm.backends import backend_url, make_chat_model
+from llm.errors import LLMError
 from llm.plans import PARSER, Validation, parse, plan_schema, validate
 from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, subset_data
 from scenarios import Scenario
@@ -54,23 +59,45 @@ class SEDConfig:
     cache_path: str | None = None  # LangChain SQLite cache; None = no cache
     retry_attempts: int = 4
     retry_initial_wait: float = 1.0  # s, exponential backoff with jitter
+    request_timeout: float = 60.0  # s per call to a remote backend (a silent endpoint fails, not hangs)
+
+
+# Demonstrations whose plans are mostly free-flow fallbacks (the LLM's answers were unusable) are not
+# expert demonstrations: `cosim demos` says so with an error, the on-demand provider never caches them.
+MAX_FALLBACK_SHARE = 0.5
 
 
 class CountingCache(SQLiteCache):
-    """LangChain's SQLite cache that counts hits, so a re-run can show it made no new calls."""
+    """LangChain's SQLite cache that counts hits, so a re-run can show it made no new calls, and that
+    can forget the last answer: an answer that could not be used must be asked again next run, not be
+    served from the cache as the same fallback forever."""
 
     def __init__(self, database_path: str):
         super().__init__(database_path=database_path)
         self.hits = 0
         self.misses = 0
+        self.last: tuple[str, str] | None = None  # (prompt, llm_string) of the latest lookup
 
     def lookup(self, prompt, llm_string):
+        self.last = (prompt, llm_string)
         hit = super().lookup(prompt, llm_string)
         if hit is None:
             self.misses += 1
         else:
             self.hits += 1
         return hit
+
+    def forget_last(self) -> None:
+        if self.last is None:
+            return
+        from sqlalchemy import delete
+        from sqlalchemy.orm import Session
+
+        prompt, llm_string = self.last
+        table = self.cache_schema
+        with Session(self.engine) as session, session.begin():
+            session.execute(delete(table).where(table.prompt == prompt, table.llm == llm_string))
+        self.last = None
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -88,6 +115,27 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return tuple(kinds)
+
+
+def _backend_gone(exc: BaseException, cfg: SEDConfig) -> str | None:
+    """Why no call to this backend can succeed (cannot connect, no answer within the timeout, key or
+    model refused), or None for a failure of this one call. Such a run must stop: carrying on would
+    replace every plan by the free-flow fallback and look like success."""
+    import httpx
+
+    try:
+        from openai import APIConnectionError, APITimeoutError
+    except ImportError:  # pragma: no cover
+        APIConnectionError = APITimeoutError = ConnectionError  # noqa: N806
+    attempts = f"{cfg.retry_attempts} attempts"
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException, APITimeoutError)):
+        return f"no answer within {cfg.request_timeout:g} s ({attempts})"
+    if isinstance(exc, (ConnectionError, httpx.TransportError, APIConnectionError)):
+        return f"cannot connect ({attempts}: {type(exc).__name__})"
+    status = getattr(exc, "status_code", None)
+    if status in (401, 403, 404):
+        return f"HTTP {status} {type(exc).__name__}: the key, the model name or the URL is not accepted"
+    return None
 
 
 @dataclass
@@ -117,6 +165,18 @@ class SEDResult:
     first_plans: dict[str, list[str]] = field(default_factory=dict)  # round 1, unvalidated (LEED's)
     first_choices: dict[str, int] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    fallback_share: float = 0.0  # share of the kept plans that are free-flow fallbacks, not the LLM's
+    first_round_fallback_share: float = 0.0
+
+    def fallback_problem(self) -> str | None:
+        """Why these are not expert demonstrations (mostly fallback plans), or None."""
+        if max(self.fallback_share, self.first_round_fallback_share) <= MAX_FALLBACK_SHARE:
+            return None
+        return (
+            f"{self.fallback_share:.0%} of the kept plans (round 1: {self.first_round_fallback_share:.0%}) are "
+            "free-flow fallbacks, not LLM plans, so these are not expert demonstrations (the reasons are in "
+            "llm_log.jsonl)"
+        )
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
@@ -158,7 +218,9 @@ class SED:
         self.cfg = config
         self.out = out
         if model is None:
-            model, grammar = make_chat_model(config.llm, seed=config.seed, temperature=config.temperature)
+            model, grammar = make_chat_model(
+                config.llm, seed=config.seed, temperature=config.temperature, timeout=config.request_timeout
+            )
         else:
             grammar = False
         self.model, self.grammar = model, grammar
@@ -197,6 +259,8 @@ class SED:
         )
         t0 = time.perf_counter()
         text, error = "", None
+        if self.cache is not None:
+            self.cache.last = None
         try:
             reply = runnable.invoke(messages)
             text = reply.content if isinstance(reply, AIMessage) else str(reply)
@@ -204,10 +268,16 @@ class SED:
                 text = json.dumps(text)
             usage = getattr(reply, "usage_metadata", None) or {}
             self._tokens += int(usage.get("output_tokens", 0) or 0)
-        except _transient_errors() as exc:
-            error = f"LLM call failed after {self.cfg.retry_attempts} attempts: {type(exc).__name__}: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a provider error must not end the run
-            error = f"LLM call failed: {type(exc).__name__}: {str(exc)[:200]}"
+        except Exception as exc:  # noqa: BLE001 - one bad call must not end the run (a dead backend does)
+            why = _backend_gone(exc, self.cfg)
+            if why:
+                url = backend_url(self.cfg.llm)
+                where = f" at {url}" if url else ""
+                raise LLMError(f"the LLM backend {self.cfg.llm!r}{where} is unusable: {why}") from None
+            if isinstance(exc, _transient_errors()):
+                error = f"LLM call failed after {self.cfg.retry_attempts} attempts: {type(exc).__name__}: {exc}"
+            else:
+                error = f"LLM call failed: {type(exc).__name__}: {str(exc)[:200]}"
         dt = time.perf_counter() - t0
         self._llm_seconds += dt
         plan = None
@@ -217,6 +287,8 @@ class SED:
             except OutputParserException as exc:
                 error = str(exc).splitlines()[0][:300]
         v = validate(plan, cand_edges, self.graph, self.trips, error)
+        if not v.valid and self.cache is not None:
+            self.cache.forget_last()  # ask again next run instead of serving the same fallback
         self.log.append(
             {
                 "round": rnd,
@@ -393,6 +465,8 @@ class SED:
             best_round=best[3],
             first_plans=first[0],
             first_choices=first[1],
+            fallback_share=rounds[best[3] - 1].repaired / len(agents),
+            first_round_fallback_share=rounds[0].repaired / len(agents),
         )
 
     def _calls_now(self) -> int:
@@ -438,12 +512,77 @@ def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
     return dict(metrics, samples=n)
 
 
-def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = None) -> dict:
-    """Demonstrations, plans, prompts/responses, bounds and the summary, written atomically into out."""
-    import os
-    import shutil
-    import tempfile
+# Everything write_outputs puts in its folder: a folder holding these and nothing else (at least the
+# summary and the demonstrations) is an earlier output, which may be replaced; anything else is not ours.
+OUTPUT_NAMES = frozenset(
+    {"demos.npz", "agents.json", "expert_traces.json", "plans.json", "first_round", "llm_log.jsonl",
+     "rounds.json", "summary.json"}
+)  # fmt: skip
 
+
+def _earlier_output(names: set[str]) -> bool:
+    return {"summary.json", "demos.npz"} <= names <= OUTPUT_NAMES
+
+
+def check_out(out: Path) -> Path:
+    """The absolute output folder, checked before any work: it must be new, empty or an earlier
+    demonstrations folder (replaced whole), and its parent must be writable. Never the current folder
+    or one holding it. Raises LLMError with one line otherwise: an output must not delete what it did
+    not write, and a bad --out must not cost an LLM and SUMO run first."""
+    out = Path(os.path.abspath(out))
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise LLMError(f"--out {out} exists and is not a folder; choose another --out")
+    try:
+        cwd = Path.cwd()
+    except OSError:  # the current folder was deleted
+        cwd = None
+    if cwd is not None and (out == cwd or out in cwd.parents):
+        raise LLMError(f"--out {out} is the current folder or holds it; name a folder for the demonstrations")
+    if out.is_dir():
+        try:
+            names = set(os.listdir(out))
+        except OSError as exc:
+            raise LLMError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
+        if names and not _earlier_output(names):
+            shown = ", ".join(sorted(names - OUTPUT_NAMES or names)[:3])
+            raise LLMError(
+                f"--out {out} is not empty and is not an earlier `cosim demos` output (it holds {shown}); "
+                "choose another --out"
+            )
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LLMError(f"--out {out}: {parent} is a file, not a folder")
+    try:  # a real try, not os.access: root passes that check on read-only and virtual file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".cosim-probe-", dir=parent))
+    except OSError as exc:
+        raise LLMError(f"--out {out} cannot be written ({parent}: {exc.strerror or exc})") from None
+    return out
+
+
+def _move_into_place(new: Path, out: Path) -> None:
+    """Rename the finished folder to out. An earlier output there is renamed aside first and deleted only
+    once the new one is in place; anything that appeared at out meanwhile makes the rename fail instead
+    of being deleted (rename never replaces a non-empty folder)."""
+    old = None
+    if out.is_dir() and _earlier_output(set(os.listdir(out))):
+        old = out.parent / f".{out.name}-old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except OSError as exc:
+        if old is not None:
+            os.rename(old, out)
+        raise LLMError(f"cannot put the demonstrations at {out}: {exc.strerror or exc}") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = None) -> dict:
+    """Demonstrations, plans, prompts/responses, bounds and the summary, written into a temporary folder
+    next to out and renamed into place (see check_out for what out may be)."""
+    out = check_out(out)  # again: the folder may have changed during the run
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -466,6 +605,8 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
             "mean_travel_time_per_round": [round(r.mean_travel_time, 2) for r in result.rounds],
             "invalid_answers": sum(r.invalid_answers for r in result.rounds),
             "repaired": sum(r.repaired for r in result.rounds),
+            "fallback_share": round(result.fallback_share, 4),
+            "first_round_fallback_share": round(result.first_round_fallback_share, 4),
             "llm_calls": sum(r.llm_calls for r in result.rounds),
             "llm_seconds": round(sum(r.llm_seconds for r in result.rounds), 3),
             "cache_hits": sed.cache.hits if sed.cache else 0,
@@ -476,9 +617,7 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
         }
         summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

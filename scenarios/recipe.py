@@ -72,6 +72,7 @@ SOURCE_KEYS = {
 }
 DEMAND_KEYS = set(ADHOC_DEMAND)
 DEMAND_OPTIONAL = {"background_min_distance_m": 300}
+MAX_NAME = 100
 TOP_KEYS = {"name", "description", "seed", "source", "netconvert", "demand"}
 
 # Keyword overrides accepted by the builder's API and CLI, and the demand field each one sets.
@@ -186,6 +187,8 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise bad(f"name must be letters, digits, '-', '_' or '.', got {name!r}")
+    if len(name) > MAX_NAME:  # it becomes part of a folder name (with a hash and, while building, a pid)
+        raise bad(f"name must be at most {MAX_NAME} characters, got {len(name)}")
     seed = data.get("seed", DEFAULT_SEED)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise bad(f"seed must be a non-negative integer, got {seed!r}")

@@ -15,6 +15,7 @@ import pytest
 from langchain_core.language_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
+from llm.errors import LLMError
 from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema
 from llm.sed import SED, SEDConfig, compute_bounds, write_outputs
 
@@ -117,7 +118,24 @@ def test_timeouts_and_rate_limits_are_retried_with_backoff(sed_small):
     v = sed._ask(agents, "", None, rnd=1)
     assert v.valid and model.attempts == 3
 
+    class Limited(GenericFakeChatModel):
+        """Rate-limited on every attempt: this subset falls back, the run goes on."""
+
+        attempts: int = 0
+
+        def _generate(self, *args, **kwargs):
+            self.attempts += 1
+            raise openai.RateLimitError("slow down", response=httpx.Response(429, request=request), body=None)
+
+    limited = Limited(messages=iter([]))
+    sed = with_model(sed_small, limited, retry_initial_wait=0.01, retry_attempts=3)
+    v = sed._ask(agents, "", None, rnd=1)
+    assert limited.attempts == 3
+    assert not v.valid and "after 3 attempts" in v.problems[0] and set(v.repaired) == set(agents)
+
     class Down(GenericFakeChatModel):
+        """Never answers: the backend is gone, the run stops (fallback plans would look like success)."""
+
         attempts: int = 0
 
         def _generate(self, *args, **kwargs):
@@ -126,9 +144,9 @@ def test_timeouts_and_rate_limits_are_retried_with_backoff(sed_small):
 
     down = Down(messages=iter([]))
     sed = with_model(sed_small, down, retry_initial_wait=0.01, retry_attempts=3)
-    v = sed._ask(agents, "", None, rnd=1)
+    with pytest.raises(LLMError, match="no answer within .* s \\(3 attempts\\)"):
+        sed._ask(agents, "", None, rnd=1)
     assert down.attempts == 3
-    assert not v.valid and "after 3 attempts" in v.problems[0] and set(v.repaired) == set(agents)
 
 
 # ---------------------------------------------------------------------- the bound

@@ -1,0 +1,188 @@
+"""The catalogue of bad input and faults, as a user meets them on the command line.
+
+One table: a command line, the exit status it must end with and a fragment its one `error:` line must
+hold. Every row runs the real `cosim` in a subprocess against the session's scenario cache; none may
+print a traceback, and a failing command leaves nothing half-written where the row says so. New commands
+and new checks join the table (the README's Reliability section lists what is covered).
+
+Placeholders in a row's arguments and environment: ``{tmp}`` a fresh folder for the row, ``{helsinki}``
+and ``{kouvola}`` the built scenario folders, ``{home}`` the session's COSIM_HOME, ``{file}`` an existing
+ordinary file, ``{closed}`` a 127.0.0.1 URL on which nothing listens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    code: int = 2
+    message: str = ""  # a fragment of the single `error:` line (regular expression)
+    env: dict = field(default_factory=dict)
+    untouched: str | None = None  # a path (with placeholders) that must not exist afterwards
+    timeout: float = 120
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there once the socket is closed
+
+
+# ---- the table -------------------------------------------------------------------------------------
+CASES: list[Case] = [
+    # -- run commands: seeds, counts, overrides (validated before any work; no half-written run folder)
+    Case("train-seed-negative", ["train", "-s", "{kouvola}", "--seed", "-1", "--out", "{tmp}/run"],
+         message=r"--seed must be in 0\.\.2147483647", untouched="{tmp}/run"),
+    Case("train-seed-too-big", ["train", "-s", "{kouvola}", "--seed", "3000000000", "--out", "{tmp}/run"],
+         message=r"--seed must be in 0\.\.2147483647.*got 3000000000", untouched="{tmp}/run"),
+    Case("train-eval-seed", ["train", "-s", "{kouvola}", "--eval-seed", "-5", "--out", "{tmp}/run"],
+         message=r"--eval-seed must be in", untouched="{tmp}/run"),
+    Case("train-set-not-a-number", ["train", "-s", "{kouvola}", "--set", "lr=abc", "--out", "{tmp}/run"],
+         message=r"lr must be a finite number, got 'abc'", untouched="{tmp}/run"),
+    Case("train-set-zero-minibatch", ["train", "-s", "{kouvola}", "--set", "minibatch_size=0", "--out", "{tmp}/run"],
+         message=r"minibatch_size must be > 0, got 0", untouched="{tmp}/run"),
+    Case("train-set-bool-typed", ["train", "-s", "{kouvola}", "--set", "shared=3", "--out", "{tmp}/run"],
+         message=r"shared must be true or false, got 3", untouched="{tmp}/run"),
+    Case("train-set-unknown", ["train", "-s", "{kouvola}", "--set", "lrr=0.1", "--out", "{tmp}/run"],
+         message=r"unknown PPO setting\(s\) lrr; known: lr, ", untouched="{tmp}/run"),
+    Case("train-episodes-zero", ["train", "-s", "{kouvola}", "--episodes", "0", "--out", "{tmp}/run"],
+         message=r"--episodes must be a positive number", untouched="{tmp}/run"),
+    Case("train-unknown-city", ["train", "-s", "atlantis", "--episodes", "1", "--out", "{tmp}/run"],
+         message=r"unknown city 'atlantis'", untouched="{tmp}/run"),
+    Case("compare-seed", ["compare", "-s", "{kouvola}", "--methods", "shortest", "--eval-seed", "3000000000",
+                          "--out", "{tmp}/cmp"], message=r"--eval-seed must be in", untouched="{tmp}/cmp"),
+    Case("compare-set-zero", ["compare", "-s", "{kouvola}", "--methods", "ippo", "--set", "minibatch_size=0",
+                              "--out", "{tmp}/cmp"], message=r"minibatch_size must be > 0", untouched="{tmp}/cmp"),
+    Case("evaluate-horizon-zero", ["evaluate", "--checkpoint", "{tmp}/none", "-s", "{kouvola}", "--horizon", "0"],
+         message=r"--horizon must be positive, got 0"),
+    Case("evaluate-seed", ["evaluate", "--checkpoint", "{tmp}/none", "-s", "{kouvola}", "--seed", "-1"],
+         message=r"--seed must be in 0\.\."),
+    Case("simulate-seed", ["simulate", "{kouvola}", "--seed", "-1"], message=r"--seed must be in 0\.\."),
+    Case("bench-seed", ["bench", "overhead", "--scenario", "{kouvola}", "--seed", "3000000000"],
+         message=r"--seed must be in 0\.\."),
+    # -- files and folders: COSIM_HOME, --out, names
+    Case("train-out-is-a-file", ["train", "-s", "{kouvola}", "--episodes", "1", "--out", "{file}"],
+         message=r"--out .*a-file\.txt exists and is not a directory"),
+    Case("train-out-unwritable", ["train", "-s", "{kouvola}", "--episodes", "1", "--out", "/proc/cosim-run"],
+         message=r"--out /proc/cosim-run cannot be written"),
+    # `cosim demos --out`: checked before the scenario, the LLM and SUMO (the LLM here is unreachable, so a
+    # check made after the run would end with another error); an output never deletes what it did not write
+    Case("demos-out-is-a-file", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "{file}"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1"},
+         message=r"a-file\.txt exists and is not a folder"),
+    Case("demos-out-non-empty", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "{kouvola}"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1"},
+         message=r"is not empty and is not an earlier `cosim demos` output \(it holds "),
+    Case("demos-out-current-folder", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "."],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1"}, message=r"is the current folder"),
+    Case("demos-out-under-a-file", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "{file}/d"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1"},
+         message=r"a-file\.txt is a file, not a folder"),
+    Case("demos-out-unwritable", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "/proc/cosim-d"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1"},
+         message=r"--out /proc/cosim-d cannot be written"),
+    # COSIM_HOME that is a file, or that cannot be created even by root (/proc), for every scenario command
+    *[Case(f"home-is-a-file-{cmd[1]}", cmd, env={"COSIM_HOME": "{file}"},
+           message=r"COSIM_HOME=.*a-file\.txt: .*a-file\.txt is a file, not a folder; set COSIM_HOME to a folder")
+      for cmd in (["scenario", "list"], ["scenario", "build", "kouvola"], ["scenario", "show", "kouvola"])],
+    *[Case(f"home-cannot-be-created-{cmd[1]}", cmd, env={"COSIM_HOME": "/proc/cosim-test"},
+           message=r"COSIM_HOME=/proc/cosim-test: cannot create /proc/cosim-test/scenarios \(")
+      for cmd in (["scenario", "list"], ["scenario", "build", "kouvola"], ["scenario", "show", "kouvola"])],
+    Case("home-unknown-user", ["scenario", "list"], env={"COSIM_HOME": "~no-such-user-cosim/x"},
+         message=r"COSIM_HOME='~no-such-user-cosim/x': cannot expand '~no-such-user-cosim'"),
+    # -- scenarios: sources, endpoints, cache
+    Case("scenario-name-too-long", ["scenario", "build", "--net", "{helsinki}/net.net.xml", "--name", "x" * 300],
+         message=r"name must be at most 100 characters, got 300"),
+    Case("overpass-url-not-a-url", ["scenario", "build", "--bbox", "24.93,60.16,24.94,60.17", "--overpass-url",
+                                    "notaurl"], message=r"--overpass-url: 'notaurl' is not a URL for the Overpass API"),
+    Case("nominatim-url-not-a-url", ["scenario", "build", "--place", "Kallio, Helsinki", "--nominatim-url", "notaurl"],
+         message=r"--nominatim-url: 'notaurl' is not a URL for Nominatim"),
+    Case("overpass-url-env-not-a-url", ["scenario", "build", "--bbox", "24.93,60.16,24.94,60.17"],
+         env={"COSIM_OVERPASS_URL": "notaurl"}, message=r"COSIM_OVERPASS_URL: 'notaurl' is not a URL"),
+    Case("nominatim-url-env-not-a-url", ["scenario", "build", "--place", "Kallio, Helsinki"],
+         env={"COSIM_NOMINATIM_URL": "notaurl"}, message=r"COSIM_NOMINATIM_URL: 'notaurl' is not a URL"),
+    Case("http-timeout-not-positive", ["scenario", "build", "--bbox", "24.93,60.16,24.94,60.17"],
+         env={"COSIM_HTTP_TIMEOUT_S": "0"}, message=r"COSIM_HTTP_TIMEOUT_S must be a number of seconds > 0, got '0'"),
+    Case("overpass-closed", ["scenario", "build", "--bbox", "24.93,60.16,24.94,60.17", "--overpass-url", "{closed}"],
+         message=r"cannot reach Overpass API at http://127\.0\.0\.1:\d+: .*refused"),
+    Case("nominatim-closed", ["scenario", "build", "--place", "Kallio, Helsinki", "--nominatim-url", "{closed}"],
+         message=r"cannot reach Nominatim at http://127\.0\.0\.1:\d+: .*refused"),
+    Case("build-agents-beyond-the-net", ["scenario", "build", "kouvola", "--agents", "100000"],
+         message=r"--agents 100000 \(\[demand\]\.agents\) is more than kouvola's roads can hold: [\d.]+ km of lanes "
+                 r"fit at most \d+ cars at once"),
+    Case("simulate-agents-beyond-the-net", ["simulate", "{kouvola}", "--agents", "100000"],
+         message=r"100000 agents requested but the roads of scenario 'kouvola' hold at most \d+ cars at once"),
+    Case("show-folder-not-built", ["scenario", "show", "{tmp}"],
+         message=r"is not a built scenario \(no manifest\.json\)"),
+    # -- LLM backends
+    # unreachable or silent backends end the run with one line naming the backend and its URL, after the
+    # retry budget, instead of free-flow fallback plans that look like expert demonstrations
+    Case("demos-openai-closed-port", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--agents", "4",
+                                      "--rounds", "1", "--rollouts", "2", "--out", "{tmp}/d"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1"},
+         message=r"LLM backend 'openai:m' at http://127\.0\.0\.1:\d+/v1 is unusable: cannot connect",
+         untouched="{tmp}/d"),
+    Case("demos-ollama-nothing-listening", ["demos", "--scenario", "{kouvola}", "--llm", "ollama:m", "--agents",
+                                            "4", "--rounds", "1", "--rollouts", "2", "--out", "{tmp}/d"],
+         env={"OLLAMA_HOST": "{closed}"}, untouched="{tmp}/d",
+         message=r"LLM backend 'ollama:m' at http://127\.0\.0\.1:\d+ is unusable: cannot connect"),
+    Case("demos-openai-no-key", ["demos", "--scenario", "{kouvola}", "--llm", "openai", "--out", "{tmp}/d"],
+         env={"OPENAI_API_KEY": ""}, message=r"needs OPENAI_API_KEY", untouched="{tmp}/d"),
+    Case("demos-unknown-backend", ["demos", "--scenario", "{kouvola}", "--llm", "gpt5", "--out", "{tmp}/d"],
+         message=r"unknown LLM backend 'gpt5'", untouched="{tmp}/d"),
+    Case("demos-request-timeout-zero", ["demos", "--scenario", "{kouvola}", "--request-timeout", "0",
+                                        "--out", "{tmp}/d"],
+         message=r"--request-timeout must be positive", untouched="{tmp}/d"),
+    Case("demos-llm-threads", ["demos", "--scenario", "{kouvola}", "--out", "{tmp}/d"],
+         env={"COSIM_LLM_THREADS": "many"}, message=r"COSIM_LLM_THREADS must be an integer, got 'many'",
+         untouched="{tmp}/d"),
+    # the on-demand demonstrations of `compare --methods reled` (cached under COSIM_HOME): the same error
+    Case("compare-reled-llm-closed-port", ["compare", "-s", "{kouvola}", "--methods", "reled", "--seeds", "1",
+                                           "--episodes", "1", "--agents", "4", "--llm", "openai:m",
+                                           "--out", "{tmp}/cmp"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "{closed}/v1", "COSIM_SED_ROUNDS": "1"},
+         message=r"LLM backend 'openai:m' at http://127\.0\.0\.1:\d+/v1 is unusable: cannot connect"),
+]
+# ----------------------------------------------------------------------------------------------------
+
+
+def _fill(text: str, ctx: dict) -> str:
+    for k, v in ctx.items():
+        text = text.replace("{" + k + "}", str(v))
+    return text
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home):
+    a_file = tmp_path / "a-file.txt"
+    a_file.write_text("not a folder\n")
+    ctx = {"tmp": tmp_path, "helsinki": helsinki.path, "kouvola": kouvola.path, "home": cosim_home,
+           "file": a_file, "closed": closed_port_url()}  # fmt: skip
+    env = dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline")
+    env.update({k: _fill(v, ctx) for k, v in case.env.items()})
+    p = subprocess.run(
+        [sys.executable, "-m", "evaluation.cli", *[_fill(a, ctx) for a in case.args]],
+        capture_output=True, text=True, env=env, timeout=case.timeout, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.returncode == case.code, (p.returncode, p.stderr[-3000:])
+    if case.code == 2:
+        errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, p.stderr[-3000:]
+        import re
+
+        assert re.search(case.message, errors[0]), errors[0]
+    if case.untouched:
+        assert not Path(_fill(case.untouched, ctx)).exists()
