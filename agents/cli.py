@@ -1,102 +1,94 @@
 """``cosim train``: wired into the main CLI with ``agents.cli.register(app)``.
 
-Also runnable on its own: ``python -m agents.cli train --method ippo --episodes 5 --out runs/x``.
+Also runnable on its own: ``python -m agents.cli train --method ippo --episodes 5 --out runs/x`` (there
+the tree has no ``sed`` section: the top layer adds it).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from agents.config import TrainConfig
 from agents.methods import METHODS
+from scenarios.settings import CONFIG_HELP, SET_HELP, experiment_class, help_for, resolve
+
+_T = TrainConfig
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``key=value`` strings -> dict; values are read as JSON where they parse (numbers, true, null)."""
+def resolve_train(config: Optional[Path], sets: List[str], **shortcuts) -> TrainConfig:
+    """The run's whole tree: defaults < --config < the shortcut flags given < --set."""
+    cls = experiment_class(TrainConfig)
+    return resolve(cls, config, sets, {TrainConfig.SHORTCUTS.get(k, k): v for k, v in shortcuts.items()})
+
+
+def _check_own_settings(cfg) -> None:
+    """RELED's settings given to a method that has none: a mistake worth one line, not silence. (A
+    comparison may set them for all its methods; only the ones that use them read them.)"""
     from agents.base import TrainError
+    from agents.config import RELEDSettings
+    from agents.methods import RELED_FAMILY as reled_family
+    from scenarios.settings import to_dict
 
-    out = {}
-    for item in items:
-        key, sep, val = item.partition("=")
-        if not sep or not key.strip():
-            raise TrainError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key.strip()] = val
-    return out
-
-
-def _method_help() -> str:
-    return "; ".join(f"{name}: {spec.help}" for name, spec in METHODS.items())
+    if cfg.algorithm.method in reled_family:
+        return
+    given, default = to_dict(cfg.algorithm.reled), to_dict(RELEDSettings())
+    changed = [k for k in given if given[k] != default[k]]
+    if changed:
+        raise TrainError(f"algorithm.reled.{changed[0]} is a setting of {', '.join(reled_family)}, "
+                         f"not of {cfg.algorithm.method!r}")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        scenario: str = typer.Option("helsinki", "--scenario", "-s", help="City scenario name."),
-        method: str = typer.Option("ippo", "--method", "-m", help=f"One of: {', '.join(METHODS)}."),
-        episodes: int = typer.Option(50, "--episodes", "-e", help="Training episodes."),
-        seed: int = typer.Option(0, "--seed", help="Run seed (network init, sampling, SUMO seeds)."),
-        out: Optional[Path] = typer.Option(
-            None, "--out", "-o", help="Run directory (default runs/<scenario>-<method>-s<seed>)."
-        ),
+        scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help=help_for(_T, "scenario.name", "City scenario.")),
+        method: Optional[str] = typer.Option(None, "--method", "-m", help=help_for(_T, "algorithm.method", f"One of: {', '.join(METHODS)}.")),
+        episodes: Optional[int] = typer.Option(None, "--episodes", "-e", help=help_for(_T, "run.episodes", "Training episodes.")),
+        seed: Optional[int] = typer.Option(None, "--seed", help=help_for(_T, "run.seed", "Run seed (network init, sampling, SUMO seeds).")),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<scenario>-<method>-s<seed>)."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-        agents: Optional[int] = typer.Option(None, "--agents", "-n", help="Controlled agents (default: the scenario's)."),
-        eval_every: int = typer.Option(5, "--eval-every", help="Greedy evaluation every K episodes (0: never)."),
-        eval_seed: int = typer.Option(10_000, "--eval-seed", help="SUMO seed of every evaluation episode."),
-        horizon: Optional[float] = typer.Option(None, "--horizon", help="Episode horizon in s (default: the scenario's)."),
+        agents: Optional[int] = typer.Option(None, "--agents", "-n", help=help_for(_T, "env.n_agents", "Controlled agents (null: the scenario's).")),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", help=help_for(_T, "run.eval_every", "Greedy evaluation every K episodes (0: never).")),
+        eval_seed: Optional[int] = typer.Option(None, "--eval-seed", help=help_for(_T, "run.eval_seed", "SUMO seed of every evaluation episode.")),
+        horizon: Optional[float] = typer.Option(None, "--horizon", help=help_for(_T, "env.horizon", "Episode horizon in s (null: the scenario's).")),
         plans: Optional[Path] = typer.Option(None, "--plans", help="replay: JSON file agent id -> list of edge ids."),
-        independent: bool = typer.Option(False, "--independent", help="One network per agent instead of sharing."),
+        independent: bool = typer.Option(False, "--independent", help="One network per agent instead of sharing (algorithm.ppo.shared=false)."),
         demos: Optional[Path] = typer.Option(
             None, "--demos", help="Expert demonstrations folder (`cosim demos --out DIR`) for reled, leed, "
             "reled-nosed, reled-fixedw, expert-replay; default: generated by the SED pipeline."
         ),
-        set_: List[str] = typer.Option(
-            [], "--set", help="PPO hyperparameter (or the method's own setting, e.g. RELED's w0, eta, d0) "
-            "override key=value (repeatable)."
-        ),
-        backend: str = typer.Option("libsumo", "--backend", help="libsumo or traci."),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+        set_: List[str] = typer.Option([], "--set", help=SET_HELP + " A bare key (lr, w0) names the one setting it ends."),
+        backend: Optional[str] = typer.Option(None, "--backend", help=help_for(_T, "env.backend", "libsumo or traci.")),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a MARL method (or run a baseline) with periodic greedy evaluation and checkpoints."""
+        from agents.base import TrainError
         from agents.methods import check_method
-        from agents.runner import TrainConfig, train
+        from agents.runner import train
 
-        spec = check_method(method)
-        ppo = parse_overrides(set_)
-        options = {k: ppo.pop(k) for k in list(ppo) if k in spec.options}  # the method's own settings
-        if demos is not None:
-            if not spec.needs_demos:
-                from agents.base import TrainError
-
-                raise TrainError(f"--demos is for methods that learn from demonstrations, not {method!r}")
-            options["demos"] = str(demos.expanduser().resolve())
-        if independent:
-            ppo["shared"] = False
-        cfg = TrainConfig(
-            scenario=scenario,
-            method=method,
-            episodes=episodes,
-            seed=seed,
-            agents=agents,
-            eval_every=eval_every,
-            eval_seed=eval_seed,
-            horizon=horizon,
-            backend=backend,
-            plans=str(plans) if plans else None,
-            ppo=ppo,
-            options=options,
-        )
-        out_dir = out or Path("runs") / f"{scenario}-{method}-s{seed}"
+        cfg = resolve_train(
+            config, set_, scenario=scenario, method=method, episodes=episodes, seed=seed, agents=agents,
+            eval_every=eval_every, eval_seed=eval_seed, horizon=horizon, backend=backend,
+            plans=str(plans) if plans else None, demos=str(demos.expanduser().resolve()) if demos else None,
+            **{"algorithm.ppo.shared": False if independent else None},
+        )  # fmt: skip
+        spec = check_method(cfg.algorithm.method)
+        _check_own_settings(cfg)
+        if demos is not None and not spec.needs_demos:
+            raise TrainError(f"--demos is for methods that learn from demonstrations, not {cfg.algorithm.method!r}")
+        name, run = cfg.scenario.name, cfg.run
+        out_dir = out or (Path(run.out) if run.out else Path("runs") / f"{name}-{cfg.algorithm.method}-s{run.seed}")
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(run, out=str(out_dir)))
         res = train(cfg, out_dir, resume=resume, progress=not quiet)
         ev = res["last_eval"] or res["last_train"]
         mtt, arr = ev.get("mean_travel_time"), ev.get("arrival_rate")
         typer.echo(
-            f"{method} on {scenario}: {res['episodes']} episodes, {res['env_steps']} decisions, "
+            f"{cfg.algorithm.method} on {name}: {res['episodes']} episodes, {res['env_steps']} decisions, "
             f"{res['wall_s']:.0f} s, SUMO faults {res['sumo_faults']}; "
             + (f"{ev.get('phase', '')} mean travel time {mtt:.1f} s, arrival rate {arr:.2f}; " if mtt is not None else "")
             + f"metrics in {Path(res['out']) / 'metrics.jsonl'}"
@@ -107,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     from scenarios.errors import standalone
 
     standalone(register, "MARL training (the same commands as `cosim train`).", argv)
+
 
 if __name__ == "__main__":
     main()

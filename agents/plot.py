@@ -21,7 +21,7 @@ from agents.runner import read_metrics
 def _label(run_dir: Path) -> str:
     try:
         cfg = json.loads((run_dir / "config.json").read_text())["config"]
-        return f"{cfg['method']} (seed {cfg['seed']})"
+        return f"{cfg['algorithm']['method']} (seed {cfg['run']['seed']})"
     except (OSError, KeyError, ValueError):
         return run_dir.name
 

@@ -20,68 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from agents.config import PPOConfig  # noqa: F401 - the hyperparameters live with the rest of the tree
+
 MASKED_LOGIT = -1e8  # finite: softmax gives exactly 0, and 0 * logit stays finite in the entropy
-
-
-@dataclass
-class PPOConfig:
-    """PPO hyperparameters. IPPO and MAPPO use the same instance (only the critic's input differs)."""
-
-    lr: float = 1e-3
-    gamma: float = 0.99  # per decision (the env is a semi-MDP: one transition per decision)
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    clip_vloss: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    update_epochs: int = 4
-    minibatch_size: int = 256
-    norm_adv: bool = True
-    target_kl: float | None = None  # stop the epochs early once the approx. KL exceeds it
-    hidden: int = 64
-    shared: bool = True  # parameter sharing across agents; False: one actor and one critic per agent
-    # shared networks only: a learned per-agent embedding added to the first hidden layer (the "agent
-    # indication" of parameter-sharing MARL; equivalent to a one-hot agent id in the input). Zero-initialised,
-    # so the initial outputs and every other initial parameter are those of the plain shared network.
-    agent_id: bool = False
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PPOConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def problems(self) -> list[str]:
-        """What is wrong with these values (type or range), one phrase each; empty when all is well.
-        Checked before a run starts, so a bad ``--set`` never costs an episode or leaves a run behind."""
-        out = []
-        for f in fields(self):
-            v, kind = getattr(self, f.name), str(f.type)
-            if v is None and "None" in kind:
-                continue
-            if kind.startswith("bool"):
-                ok, want = isinstance(v, bool), "true or false"
-            elif kind.startswith("int"):
-                ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
-            else:
-                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-                want = "a finite number"
-            if not ok:
-                out.append(f"{f.name} must be {want}, got {v!r}")
-        if out:
-            return out
-        for name in ("lr", "clip_coef", "max_grad_norm", "update_epochs", "minibatch_size", "hidden"):
-            if getattr(self, name) <= 0:
-                out.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                out.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef"):
-            if getattr(self, name) < 0:
-                out.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.target_kl is not None and self.target_kl <= 0:
-            out.append(f"target_kl must be > 0 or null, got {self.target_kl}")
-        return out
 
 
 # ---------------------------------------------------------------------------------------------- GAE

@@ -64,67 +64,38 @@ vectors ``bc_weights`` / ``dtw`` (rounded, in the order of ``config.json``'s ``m
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from agents.base import TrainError
+from agents.config import RELEDSettings
 from agents.marl import PPOLearner
 from agents.ppo import ActorCritic, Batch, PPOConfig
+from cosim import demos as demofiles
+from cosim.demos import Demonstrations
 
-DEMO_FILES = ("demos.npz", "agents.json", "expert_traces.json")
-PHIS = ("ratio", "exp")
+PHIS = RELEDSettings.PHIS
 
 
 # ------------------------------------------------------------------------------------ settings
 @dataclass
-class RELEDConfig:
-    """The expert term's settings (``--set key=value`` on ``cosim train``; this project's defaults)."""
+class RELEDConfig(RELEDSettings):
+    """The settings of the tree's ``algorithm.reled`` section plus what the method fixes: ``adaptive``
+    (False: w_i = w0 for every agent and iteration, LEED and reled-fixedw)."""
 
-    w0: float = 5.0  # weight scale
-    eta: float = 0.9  # per-iteration decay of the expert signal (1.0: none): halves every ~6.6 iterations
-    d0: float = 100.0  # m: DTW distance at which phi = 1/2 (ratio) or 1 - 1/e (exp)
-    phi: str = "ratio"  # ratio: d / (d + d0); exp: 1 - exp(-d / d0)
-    adaptive: bool = True  # False: w_i = w0 for every agent and iteration (LEED, reled-fixedw)
-    bc_batch: int = 4096  # expert samples per minibatch at most (all of them when fewer)
-    pretrain: int = 2000  # BC-only Adam steps on the actor before the first episode (DAPG-style warm start)
-
-    OPTIONS = ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")  # per run; `adaptive` is fixed by the method
+    adaptive: bool = True
 
     @classmethod
-    def from_options(cls, options: dict, adaptive: bool) -> "RELEDConfig":
-        unknown = sorted(set(options) - set(cls.OPTIONS) - {"demos"})
-        if unknown:
-            raise TrainError(f"unknown RELED setting(s) {', '.join(unknown)}; known: {', '.join(cls.OPTIONS)}")
-        cfg = cls(adaptive=adaptive)
-        for key in cls.OPTIONS:
-            if key in options:
-                setattr(cfg, key, options[key])
-        try:
-            cfg.w0, cfg.eta, cfg.d0 = float(cfg.w0), float(cfg.eta), float(cfg.d0)
-            cfg.bc_batch, cfg.pretrain = int(cfg.bc_batch), int(cfg.pretrain)
-        except (TypeError, ValueError):
-            raise TrainError(f"RELED settings must be numbers: w0={cfg.w0!r} eta={cfg.eta!r} d0={cfg.d0!r} "
-                             f"bc_batch={cfg.bc_batch!r} pretrain={cfg.pretrain!r}") from None  # fmt: skip
-        if not (math.isfinite(cfg.w0) and cfg.w0 >= 0):
-            raise TrainError(f"w0 must be a finite number >= 0, got {cfg.w0}")
-        if not 0 < cfg.eta <= 1:
-            raise TrainError(f"eta must be in (0, 1], got {cfg.eta}")
-        if not (math.isfinite(cfg.d0) and cfg.d0 > 0):
-            raise TrainError(f"d0 must be a positive number of metres, got {cfg.d0}")
-        if cfg.phi not in PHIS:
-            raise TrainError(f"phi must be one of {', '.join(PHIS)}, got {cfg.phi!r}")
-        if cfg.bc_batch <= 0:
-            raise TrainError(f"bc_batch must be positive, got {cfg.bc_batch}")
-        if cfg.pretrain < 0:
-            raise TrainError(f"pretrain must be >= 0 (gradient steps), got {cfg.pretrain}")
-        return cfg
+    def from_settings(cls, settings: RELEDSettings, adaptive: bool) -> "RELEDConfig":
+        problems = settings.problems()
+        if problems:
+            raise TrainError("; ".join(problems))
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(RELEDSettings)}, adaptive=adaptive)
 
 
 # -------------------------------------------------------------------------------- the weights
@@ -155,83 +126,21 @@ def reled_weights(dtw: np.ndarray, k: int, cfg: RELEDConfig) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ demonstrations
-@dataclass
-class Demos:
-    """A demonstrations folder (format of ``llm.sed``'s ``cosim demos``), read and checked."""
-
-    folder: Path
-    agents: list[str]  # index -> agent id (demos.npz's ``agent`` indexes this)
-    agent: np.ndarray  # (n,) int
-    obs: np.ndarray  # (n, obs_size) float32
-    mask: np.ndarray  # (n, max_actions) bool
-    action: np.ndarray  # (n,) int64
-    traces: dict[str, np.ndarray]  # agent id -> (m, 2) expert positions
-    digest: str  # sha256 over the files that shape training
-    dropped: int = 0  # samples whose action was outside their mask
-
-    @property
-    def n(self) -> int:
-        return len(self.action)
-
-
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for name in DEMO_FILES:
-        h.update(name.encode())
-        h.update((folder / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def load_demos(folder: str | Path) -> Demos:
-    """Read ``demos.npz``, ``agents.json`` and ``expert_traces.json``; bad folders raise TrainError."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TrainError(f"demonstrations folder {folder} does not exist (make one with `cosim demos --out DIR`)")
-    missing = [n for n in DEMO_FILES if not (folder / n).is_file()]
-    if missing:
-        raise TrainError(f"demonstrations folder {folder} lacks {', '.join(missing)} (make one with `cosim demos --out DIR`)")
+def load_demos(folder: str | Path) -> Demonstrations:
+    """The demonstrations set of a run (``cosim.demos.read``); a bad folder is a TrainError, like every
+    other bad training input."""
     try:
-        with np.load(folder / "demos.npz") as z:
-            agent = np.asarray(z["agent"], dtype=np.int64)
-            obs = np.asarray(z["obs"], dtype=np.float32)
-            mask = np.asarray(z["mask"]).astype(bool)
-            action = np.asarray(z["action"], dtype=np.int64)
-        names = json.loads((folder / "agents.json").read_text())
-        raw = json.loads((folder / "expert_traces.json").read_text())
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise TrainError(f"demonstrations in {folder} are unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    n = len(action)
-    if not (isinstance(names, list) and isinstance(raw, dict)) or obs.ndim != 2 or mask.ndim != 2 or \
-            not (len(agent) == len(obs) == len(mask) == n) or (n and (agent.min() < 0 or agent.max() >= len(names))):  # fmt: skip
-        raise TrainError(f"demonstrations in {folder} are inconsistent (array lengths or agent indices)")
-    try:
-        traces = {str(a): np.asarray([p[:2] for p in pts], dtype=np.float64).reshape(-1, 2) for a, pts in raw.items()}
-    except (TypeError, ValueError, IndexError):
-        raise TrainError(f"{folder / 'expert_traces.json'} must map agent ids to lists of [x, y, t]") from None
-    ok = (action >= 0) & (action < mask.shape[1])
-    ok[ok] = mask[np.flatnonzero(ok), action[ok]]
-    dropped = int((~ok).sum())
-    return Demos(folder, [str(a) for a in names], agent[ok], obs[ok], mask[ok], action[ok], traces,
-                 _digest(folder), dropped)  # fmt: skip
+        return demofiles.read(folder)
+    except demofiles.DemosError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def load_expert_plans(folder: str | Path) -> dict[str, list[str]]:
     """``plans.json`` of a demonstrations folder as agent id -> edge ids (what the replay baseline takes)."""
-    p = Path(folder) / "plans.json"
     try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise TrainError(f"demonstrations folder {Path(folder)} has no plans.json") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TrainError(f"{p} is not readable JSON ({exc})") from None
-    plans = {}
-    for a, v in (data.items() if isinstance(data, dict) else ()):
-        edges = v.get("edges") if isinstance(v, dict) else v
-        if isinstance(edges, list) and all(isinstance(e, str) for e in edges):
-            plans[str(a)] = edges
-    if not plans:
-        raise TrainError(f"{p} holds no plans (expected agent -> {{\"edges\": [...]}})")
-    return plans
+        return {a: p.edges for a, p in demofiles.read_plans(folder).items()}
+    except demofiles.DemosError as exc:
+        raise TrainError(str(exc)) from None
 
 
 # -------------------------------------------------------------------------------------- learner
@@ -280,7 +189,7 @@ class RELEDLearner(PPOLearner):
         self.demo_names = [self.agent_names[i] for i in self.demo_idx]
         counts = np.bincount(lidx[keep], minlength=len(self.agent_names)).astype(np.float64)
         self.bc_count = torch.from_numpy(counts)
-        self.expert_xy = [self.demos.traces.get(a, np.zeros((0, 2))) for a in self.demo_names]
+        self.expert_xy = [self.demos.positions(a) for a in self.demo_names]
         self.weights = np.zeros(len(self.agent_names))
         self.dtw = np.full(len(self.agent_names), np.nan)
         self._set_sample_coef()

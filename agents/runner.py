@@ -29,62 +29,43 @@ import random
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from agents.base import Method, TrainError
-from agents.methods import check_method, make_method
-from scenarios.errors import check_seed
+from agents.config import TrainConfig
+from agents.methods import make_method
+from scenarios.jsonio import atomic_write, clean
+from scenarios.settings import diff
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the configuration tree (sections) instead of flat settings
 LOCK = ".lock"
 
 # the kernel calls that talk to SUMO: their time is the "sumo" share of an episode
 _SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "set_route", "speed_factor", "trip_statistics")
 
 
-@dataclass
-class TrainConfig:
-    scenario: str = "helsinki"
-    method: str = "ippo"
-    episodes: int = 50
-    seed: int = 0
-    agents: int | None = None  # None: the scenario's default
-    eval_every: int = 5  # evaluate every K training episodes (and before the first, and after the last); 0: never
-    eval_seed: int = 10_000
-    horizon: float | None = None  # s; None: the scenario's
-    backend: str = "libsumo"
-    plans: str | None = None  # replay: JSON file of route plans
-    ppo: dict = field(default_factory=dict)  # PPOConfig overrides (learners)
-    options: dict = field(default_factory=dict)  # method-specific settings (e.g. RELED's demos)
-
-    # settings that may change between a run and its resumption
-    RESUMABLE_CHANGES = ("episodes", "backend")
-
-    def identity(self) -> dict:
-        d = _jsonable(asdict(self))
-        for k in self.RESUMABLE_CHANGES:
-            d.pop(k, None)
-        return d
+_clean = clean
 
 
 def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _clean(v):
-    """JSON-safe scalar: NaN/inf -> None, numpy -> Python."""
-    if isinstance(v, (np.floating, np.integer, np.bool_)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def _identity_of(tree: dict) -> dict:
+    """A recorded tree minus the settings that may change on resume (as TrainConfig.identity())."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    for path in TrainConfig.RESUMABLE_CHANGES:
+        section, key = path.split(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(key, None)
+    return d
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -93,37 +74,12 @@ def episode_seed(seed: int, episode: int) -> int:
 
 
 def validate(cfg: TrainConfig) -> None:
-    check_method(cfg.method)
-    if cfg.episodes <= 0:
-        raise TrainError(f"--episodes must be a positive number, got {cfg.episodes}")
-    if cfg.eval_every < 0:
-        raise TrainError(f"--eval-every must be >= 0 (0 = never), got {cfg.eval_every}")
-    if cfg.agents is not None and cfg.agents <= 0:
-        raise TrainError(f"--agents must be a positive number, got {cfg.agents}")
-    if cfg.horizon is not None and cfg.horizon <= 0:
-        raise TrainError(f"--horizon must be positive, got {cfg.horizon}")
-    check_seed("--seed", cfg.seed)
-    check_seed("--eval-seed", cfg.eval_seed)
-    if cfg.ppo:
-        from agents.ppo import PPOConfig
-
-        known = {f.name: f for f in fields(PPOConfig)}
-        bad = [k for k in cfg.ppo if k not in known]
-        if bad:
-            raise TrainError(f"unknown PPO setting(s) {', '.join(bad)}; known: {', '.join(known)}")
-        problems = PPOConfig.from_dict(cfg.ppo).problems()
-        if problems:
-            raise TrainError("--set: " + "; ".join(problems))
+    cfg.check()
 
 
 # ------------------------------------------------------------------------------------------ files
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, data, durable=True)
 
 
 def _rng_state() -> dict:
@@ -174,9 +130,7 @@ def _read_config(path: Path) -> dict:
 
 
 def _config_diff(old: dict, new: dict) -> str:
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-    return "; ".join(diffs)
+    return diff(old, new)
 
 
 def _read_rows(path: Path, keep: int) -> list[str]:
@@ -308,11 +262,9 @@ def _progress(enabled: bool):
 
 
 def make_env(scenario, cfg: TrainConfig, control: str):
-    from cosim import EnvConfig, VehicleRoutingEnv
+    from cosim import VehicleRoutingEnv
 
-    return VehicleRoutingEnv(
-        scenario, EnvConfig(n_agents=cfg.agents, backend=cfg.backend, horizon=cfg.horizon, control=control)
-    )
+    return VehicleRoutingEnv(scenario, dataclasses.replace(cfg.env, control=control))
 
 
 def _versions() -> dict:
@@ -320,9 +272,9 @@ def _versions() -> dict:
 
     out = {"torch": torch.__version__, "numpy": np.__version__}
     try:
-        from cosim.kernel import sumo_version
+        from scenarios import sumotools
 
-        out["sumo"] = sumo_version()
+        out["sumo"] = sumotools.version()
     except Exception:  # noqa: BLE001 - informational only
         pass
     return out
@@ -381,7 +333,7 @@ def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     ck = load_checkpoint(ck_path) if ck_path.exists() else None
     old = ck["config"] if ck is not None else _read_config(cfg_path)
     if old is not None:
-        old = {k: v for k, v in old.items() if k not in TrainConfig.RESUMABLE_CHANGES}
+        old = _identity_of(old)
     if old is not None and old != new:
         raise TrainError(
             f"--out {out} holds another run with a different config ({_config_diff(old, new)}); "
@@ -418,12 +370,12 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
     import torch
 
     try:
-        random.seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        torch.manual_seed(cfg.seed)
+        random.seed(cfg.run.seed)
+        np.random.seed(cfg.run.seed % 2**32)
+        torch.manual_seed(cfg.run.seed)
         from scenarios import ensure_built
 
-        scenario = ensure_built(cfg.scenario)
+        scenario = ensure_built(cfg.scenario.name)
         method = method or make_method(cfg)
         env = (env_factory or make_env)(scenario, cfg, method.control)
         try:
@@ -453,8 +405,7 @@ def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
         _atomic_write(out / METRICS, "".join(rows).encode())
         state["rows"] = len(rows)
     else:
-        doc = {"config": _jsonable(asdict(cfg)), "method": _jsonable(method.describe()), "versions": _versions()}
-        doc["config_identity"] = cfg.identity()
+        doc = {"config": cfg.to_dict(), "method": _jsonable(method.describe()), "versions": _versions()}
         _atomic_write(out / CONFIG, (json.dumps(doc, indent=2) + "\n").encode())
         _atomic_write(out / METRICS, b"")
     return _loop(cfg, out, env, method, state, progress, on_row)
@@ -479,7 +430,7 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             "format": CHECKPOINT_FORMAT,
             "config": cfg.identity(),
             **{k: state[k] for k in ("episode", "env_steps", "wall_s", "sumo_faults", "rows")},
-            "env_seed": {"seed": cfg.seed, "next_episode": state["episode"] + 1, "eval_seed": cfg.eval_seed},
+            "env_seed": {"seed": cfg.run.seed, "next_episode": state["episode"] + 1, "eval_seed": cfg.run.eval_seed},
             "method": method.state_dict(),
             "rng": _rng_state(),
         }
@@ -489,12 +440,12 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
 
     def evaluate() -> dict:
         t0 = time.perf_counter()
-        row = run_episode(env, method, cfg.eval_seed, train=False, sumo_timer=timer)
+        row = run_episode(env, method, cfg.run.eval_seed, train=False, sumo_timer=timer)
         state["wall_s"] += time.perf_counter() - t0
         if row.get("sumo_fault"):
             state["sumo_faults"] += 1
         row = {"phase": "eval", "episode": state["episode"], "env_steps": state["env_steps"],
-               "wall_s": state["wall_s"], "seed": cfg.eval_seed, **row, "sumo_faults": state["sumo_faults"]}
+               "wall_s": state["wall_s"], "seed": cfg.run.eval_seed, **row, "sumo_faults": state["sumo_faults"]}
         write(row)
         return row
 
@@ -502,24 +453,24 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
     try:
         if bar is not None:
             bar.start()
-            task = bar.add_task(f"{cfg.method} on {cfg.scenario}", total=cfg.episodes, completed=state["episode"], status="")
-        if state["episode"] == 0 and state["rows"] == 0 and cfg.eval_every:
+            task = bar.add_task(f"{cfg.algorithm.method} on {cfg.scenario.name}", total=cfg.run.episodes, completed=state["episode"], status="")
+        if state["episode"] == 0 and state["rows"] == 0 and cfg.run.eval_every:
             evaluate()
             checkpoint()
         last_eval: dict = {}
-        while state["episode"] < cfg.episodes:
+        while state["episode"] < cfg.run.episodes:
             e = state["episode"] + 1
             t0 = time.perf_counter()
-            row = run_episode(env, method, episode_seed(cfg.seed, e), train=True, sumo_timer=timer)
+            row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True, sumo_timer=timer)
             state["wall_s"] += time.perf_counter() - t0
             state["episode"] = e
             if row.get("sumo_fault"):
                 state["sumo_faults"] += 1
             state["env_steps"] += int(row.get("decisions") or 0)  # a lost episode still used its samples
             row = {"phase": "train", "episode": e, "env_steps": state["env_steps"], "wall_s": state["wall_s"],
-                   "seed": episode_seed(cfg.seed, e), **row, "sumo_faults": state["sumo_faults"]}
+                   "seed": episode_seed(cfg.run.seed, e), **row, "sumo_faults": state["sumo_faults"]}
             write(row)
-            if cfg.eval_every and (e % cfg.eval_every == 0 or e == cfg.episodes):
+            if cfg.run.eval_every and (e % cfg.run.eval_every == 0 or e == cfg.run.episodes):
                 last_eval = evaluate()
             checkpoint()
             if bar is not None:

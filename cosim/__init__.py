@@ -9,8 +9,12 @@ __all__ = ["CosimError", "EnvConfig", "SumoFault", "VehicleRoutingEnv"]
 
 
 def __getattr__(name):
-    if name in ("EnvConfig", "VehicleRoutingEnv"):
-        from cosim import env
+    if name == "EnvConfig":
+        from cosim.config import EnvConfig
 
-        return getattr(env, name)
+        return EnvConfig
+    if name == "VehicleRoutingEnv":
+        from cosim.env import VehicleRoutingEnv
+
+        return VehicleRoutingEnv
     raise AttributeError(name)

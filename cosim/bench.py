@@ -35,8 +35,8 @@ from scenarios import Scenario
 
 
 def _bare_cmd(env: VehicleRoutingEnv, seed: int, end: float, tmp: str) -> list[str]:
-    routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env._initial_routes)
-    return [sumo_binary("sumo"), *env.kernel._args(seed, [env.scenario.background_file, routes], end, None)]
+    routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env.initial_routes)
+    return [sumo_binary("sumo"), *env.kernel.sumo_options(seed, [env.scenario.background_file, routes], end)]
 
 
 def _bare_sumo(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[float, dict]:
@@ -70,7 +70,7 @@ def _reference_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[f
 
     g, kernel = env.graph, env.kernel
     t0 = time.perf_counter()
-    kernel.start(seed, env.trips, env._initial_routes, end)
+    kernel.start(seed, env.trips, env.initial_routes, end)
     conn, sim, veh, edge = kernel.conn, kernel.conn.simulation, kernel.conn.vehicle, kernel.conn.edge
     dest = {t.id: g.index[t.destination] for t in env.trips}
     last: dict[str, str] = {}
@@ -89,12 +89,12 @@ def _reference_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[f
                 continue
             last[v] = road
             e, d = g.index[road], dest[v]
-            if env._decision_edges(d)[e]:
-                choice = env._candidates(e, d)
+            if env.decision_edges(d)[e]:
+                choice = env.choice_at(e, d)
                 for f in choice.ids:
                     edge.getLastStepMeanSpeed(f)
                     edge.getLastStepOccupancy(f)
-                veh.setRoute(v, [road] + [g.edges[i] for i in env._path(choice.edges[0], d)])
+                veh.setRoute(v, [road] + [g.edges[i] for i in env.free_flow_path(choice.edges[0], d)])
                 decisions += 1
     return time.perf_counter() - t0, decisions
 
@@ -106,7 +106,7 @@ def _stepping_episode(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[fl
     SUMO inside this process instead of as its own program costs."""
     kernel = env.kernel
     t0 = time.perf_counter()
-    kernel.start(seed, env.trips, env._initial_routes, end)
+    kernel.start(seed, env.trips, env.initial_routes, end)
     while kernel.step().time < end:
         pass
     wall = time.perf_counter() - t0

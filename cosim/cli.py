@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -33,23 +35,35 @@ def _agents_list(text: str) -> list[int]:
 def simulate(
     scenario: str = typer.Argument("helsinki", help="City name or a built scenario folder."),
     policy: str = typer.Option("shortest", help="random | shortest"),
-    agents: int = typer.Option(None, help="Controlled agents (default: the recipe's)."),
+    agents: Optional[int] = typer.Option(None, help="Controlled agents (env.n_agents; default: the recipe's)."),
     seed: int = typer.Option(0, help="SUMO seed of the episode."),
-    backend: str = typer.Option("libsumo", help="libsumo | traci"),
+    backend: Optional[str] = typer.Option(None, help="libsumo | traci (env.backend; default libsumo)."),
     gui: bool = typer.Option(False, "--gui", help="Show the run in sumo-gui (needs a display)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML (or a run's config.json): its env section is used."),
+    set_: List[str] = typer.Option([], "--set", help="Override an env setting: env.key=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """Run one episode with a fixed policy and print its metrics."""
+    import dataclasses
     import time
 
-    from cosim.env import EnvConfig, VehicleRoutingEnv
+    from cosim.config import EnvConfig
+    from cosim.env import VehicleRoutingEnv
     from cosim.policies import make_policy
+    from scenarios.settings import experiment_class, resolve
 
     check_seed("--seed", seed)
-    act = make_policy(policy, seed)
     if agents is not None and agents <= 0:
         raise CosimError(f"--agents must be positive, got {agents}")
-    env = VehicleRoutingEnv(_scenario(scenario), EnvConfig(n_agents=agents, backend=backend, gui=gui))
+    cls = experiment_class(None)
+    if cls is not None:
+        shortcuts = {"env.n_agents": agents, "env.backend": backend, "env.gui": gui or None}
+        env_cfg = resolve(cls, config, set_, shortcuts).env
+    else:  # this layer on its own: the env section only
+        env_cfg = EnvConfig(n_agents=agents, backend=backend or "libsumo", gui=gui)
+    act = make_policy(policy, seed)
+    env = VehicleRoutingEnv(_scenario(scenario), dataclasses.replace(env_cfg, control="policy"))
+    backend = env_cfg.backend
     try:
         t0 = time.perf_counter()
         obs, _ = env.reset(seed=seed)

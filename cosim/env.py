@@ -16,16 +16,13 @@ Stepping is event-driven: after applying the actions SUMO runs on until some age
 or the horizon is reached. Per simulation step Python reads only the step's events (from the kernel);
 an agent is looked at only after the earliest time it can physically have reached its next decision
 edge (route length over its maximum speed), so the work in between is independent of the number of
-agents.
+agents. When to look at which agent is the business of ``cosim.scheduler``; this module keeps the SUMO
+loop, the PettingZoo API, observations, rewards and metrics.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-from math import ceil, sqrt
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -33,99 +30,23 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from cosim.config import EnvConfig
 from cosim.errors import CommandRejected, CosimError, SumoFault
 from cosim.features import Decision, make_observation, make_reward
-from cosim.kernel import AGENT_ACCEL, SumoKernel
-from scenarios import Scenario, Trip
+from cosim.kernel import SumoKernel
+from cosim.scheduler import DONE, RUNNING, AgentState, DecisionScheduler
+from scenarios import Scenario
 
 log = logging.getLogger(__name__)
 
-WAITING, RUNNING, DONE = 0, 1, 2
-TRIGGER_S = 3.0  # free-flow seconds of road before a decision edge on which the decision is taken
-RED_LOOKAHEAD = 10  # steps: a standing agent this close to its trigger stretch asks whether its light is red
 
-
-def _steps_to_cover(dist: float, v: float, vmax: float, accel: float = AGENT_ACCEL) -> int:
-    """Fewest 1-s steps in which a vehicle at speed v can cover dist metres: SUMO's Euler update adds at
-    most `accel` to the speed per step, then moves by the new speed, never above vmax. (Called for
-    every look at a vehicle near a fork: written for the interpreter, no min/max calls.)"""
-    if dist <= 0.0:
-        return 0
-    if v >= vmax:
-        return ceil(dist / vmax)
-    n1 = ceil((vmax - v) / accel)  # the step in which top speed is reached
-    m = n1 - 1  # steps of free acceleration: distance m*v + accel*m*(m+1)/2
-    dm = m * v + accel * m * n1 / 2.0
-    if dist <= dm:
-        h = v + accel / 2.0
-        steps = ceil((sqrt(h * h + 2.0 * accel * dist) - h) / accel - 1e-9)
-        return steps if steps > 1 else 1
-    d1 = dm + vmax
-    if dist <= d1:
-        return n1
-    return n1 + ceil((dist - d1) / vmax - 1e-9)
-
-
-class _Choice(NamedTuple):
+class Choice(NamedTuple):
     """A decision edge's candidates for one destination (cached: the same few hundred recur)."""
 
     edges: tuple[int, ...]  # continuations that still reach the destination, by free-flow time to it
     times: tuple[float, ...]  # free-flow s to the destination through each
     ids: tuple[str, ...]  # their SUMO edge ids
     remaining: float  # free-flow s from entering the decision edge to the destination
-
-
-@dataclass
-class EnvConfig:
-    n_agents: int | None = None  # None: the scenario recipe's default
-    backend: str = "libsumo"  # libsumo | traci
-    gui: bool = False
-    max_actions: int = 6  # fixed action width: keeps policies portable across cities
-    horizon: float | None = None  # s; None: the recipe's horizon
-    observation: str = "default"
-    reward: str = "travel_time"
-    reward_scale: float = 60.0
-    teleport_penalty: float = 5.0
-    timeout_penalty: float = 10.0
-    # "policy": agents choose at decision points; "sumo-rerouting": no decisions, SUMO's own
-    # travel-time rerouting device steers the agents (a baseline through the same env and metrics)
-    control: str = "policy"
-    label: str | None = None  # TraCI connection label (several simulations in one process)
-    sumo_args: tuple[str, ...] = ()
-
-
-@dataclass(eq=False, slots=True)
-class _Agent:
-    """Run-time state of one controlled vehicle (Python touches it only at its own events; slots: its
-    fields are read in the env's hottest loops)."""
-
-    name: str
-    trip: Trip
-    origin: int
-    dest: int
-    status: int = WAITING
-    depart_time: float = -1.0
-    last_time: float = -1.0  # time of the agent's last decision; -1 before its first
-    edge: int = -1  # last edge seen
-    route: tuple[int, ...] = ()  # planned edges, starting at the current one: SUMO's route for the vehicle
-    watch: int = -1  # next decision edge on the route, -1 = none left
-    watch_j: int = -1  # its index in route
-    trigger_i: int = 0  # index in route where its trigger stretch begins
-    open_from: int = 0  # route index from which edges are still undecided
-    m_after_current: float = 0.0  # metres from the end of the current edge to the trigger stretch
-    vmax_ahead: float = 0.0  # the vehicle's top speed on the way there
-    pos: float = 0.0  # metres along route[0] and speed when last seen
-    speed: float = 0.0
-    crossing: bool = False  # last seen inside the junction at the end of route[0] (past its stop line)
-    dec_edge: int = -1  # the edge whose continuations the current decision chooses among
-    version: int = 0  # invalidates stale heap entries
-    speed_factor: float = 1.0
-    teleports: int = 0
-    pending_teleports: int = 0
-    decisions: int = 0
-    candidates: tuple[int, ...] = ()
-    trace: list[tuple[float, int]] = field(default_factory=list)  # (time, edge) at every edge seen
-    arrival_time: float = -1.0
 
 
 class VehicleRoutingEnv(ParallelEnv):
@@ -195,19 +116,16 @@ class VehicleRoutingEnv(ParallelEnv):
         self.kernel = SumoKernel(
             scenario, backend=cfg.backend, gui=cfg.gui, label=cfg.label, sumo_args=cfg.sumo_args
         )
-        self._signals = g.signals
-        self._ask_lights = self.kernel.in_process  # over TraCI the two extra queries cost more than they save
         # initial routes = free-flow shortest paths (what the `shortest` policy keeps choosing)
         self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
         self._rng = np.random.default_rng()
-        self._seq = itertools.count()
-        self._decision_cache: dict[tuple[int, int], _Choice] = {}
+        self._decision_cache: dict[tuple[int, int], Choice] = {}
         self._is_decision: dict[int, list[bool]] = {}
         self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
-        # plain lists: the watch loop reads single elements, where numpy's scalar indexing is slow
-        self._length, self._speed, self._fftime = g.length.tolist(), g.speed.tolist(), g.fftime.tolist()
+        self._speed = g.speed.tolist()  # a plain list: observations read single elements
         for _, d in self._trip_idx:  # shortest paths and decision edges per destination, up front
-            self._decision_edges(d)
+            self.decision_edges(d)
+        self._scheduler = DecisionScheduler(self.kernel, g, self.decision_edges, self.free_flow_path, self._set_route)
         self.faults = 0
         self.episode = 0
         self.metrics: dict = {}
@@ -222,7 +140,15 @@ class VehicleRoutingEnv(ParallelEnv):
         return self._act_space
 
     # ------------------------------------------------------------------ graph helpers (cached per dest)
-    def _decision_edges(self, dest: int) -> list[bool]:
+    @property
+    def initial_routes(self) -> list[list[str]]:
+        """Every agent's route (edge ids, in `trips` order) as SUMO starts it each episode: the free-flow
+        shortest path, which the `shortest` policy keeps choosing. Read-only: the env starts SUMO with it."""
+        return self._initial_routes
+
+    def decision_edges(self, dest: int) -> list[bool]:
+        """By edge index: whether an agent bound for edge `dest` must decide at that edge's end (more
+        than one continuation still reaches dest). Cached per destination; do not modify."""
         m = self._is_decision.get(dest)
         if m is None:
             reach = np.isfinite(self.graph.time_to(dest))
@@ -231,22 +157,25 @@ class VehicleRoutingEnv(ParallelEnv):
             m = self._is_decision[dest] = dec.tolist()
         return m
 
-    def _path(self, src: int, dest: int) -> tuple[int, ...]:
-        """The free-flow shortest path, cached: every agent re-plans along the same few hundred."""
+    def free_flow_path(self, src: int, dest: int) -> tuple[int, ...]:
+        """The free-flow shortest path (edge indices, src and dest included), cached: every agent re-plans
+        along the same few hundred."""
         key = (src, dest)
         p = self._paths.get(key)
         if p is None:
             p = self._paths[key] = tuple(self.graph.path(src, dest))
         return p
 
-    def _candidates(self, edge: int, dest: int) -> _Choice:
+    def choice_at(self, edge: int, dest: int) -> Choice:
+        """What an agent bound for `dest` chooses among at the end of decision edge `edge` (its actions,
+        in order). Cached: the same few hundred recur."""
         key = (edge, dest)
         hit = self._decision_cache.get(key)
         if hit is None:
             g = self.graph
             t = g.time_to(dest)
             cands = sorted(g.candidates(edge, dest), key=lambda f: (t[f], g.edges[f]))
-            hit = _Choice(
+            hit = Choice(
                 tuple(cands), tuple(float(t[f]) for f in cands), tuple(g.edges[f] for f in cands), float(t[edge])
             )
             self._decision_cache[key] = hit
@@ -261,19 +190,14 @@ class VehicleRoutingEnv(ParallelEnv):
             sumo_seed = int(self._rng.integers(2**31 - 1))
         self.episode += 1
         self._sim_seed = sumo_seed
-        self._state = [
-            _Agent(name=t.id, trip=t, origin=o, dest=d) for t, (o, d) in zip(self.trips, self._trip_idx)
-        ]
+        self._state = [AgentState(name=t.id, trip=t, origin=o, dest=d) for t, (o, d) in zip(self.trips, self._trip_idx)]
         self._by_name = {a.name: a for a in self._state}
-        self._heap: list[tuple[float, int, int, _Agent]] = []
-        self._due: dict[_Agent, None] = {}  # insertion-ordered: runs are reproducible
-        self._deciding: list[_Agent] = []
-        self._finished: list[_Agent] = []
+        self._scheduler.reset()
+        self._finished: list[AgentState] = []
         self._teleports_all = 0
         self._arrived_all = 0
         self._decisions = 0
         self._rejected = 0  # commands SUMO refused (logged; the episode goes on)
-        self._missed = 0  # decisions passed before the agent could be asked (it was already in the junction)
         self.metrics = {}
         for attempt in (1, 2):
             try:
@@ -304,7 +228,9 @@ class VehicleRoutingEnv(ParallelEnv):
     # ------------------------------------------------------------------ actions
     def _apply(self, actions: dict) -> None:
         g = self.graph
-        for a in self._deciding:
+        ready = self._scheduler.ready
+        watch = self._scheduler.watch
+        for a in ready:
             if a.name not in actions:
                 raise CosimError(f"agent {a.name} is at a decision point but got no action")
             act = actions[a.name]
@@ -315,12 +241,12 @@ class VehicleRoutingEnv(ParallelEnv):
             if not 0 <= act < len(a.candidates):
                 raise CosimError(
                     f"action {act} for {a.name} is outside its action mask "
-                    f"(valid: 0..{len(a.candidates) - 1} at edge {g.edges[a.dec_edge]})"
+                    f"(valid: 0..{len(a.candidates) - 1} at edge {g.edges[a.decision_edge]})"
                 )
             # the vehicle keeps its planned edges up to the decision edge, then takes the chosen one;
             # SUMO is told only when that changes its route (a.route is always SUMO's route)
-            j = a.watch_j + 1
-            rest = self._path(a.candidates[act], a.dest)
+            j = a.next_decision_index + 1
+            rest = self.free_flow_path(a.candidates[act], a.dest)
             if a.route[j:] == rest:
                 route = a.route
             else:
@@ -328,10 +254,10 @@ class VehicleRoutingEnv(ParallelEnv):
                 if not self._set_route(a, route):
                     route = a.route  # SUMO kept the vehicle's route: so does the env
             a.decisions += 1
-            self._watch(a, route, self.time, start=a.watch_j + 1)
-        self._deciding = []
+            watch(a, route, self.time, start=j)
+        ready.clear()
 
-    def _set_route(self, a: _Agent, route: tuple[int, ...]) -> bool:
+    def _set_route(self, a: AgentState, route: tuple[int, ...]) -> bool:
         """Give SUMO the agent's new route; False (logged, counted) when SUMO refuses it."""
         try:
             self.kernel.set_route(a.name, [self.graph.edges[i] for i in route])
@@ -341,75 +267,12 @@ class VehicleRoutingEnv(ParallelEnv):
             log.warning("t=%.0f %s: %s (the vehicle keeps its route)", self.time, a.name, exc)
             return False
 
-    # ------------------------------------------------------------------ watching for decision points
-    #
-    # After each decision (or departure) the env knows the agent's planned route, hence the next edge
-    # W where it must decide. A decision is due once the agent stands anywhere on a short *trigger
-    # stretch* ending at W (at least TRIGGER_S seconds of free-flow driving), not only on W itself:
-    # OSM nets have edges of a few decimetres that a vehicle crosses inside one 1-s step, and a decision
-    # there would otherwise be skipped. Deciding on the stretch is the same decision (same candidates,
-    # continuations of W); only the observation is taken up to a couple of seconds earlier.
-    # Until the agent can physically have reached the stretch (free-flow time at its own top speed), it
-    # is not looked at at all.
-
-    def _watch(self, a: _Agent, route: tuple[int, ...], now: float, start: int = 0) -> None:
-        """Plan the watch for a route that starts at the agent's current edge; the next decision edge is
-        searched from route[start] on (past the edge just decided)."""
-        a.route = route
-        a.open_from = start
-        a.version += 1
-        isdec = self._decision_edges(a.dest)
-        n, j = len(route), start
-        while j < n and not isdec[route[j]]:
-            j += 1
-        if j == n:
-            a.watch = a.watch_j = -1
-            self._due.pop(a, None)
-            return
-        ff = self._fftime
-        i, acc = j, ff[route[j]]
-        while i > 0 and acc < TRIGGER_S:
-            i -= 1
-            acc += ff[route[i]]
-        a.watch, a.watch_j, a.trigger_i = route[j], j, i
-        if i == 0:
-            self._due[a] = None
-        else:
-            a.m_after_current = sum(map(self._length.__getitem__, route[1:i]))
-            a.vmax_ahead = max(map(self._speed.__getitem__, route[:i])) * max(a.speed_factor, 1.0)
-            self._schedule(a, now)
-
-    def _schedule(self, a: _Agent, now: float) -> None:
-        """Look at the agent again no earlier than it can reach its trigger stretch, from where it was
-        last seen (a.pos, a.speed on route[0]). A vehicle standing in front of a red light that it
-        must pass first cannot start before the light switches (SUMO's cars do not run red lights from
-        a standstill): queues at red lights are then looked at once per switch, not every step."""
-        dist = self._length[a.route[0]] - a.pos + a.m_after_current
-        steps = _steps_to_cover(dist, a.speed, a.vmax_ahead)
-        at = now + steps - 1
-        if a.speed < 0.1 and not a.crossing and steps <= RED_LOOKAHEAD and self._ask_lights:
-            sig = self._signals.get((a.route[0], a.route[1]))
-            if sig is not None:
-                switch = self.kernel.red_until(*sig)
-                if switch is not None:
-                    # the light may already act in the step that ends at `switch`: one step to spare
-                    at = max(at, switch + steps - 2)
-        if at <= now + 1:
-            self._due[a] = None
-        else:
-            self._due.pop(a, None)
-            heapq.heappush(self._heap, (at, next(self._seq), a.version, a))
-
-    def _replan(self, a: _Agent, route: tuple[int, ...], now: float, start: int = 0) -> None:
-        """Watch from route[start] on; if that is the current edge and a decision edge, decide now."""
-        self._watch(a, route, now, start=start)
-        if a.watch_j == 0:
-            self._due.pop(a, None)
-            self._decide(a)
-
     # ------------------------------------------------------------------ simulation loop
     def _advance(self):
         k = self.kernel
+        sched = self._scheduler
+        # the scheduler changes these in place only (between episodes it makes new ones)
+        heap, due, ready = sched.heap, sched.due, sched.ready
         try:
             while True:
                 if self.time >= self.horizon:
@@ -426,92 +289,31 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.depart_time = now
                     a.pos, a.speed = (pos, speed) if road == self.graph.edges[a.origin] else (0.0, speed)
                     a.speed_factor = k.speed_factor(name)
-                    a.edge = a.origin
+                    a.last_edge = a.origin
                     a.trace.append((now, a.origin))
                     if not self._rerouting:
-                        self._replan(a, self._path(a.origin, a.dest), now)
+                        sched.replan(a, self.free_flow_path(a.origin, a.dest), now)
                 for name in ev.teleported:
                     a = self._by_name[name]
                     a.teleports += 1
-                    a.pending_teleports += 1
-                    if a.watch >= 0:
-                        self._due[a] = None  # it jumped ahead: look at it again
+                    a.teleports_since_reward += 1
+                    sched.teleported(a)
                 for name in ev.arrived:
                     a = self._by_name[name]
                     a.status = DONE
                     a.arrival_time = now
                     a.trace.append((now, a.dest))
-                    self._due.pop(a, None)
+                    sched.arrived(a)
                     self._finished.append(a)
-                heap = self._heap
-                while heap and heap[0][0] <= now:
-                    _, _, ver, a = heapq.heappop(heap)
-                    if ver == a.version and a.status == RUNNING:
-                        self._due[a] = None
-                if self._due:
-                    self._check_due(now)
-                if self._deciding or self._finished:
+                # only look when some agent is due or some wake-up time has come
+                if due or (heap and heap[0][0] <= now):
+                    sched.look(now)
+                if ready or self._finished:
                     return self._emit()
         except SumoFault as exc:
             return self._fault(exc)
 
-    def _check_due(self, now: float) -> None:
-        due = [a for a in self._due if a.status == RUNNING]
-        g = self.graph
-        index, into = g.index, g.into
-        for a, (road, pos, speed) in zip(due, self.kernel.positions([a.name for a in due])):
-            e = index.get(road, -1)
-            entering = 0
-            if e >= 0:
-                if e == a.route[0]:
-                    k = 0
-                else:
-                    try:
-                        k = a.route.index(e)
-                    except ValueError:  # off the planned route (teleport): plan again from here
-                        route = self._path(e, a.dest)
-                        if self._set_route(a, route):
-                            a.edge = e
-                            a.trace.append((now, e))
-                            self._replan(a, route, now)
-                        continue  # refused: look again next step
-            else:
-                # crossing a junction into route[k + 1]: SUMO still counts the vehicle on route[k], and
-                # it stands at (beyond) that edge's end; the junction into the trigger stretch already
-                # belongs to the stretch
-                try:
-                    k = a.route.index(into[road], 1) - 1
-                except (KeyError, ValueError):
-                    continue  # not in the network, or not (yet) on the route: look again next step
-                entering, pos = 1, self._length[a.route[k]]
-            a.pos, a.speed, a.crossing = pos, speed, bool(entering)
-            if k:
-                a.edge = a.route[k]
-                a.trace.append((now, a.edge))
-            if a.trigger_i - entering <= k <= a.watch_j - entering:
-                self._due.pop(a, None)
-                self._decide(a, k)
-            elif k > 0:  # moved on: not yet at the stretch, or (rarely) crossed it within one step
-                if entering and a.watch_j == k:
-                    # already inside the junction at the end of the watched edge: its exit is fixed, so
-                    # that decision is gone; asking now would give SUMO a route it must refuse
-                    self._missed += 1
-                self._replan(a, a.route[k:], now, start=max(a.open_from - k, entering))
-            elif a.trigger_i > 0:  # same edge, stretch ahead: bound again from where the vehicle is
-                a.version += 1
-                self._schedule(a, now)
-
-    def _decide(self, a: _Agent, k: int = 0) -> None:
-        """The agent, standing on route[k], must choose the continuation of its watched edge."""
-        if k:
-            a.route = a.route[k:]
-            a.watch_j -= k
-            a.open_from = max(a.open_from - k, 0)
-        a.dec_edge = a.watch
-        a.candidates = self._candidates(a.dec_edge, a.dest).edges
-        self._deciding.append(a)
-
-    def _observe(self, a: _Agent, c: _Choice) -> np.ndarray:
+    def _observe(self, a: AgentState, c: Choice) -> np.ndarray:
         traffic = self.kernel.edge_traffic
         speed_ratio, occ, agents_on = [], [], []
         by_name = self._by_name
@@ -546,14 +348,17 @@ class VehicleRoutingEnv(ParallelEnv):
         obs, rew, term, trunc, infos = idle_obs.copy(), zeros.copy(), false.copy(), false.copy(), idle_info.copy()
         now = self.time
         edges = self.graph.edges
-        for a in self._deciding:
-            c = self._candidates(a.dec_edge, a.dest)
+        for a in self._scheduler.ready:
+            # the scheduler found it on the trigger stretch of its next decision edge: ask about that one
+            a.decision_edge = e = a.next_decision_edge
+            c = self.choice_at(e, a.dest)
+            a.candidates = c.edges
             obs[a.name] = {"observation": self._observe(a, c), "action_mask": self._masks[len(c.edges)]}
             rew[a.name] = self._cost(a, now, False)
-            a.last_time = now
+            a.last_decision_time = now
             infos[a.name] = {
                 "deciding": True,
-                "edge": edges[a.dec_edge],
+                "edge": edges[e],
                 "at": edges[a.route[0]],
                 "candidates": c.ids,
                 "time": now,
@@ -571,17 +376,17 @@ class VehicleRoutingEnv(ParallelEnv):
                 self._summarise(truncated=False)
         return obs, rew, term, trunc, infos
 
-    def _cost(self, a: _Agent, now: float, timed_out: bool) -> float:
+    def _cost(self, a: AgentState, now: float, timed_out: bool) -> float:
         """Reward for the agent's previous action: the time (and teleports) since its last decision.
         Before its first decision nothing the agent did is being paid for: 0."""
-        if a.last_time < 0:
-            a.pending_teleports = 0
+        if a.last_decision_time < 0:
+            a.teleports_since_reward = 0
             return 0.0
-        r = self.reward_fn(now - a.last_time, a.pending_teleports, timed_out)
-        a.pending_teleports = 0
+        r = self.reward_fn(now - a.last_decision_time, a.teleports_since_reward, timed_out)
+        a.teleports_since_reward = 0
         return r
 
-    def _final_info(self, a: _Agent, fault: bool = False) -> dict:
+    def _final_info(self, a: AgentState, fault: bool = False) -> dict:
         arrived = a.status == DONE
         return {
             "deciding": False,
@@ -612,7 +417,7 @@ class VehicleRoutingEnv(ParallelEnv):
             trunc[a.name] = False
             infos[a.name] = self._final_info(a, fault)
         self._finished = []
-        self._deciding = []
+        self._scheduler.ready.clear()
         self.agents = []
         self._summarise(truncated=truncated, fault=fault)
         return obs, rew, term, trunc, infos
@@ -642,7 +447,7 @@ class VehicleRoutingEnv(ParallelEnv):
             "agent_teleports": sum(a.teleports for a in st),
             "teleports": self._teleports_all,
             "decisions": self._decisions,
-            "missed_decisions": self._missed,
+            "missed_decisions": self._scheduler.missed,
             "rejected_commands": self._rejected,
             "truncated": truncated,
             "sumo_fault": fault,
@@ -656,11 +461,11 @@ class VehicleRoutingEnv(ParallelEnv):
     @property
     def deciding_agents(self) -> list[str]:
         """Agents at a decision point now: the ones whose action counts (others may be omitted)."""
-        return [a.name for a in self._deciding]
+        return [a.name for a in self._scheduler.ready]
 
     def decision_edge(self, agent: str) -> str:
         """The edge whose continuations the agent's current decision chooses among."""
-        return self.graph.edges[self._by_name[agent].dec_edge]
+        return self.graph.edges[self._by_name[agent].decision_edge]
 
     def candidate_edges(self, agent: str) -> tuple[str, ...]:
         """Edge ids behind the agent's actions at its current decision (index = action)."""
@@ -682,7 +487,7 @@ class VehicleRoutingEnv(ParallelEnv):
             if a.status == RUNNING:
                 out[base + 3 * i] = 1.0
                 out[base + 3 * i + 1] = min((self.time - a.depart_time) / 1800.0, 5.0)
-                out[base + 3 * i + 2] = min(float(g.time_to(a.dest)[a.edge]) / 1800.0, 5.0)
+                out[base + 3 * i + 2] = min(float(g.time_to(a.dest)[a.last_edge]) / 1800.0, 5.0)
         return out
 
     def trajectory(self, agent: str) -> list[tuple[float, str]]:

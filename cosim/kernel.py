@@ -32,7 +32,7 @@ from typing import NamedTuple, Sequence
 import traci.constants as tc
 
 from cosim.errors import CommandRejected, CosimError, SumoFault
-from scenarios import Scenario, Trip
+from scenarios import Scenario, Trip, sumotools
 
 _SIM_VARS = (
     tc.VAR_TIME,
@@ -84,30 +84,11 @@ def _libsumo_calls(libsumo) -> dict:
 _libsumo_owner: "weakref.ref[SumoKernel] | None" = None
 
 
-def sumo_home() -> str:
-    home = os.environ.get("SUMO_HOME")
-    if home and Path(home, "bin").is_dir():
-        return home
-    import sumo  # the eclipse-sumo wheel
-
-    os.environ["SUMO_HOME"] = sumo.SUMO_HOME
-    return sumo.SUMO_HOME
-
-
 def sumo_binary(name: str = "sumo") -> str:
-    path = Path(sumo_home(), "bin", name)
-    if not path.exists():
-        found = shutil.which(name)
-        if not found:
-            raise CosimError(f"SUMO binary {name!r} not found (is eclipse-sumo installed?)")
-        return found
-    return str(path)
-
-
-def sumo_version() -> str:
-    import sumolib
-
-    return getattr(sumolib, "__version__", None) or "unknown"
+    """The binary to launch, found where the builder finds its own (so a scenario runs on the SUMO that
+    built it), with SUMO_HOME exported first for the SUMO that runs in or below this process."""
+    sumotools.export_home()
+    return sumotools.binary(name)
 
 
 def _fault_types() -> tuple[type[BaseException], ...]:
@@ -223,7 +204,11 @@ class SumoKernel:
         trip, so the env asks only what the subscriptions already bring."""
         return self.backend == "libsumo"
 
-    def _args(self, seed: int, route_files: Sequence[Path], end: float, tripinfo: Path | None) -> list[str]:
+    def sumo_options(
+        self, seed: int, route_files: Sequence[Path], end: float, tripinfo: Path | None = None
+    ) -> list[str]:
+        """SUMO's command-line options (without the binary) for one episode of this scenario, as the kernel
+        starts it: a bare `sumo` run with them sees the same simulation (the overhead benchmark's yardstick)."""
         args = [
             "-c", str(self.scenario.sumocfg),
             "-r", ",".join(str(p) for p in route_files),
@@ -253,7 +238,7 @@ class SumoKernel:
     ) -> None:
         """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one."""
         route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, rerouting)
-        args = self._args(seed, [self.scenario.background_file, route_file], end, tripinfo)
+        args = self.sumo_options(seed, [self.scenario.background_file, route_file], end, tripinfo)
         if rerouting:
             args += ["--device.rerouting.period", "60", "--device.rerouting.adaptation-interval", "10"]
         self._agents = frozenset(t.id for t in trips)

@@ -6,6 +6,9 @@ Heavy imports (torch, SUMO, LangChain) happen inside the commands, so `cosim --h
 from __future__ import annotations
 
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
 from scenarios.errors import run_app
@@ -20,6 +23,17 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    # the whole configuration tree first: every command's --help shows its defaults
+    from evaluation.config import ExperimentConfig
+    from scenarios.settings import set_experiment_class
+
+    set_experiment_class(ExperimentConfig)
+    # agents/ may not import llm/: the top layer hands it the SED pipeline for on-the-fly demos
+    from agents.methods import set_demo_provider
+    from evaluation.demos_provider import provide_demos
+
+    set_demo_provider(provide_demos)
+
     from scenarios.cli import app as scenario_app
     from cosim.cli import register as register_cosim
     from evaluation.compare import register as register_compare
@@ -30,11 +44,6 @@ def _register() -> None:
     app.add_typer(scenario_app, name="scenario", help="Build, list and inspect city scenarios.")
     register_cosim(app)
     register_agents(app)
-    # agents/ may not import llm/: the top layer hands it the SED pipeline for on-the-fly demos
-    from agents.methods import set_demo_provider
-    from evaluation.demos_provider import provide_demos
-
-    set_demo_provider(provide_demos)
     register_llm(app)
     register_compare(app)
     register_evaluate(app)
@@ -43,21 +52,38 @@ def _register() -> None:
 _register()
 
 
+def _demo_help(path: str, text: str) -> str:
+    """Help with the demo preset's value (the tree's defaults with evaluation.demo.PRESET on top)."""
+    import json
+
+    from evaluation.demo import preset
+
+    value = preset()
+    for part in path.split("."):
+        value = getattr(value, part)
+    return f"{text} (default {json.dumps(value)}; --set {path}=…)"
+
+
 @app.command()
 def demo(
-    scenario: str = typer.Option("helsinki", help="City name or a built scenario folder."),
-    agents: int = typer.Option(50, help="Controlled agents."),
-    seeds: int = typer.Option(3, help="Seeds per method."),
-    episodes: int = typer.Option(12, help="Training episodes per run."),
-    out: str = typer.Option(None, help="Output folder (default runs/demo-<scenario>)."),
-    workers: int = typer.Option(None, help="Parallel runs (default: one per core)."),
-    llm: str = typer.Option("local", "--llm", help="LLM backend for the SED demonstrations."),
+    scenario: Optional[str] = typer.Option(None, help=_demo_help("scenario.name", "City name or a built scenario folder.")),
+    agents: Optional[int] = typer.Option(None, help=_demo_help("env.n_agents", "Controlled agents.")),
+    seeds: Optional[int] = typer.Option(None, help=_demo_help("run.seeds", "Seeds per method.")),
+    episodes: Optional[int] = typer.Option(None, help=_demo_help("run.episodes", "Training episodes per run.")),
+    out: Optional[str] = typer.Option(None, help="Output folder (default runs/demo-<scenario>)."),
+    workers: Optional[int] = typer.Option(None, help=_demo_help("run.workers", "Parallel runs (null: one per core).")),
+    llm: Optional[str] = typer.Option(None, "--llm", help=_demo_help("sed.llm", "LLM backend for the SED demonstrations.")),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."),
+    set_: List[str] = typer.Option([], "--set", help="Override one setting: section.key=value (repeatable)."),
     no_open: bool = typer.Option(False, "--no-open", help="Do not open the report in a browser."),
 ) -> None:
     """The main job: build the city, SED demos with the local LLM, RELED vs baselines, report (see README)."""
-    from evaluation.demo import run
+    from evaluation.demo import preset, run
+    from scenarios.settings import resolve
 
-    run(scenario, agents, seeds, episodes, out=out, workers=workers, llm=llm, open_report=not no_open)
+    shortcuts = {"scenario.name": scenario, "env.n_agents": agents, "run.seeds": seeds, "run.episodes": episodes,
+                 "run.out": out, "run.workers": workers, "sed.llm": llm}  # fmt: skip
+    run(resolve(type(preset()), config, set_, shortcuts, base=preset()), open_report=not no_open)
 
 
 def main() -> None:

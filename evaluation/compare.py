@@ -5,6 +5,7 @@
 Layout of ``--out``::
 
     compare.json            the comparison's identity (refuses an --out holding a different one)
+    config.json             its configuration tree (`--config DIR/config.json` repeats the comparison)
     expert_plans.json       with `replay` among the methods: the LLM's kept plans as agent -> edges
     runs/<method>-s<seed>/  each run: config.json, metrics.jsonl, checkpoint.pt, run.json, routes.json,
                             wandb/offline-run-*  (one W&B run per (method, seed))
@@ -24,12 +25,14 @@ continue from their checkpoints, and the results and the report are rewritten.
 
 Demonstrations: the methods that want SED demonstrations (``MethodSpec.needs_demos``: reled, leed,
 reled-nosed, reled-fixedw, expert-replay, and whatever is registered later) get one folder as
-``TrainConfig.options["demos"]`` — the same folder for every method and seed of the comparison. It is
+``algorithm.demos`` — the same folder for every method and seed of the comparison. It is
 ``--demos DIR`` (made by `cosim demos`), or else produced once before the grid by the SED pipeline
-(`evaluation.demos_provider`, the one `cosim train` uses; cached under ``$COSIM_HOME/demos``) with
-``--llm`` (default: the local model). ``replay`` replays the folder's kept plans (``--plans``).
-``--set key=value`` goes to a method's ``cfg.options`` when the method declares the key
-(``MethodSpec.options``, e.g. RELED's w0), otherwise to the learners' PPO settings.
+(`evaluation.demos_provider`, the one `cosim train` uses; cached under ``$COSIM_HOME/demos``) with the
+tree's ``sed`` section (``--llm``: ``sed.llm``). ``replay`` replays the folder's kept plans.
+
+Configuration: one tree (`evaluation.config.ExperimentConfig`) from the defaults, ``--config``, the
+shortcut flags and ``--set section.key=value``; each run gets a copy with its method and seed, writes
+it to its config.json and W&B, and the comparison's identity is that tree without method and seed.
 
 Fault injection for tests: ``COSIM_INJECT_FAULT="ippo-s1"`` makes that run raise after its first
 metrics row; ``"ippo-s1:exit"`` makes its worker process exit abruptly instead.
@@ -50,14 +53,15 @@ from typing import Callable, List, Optional
 
 import typer
 
-from scenarios.errors import UserError, check_seed
+from scenarios.errors import UserError
 
 COMPARE_FILE = "compare.json"
+CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
 RUN_FILE = "run.json"
 ROUTES_FILE = "routes.json"
-COMPARE_FORMAT = 1
+COMPARE_FORMAT = 2  # 2: the identity holds the configuration tree
 # methods that consume SED demonstrations, for a registry without MethodSpec.needs_demos
 DEMO_METHODS = ("reled", "leed", "reled-nosed", "reled-fixedw", "expert-replay")
 INJECT_ENV = "COSIM_INJECT_FAULT"
@@ -97,23 +101,6 @@ def wants_demos(method: str) -> bool:
     return bool(flag) if flag is not None else method in DEMO_METHODS
 
 
-def split_overrides(names: list[str], overrides: dict) -> tuple[dict, dict[str, dict]]:
-    """``--set key=value`` -> (PPO overrides for the learners, per-method options): a key a method
-    declares in ``MethodSpec.options`` goes to that method's ``cfg.options``, anything else is a PPO
-    setting (validated by the runner's rules)."""
-    from agents.methods import check_method
-
-    specs = {m: check_method(m) for m in names}
-    per_method = {m: {k: v for k, v in overrides.items() if k in getattr(specs[m], "options", ())} for m in names}
-    own = {k for opts in per_method.values() for k in opts}
-    ppo = {k: v for k, v in overrides.items() if k not in own}
-    if ppo:
-        from agents.runner import TrainConfig, validate
-
-        validate(TrainConfig(method=names[0], ppo=ppo))  # unknown settings fail here, not in every run
-    return ppo, per_method
-
-
 def parse_methods(text: str) -> list[str]:
     from agents.methods import check_method, method_names
 
@@ -144,9 +131,14 @@ def check_demos(path: Path, scenario, n_agents: int) -> dict:
     """A demonstrations folder made by `cosim demos` for this city and number of agents."""
     if not path.is_dir():
         raise CompareError(f"--demos {path} is not a folder (make one with `cosim demos --out DIR`)")
-    summary = _read_json(path / "summary.json")
-    if not isinstance(summary, dict) or not (path / "plans.json").exists():
-        raise CompareError(f"--demos {path} holds no SED demonstrations (summary.json and plans.json from `cosim demos`)")
+    from cosim.demos import PLANS_JSON, SUMMARY_JSON, DemosError, read_summary
+
+    try:
+        summary = read_summary(path)
+    except DemosError:
+        summary = None
+    if summary is None or not (path / PLANS_JSON).exists():
+        raise CompareError(f"--demos {path} holds no SED demonstrations ({SUMMARY_JSON} and {PLANS_JSON} from `cosim demos`)")
     if summary.get("scenario") not in (None, scenario.name):
         raise CompareError(f"--demos {path} were made for {summary.get('scenario')!r}, not {scenario.name!r}")
     if summary.get("agents") not in (None, n_agents):
@@ -158,9 +150,10 @@ def check_demos(path: Path, scenario, n_agents: int) -> dict:
 
 
 def expert_plans(demos: Path) -> dict[str, list[str]]:
-    """demos/plans.json ({agent: {"edges": [...], "candidate": k}}) as a replay plans file's content."""
-    raw = _read_json(demos / "plans.json") or {}
-    return {a: (p["edges"] if isinstance(p, dict) else list(p)) for a, p in raw.items()}
+    """The kept plans of a demonstrations folder as a replay plans file's content (agent -> edges)."""
+    from cosim.demos import read_plans
+
+    return {a: p.edges for a, p in read_plans(demos).items()}
 
 
 def comparison_id(identity: dict) -> str:
@@ -168,8 +161,9 @@ def comparison_id(identity: dict) -> str:
 
 
 def _diff(old: dict, new: dict) -> str:
-    keys = sorted(set(old) | set(new))
-    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+    from scenarios.settings import diff
+
+    return diff(old, new)
 
 
 def prepare_out(out: Path, identity: dict) -> bool:
@@ -232,12 +226,13 @@ def run_job(job: dict) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ".started").write_text(job.get("token", ""))
         from agents.methods import make_method
-        from agents.runner import TrainConfig
+        from scenarios.settings import from_dict
 
+        from evaluation.config import ExperimentConfig
         from evaluation.tracking import tracked_train
 
-        cfg = TrainConfig(**job["cfg"])
-        prior = _completed(run_dir, cfg.episodes)
+        cfg = from_dict(ExperimentConfig, job["cfg"])
+        prior = _completed(run_dir, cfg.run.episodes)
         if prior is not None:
             res.update({k: prior.get(k) for k in ("wandb", "wandb_warning")}, status="ok", reused=True)
         else:
@@ -281,13 +276,13 @@ def _record_routes(cfg, method, run_dir: Path) -> None:
 
     from evaluation.evaluate import greedy_episode
 
-    sc = ensure_built(cfg.scenario)
+    sc = ensure_built(cfg.scenario.name)
     env = make_env(sc, cfg, method.control)
     try:
-        row, routes = greedy_episode(env, method, cfg.eval_seed, routes=True)
+        row, routes = greedy_episode(env, method, cfg.run.eval_seed, routes=True)
     finally:
         env.close()
-    doc = {"seed": cfg.eval_seed, "mean_travel_time": row.get("mean_travel_time"), "routes": routes}
+    doc = {"seed": cfg.run.eval_seed, "mean_travel_time": row.get("mean_travel_time"), "routes": routes}
     _atomic_write(run_dir / ROUTES_FILE, json.dumps(doc) + "\n")
 
 
@@ -385,7 +380,7 @@ def _become_subreaper() -> None:
         pass
 
 
-def _reap_children(wait_s: float = 5.0) -> None:
+def _reap_children(wait_s: float = 30.0) -> None:
     """Collect the exit status of the child processes that end within `wait_s` after ray.shutdown()
     (which stops the local cluster but does not wait for all of its processes). Children that are
     still running then (wandb's service, say) are left alone."""
@@ -396,38 +391,50 @@ def _reap_children(wait_s: float = 5.0) -> None:
         except ChildProcessError:
             return  # no children left
         if pid == 0:
-            if time.monotonic() > deadline or not _ray_children():
+            if time.monotonic() > deadline or not _ray_descendants():
                 return
             time.sleep(0.1)
 
 
-def _ray_children() -> bool:
-    """Whether a child of this process is one of Ray's (its command line names ray)."""
+def _ray_descendants() -> bool:
+    """Whether one of this process's descendants is still one of Ray's (its command line names ray):
+    the raylet's workers are its children, not ours, until it exits and they are handed to us."""
+    parent, ray = {}, set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
-            if int(text[text.rindex(")") + 2 :].split()[1]) == os.getpid():
-                if b"ray" in (stat.parent / "cmdline").read_bytes():
-                    return True
+            pid = int(stat.parent.name)
+            parent[pid] = int(text[text.rindex(")") + 2 :].split()[1])
+            if b"ray" in (stat.parent / "cmdline").read_bytes():
+                ray.add(pid)
         except (OSError, ValueError, IndexError):
             continue
+    me = os.getpid()
+    for pid in ray:
+        seen = 0
+        while pid in parent and seen < 64:  # up the tree to us (or to PID 1)
+            pid, seen = parent[pid], seen + 1
+            if pid == me:
+                return True
     return False
 
 
 # ---------------------------------------------------------------------------------------- demos
-def make_demos(scenario: str, agents: int | None, llm: str, seed: int) -> str:
+def make_demos(tree: dict) -> str:
     """SED demonstrations through the same provider `cosim train` uses (cached under $COSIM_HOME/demos
     by scenario, agents, seed and SED settings); runs in a worker process (SED drives libsumo)."""
-    os.environ["COSIM_LLM"] = llm
+    from scenarios.settings import from_dict
+
+    from evaluation.config import ExperimentConfig
     from evaluation.demos_provider import provide_demos
 
-    return str(provide_demos(scenario, agents, seed))
+    return str(provide_demos(from_dict(ExperimentConfig, tree)))
 
 
-def _make_demos_in_subprocess(scenario: str, agents: int | None, llm: str, seed: int) -> Path:
+def _make_demos_in_subprocess(tree: dict) -> Path:
     with _pool(1) as pool:
         try:
-            return Path(pool.submit(make_demos, scenario, agents, llm, seed).result())
+            return Path(pool.submit(make_demos, tree).result())
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -437,52 +444,60 @@ def _make_demos_in_subprocess(scenario: str, agents: int | None, llm: str, seed:
 
 # ------------------------------------------------------------------------------------- compare
 def compare(
-    scenario: str,
-    methods: str | list[str],
-    seeds: int,
-    episodes: int,
-    out: str | Path,
+    scenario: str | None = None,
+    methods: str | list[str] = "",
+    seeds: int | None = None,
+    episodes: int | None = None,
+    out: str | Path | None = None,
     *,
-    executor: str = "local",
+    tree=None,
+    executor: str | None = None,
     agents: int | None = None,
     workers: int | None = None,
     demos: str | Path | None = None,
     horizon: float | None = None,
     eval_every: int | None = None,
-    eval_seed: int = 10_000,
+    eval_seed: int | None = None,
     ppo: dict | None = None,
-    llm: str = "local",
+    llm: str | None = None,
     reference: list[str] | None = None,
     report: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run the comparison; returns results.json's content (also written to `out`)."""
+    """Run the comparison; returns results.json's content (also written to `out`).
+
+    `tree` (default: the defaults) is the experiment's configuration; the other keywords are the
+    command's shortcuts onto it (None: not given), `ppo` a dict of PPO settings."""
+    from scenarios.settings import locate, nest, update
+
+    from evaluation.config import ExperimentConfig
+
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t_start = time.perf_counter()
     names = parse_methods(methods if isinstance(methods, str) else ",".join(methods))
-    for flag, value in (("seeds", seeds), ("episodes", episodes)):
-        if not isinstance(value, int) or value <= 0:
-            raise CompareError(f"--{flag} must be a positive number, got {value}")
-    if agents is not None and agents <= 0:
-        raise CompareError(f"--agents must be a positive number, got {agents}")
-    if workers is not None and workers <= 0:
-        raise CompareError(f"--workers must be a positive number, got {workers}")
-    if horizon is not None and horizon <= 0:
-        raise CompareError(f"--horizon must be positive, got {horizon}")
-    check_seed("--eval-seed", eval_seed)
-    if eval_every is None:
-        eval_every = max(1, round(episodes / 10))
-    if eval_every <= 0:
-        raise CompareError(f"--eval-every must be >= 1 (the final metrics are greedy evaluations), got {eval_every}")
-    if executor not in ("local", "ray"):
-        raise CompareError(f"--executor must be local or ray, got {executor!r}")
-    if executor == "ray":
+    given = {"scenario.name": scenario, "run.seeds": seeds, "run.episodes": episodes, "run.executor": executor,
+             "env.n_agents": agents, "run.workers": workers, "env.horizon": horizon, "run.eval_every": eval_every,
+             "run.eval_seed": eval_seed, "sed.llm": llm, "run.out": str(out) if out is not None else None,
+             }  # fmt: skip
+    try:
+        given.update({locate(ExperimentConfig, k, f"--set {k}"): v for k, v in (ppo or {}).items()})
+        tree = update(tree if tree is not None else ExperimentConfig(), nest({k: v for k, v in given.items() if v is not None}))
+        tree.check()
+    except UserError as exc:
+        raise CompareError(str(exc)) from None
+    run = tree.run
+    if run.eval_every <= 0:
+        raise CompareError(f"--eval-every must be >= 1 (the final metrics are greedy evaluations), got {run.eval_every}")
+    if run.out is None:
+        raise CompareError("--out is required: the comparison's folder")
+    if run.executor == "ray":
         require_ray()
     if reference:
         unknown = [m for m in reference if m not in names]
         if unknown:
             raise CompareError(f"--reference {', '.join(unknown)} not among --methods {', '.join(names)}")
-    ppo, method_options = split_overrides(names, dict(ppo or {}))
+    scenario, seeds, episodes, agents, executor = tree.scenario.name, run.seeds, run.episodes, tree.env.n_agents, run.executor
+    llm, out = tree.sed.llm, run.out
 
     from scenarios import ensure_built
 
@@ -499,19 +514,24 @@ def compare(
     if "replay" in names and demos_dir is None and not need_demos:
         raise CompareError("replay needs route plans: pass --demos DIR (its LLM plans are replayed), "
                            "or compare expert-replay, which uses the demonstrations of the comparison")  # fmt: skip
+    from dataclasses import replace
+
+    base = replace(tree, scenario=replace(tree.scenario, name=scenario_ref))
+    shared = base.identity()
+    shared["algorithm"].pop("method")
+    shared["run"].pop("seed")
     identity = {
         "format": COMPARE_FORMAT,
         "scenario": sc.name,
         "scenario_build": sc.path.name,
-        "methods": names,
-        "seeds": seeds,
         "episodes": episodes,
         "agents": agents,
-        "horizon": horizon,
-        "eval_every": eval_every,
-        "eval_seed": eval_seed,
-        "ppo": ppo,
-        "options": {m: o for m, o in method_options.items() if o},
+        "horizon": tree.env.horizon,
+        "eval_every": run.eval_every,
+        "eval_seed": run.eval_seed,
+        "methods": names,
+        "seeds": seeds,
+        "config": shared,
         "demos": str(demos_dir) if demos_dir else (f"generated with --llm {llm}" if need_demos else None),
         "reference": list(reference) if reference else None,
     }
@@ -524,42 +544,37 @@ def compare(
         from evaluation.tracking import scrub
 
         _atomic_write(out / COMPARE_FILE, json.dumps(scrub(doc), indent=1) + "\n")
+        # the comparison's own tree (every run's, but for method and seed): `--config DIR/config.json` repeats it
+        _atomic_write(out / CONFIG_FILE, json.dumps({"config": scrub(base.to_dict())}, indent=1) + "\n")
     else:
         log(f"resuming the comparison in {out}")
 
     if need_demos and demos_dir is None:
         log(f"SED demonstrations for {', '.join(need_demos)} (--llm {llm}): made once, cached under $COSIM_HOME/demos")
-        demos_dir = _make_demos_in_subprocess(scenario_ref, agents, llm, 0)
+        demos_dir = _make_demos_in_subprocess(replace(base, run=replace(base.run, seed=0)).to_dict())
         check_demos(demos_dir, sc, n_agents)
     plans_file = None
     if demos_dir is not None and "replay" in names:
         plans_file = out / "expert_plans.json"
         _atomic_write(plans_file, json.dumps(expert_plans(demos_dir)) + "\n")
 
-    from agents.runner import TrainConfig
-
-    from evaluation.results import learns
-
     jobs = []
     for m in names:
         for s in range(seeds):
             gets_demos = demos_dir is not None and m in need_demos
-            cfg = TrainConfig(
-                scenario=scenario_ref, method=m, episodes=episodes, seed=s, agents=agents, eval_every=eval_every,
-                eval_seed=eval_seed, horizon=horizon, plans=str(plans_file) if (m == "replay" and plans_file) else None,
-                ppo=ppo if learns(m) else {},
-                options={**method_options[m], **({"demos": str(demos_dir)} if gets_demos else {})},
-            )  # fmt: skip
+            algorithm = replace(base.algorithm, method=m, demos=str(demos_dir) if gets_demos else None,
+                                plans=str(plans_file) if (m == "replay" and plans_file) else None)  # fmt: skip
+            cfg = replace(base, algorithm=algorithm, run=replace(base.run, seed=s))
             name = f"{m}-s{s}"
             jobs.append(
                 {
-                    "name": name, "method": m, "seed": s, "dir": str(out / "runs" / name), "cfg": asdict(cfg),
+                    "name": name, "method": m, "seed": s, "dir": str(out / "runs" / name), "cfg": cfg.to_dict(),
                     "demos": str(demos_dir) if gets_demos else None, "tags": [f"compare-{cid}", sc.name],
                     "extra_config": {"compare": {"id": cid, "methods": ",".join(names), "seeds": seeds}},
                     "routes": s == 0,
                 }
             )  # fmt: skip
-    n_workers = max(1, min(workers or cores(), len(jobs)))
+    n_workers = max(1, min(run.workers or cores(), len(jobs)))
     log(f"{len(jobs)} runs ({len(names)} method(s) x {seeds} seed(s), {episodes} episode(s) each) on {sc.name}, "
         f"{n_workers} {'Ray' if executor == 'ray' else 'local'} worker(s) -> {out}")  # fmt: skip
 
@@ -620,7 +635,12 @@ def _last_eval(run_dir: Path) -> dict:
 def _demos_block(demos_dir: Path | None) -> dict | None:
     if demos_dir is None:
         return None
-    summary = _read_json(demos_dir / "summary.json") or {}
+    from cosim.demos import DemosError, read_summary
+
+    try:
+        summary = read_summary(demos_dir)
+    except DemosError:  # the block is informative only: a comparison is not lost for it
+        summary = {}
     keep = ("scenario", "llm", "agents", "subsets", "rounds", "accepted_round", "best_round", "bound_per_round",
             "mean_bound_per_round", "mean_travel_time_per_round", "invalid_answers", "repaired", "llm_calls",
             "llm_seconds", "demo_mean_travel_time", "random_choice_mean_travel_time")  # fmt: skip
@@ -652,31 +672,41 @@ def _print_summary(res: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from evaluation.config import ExperimentConfig as _E
+    from scenarios.settings import CONFIG_HELP, SET_HELP, help_for
+
     @app.command("compare")
     def compare_cmd(
-        scenario: str = typer.Option("helsinki", "--scenario", "-s", help="City scenario name (or recipe / built folder)."),
         methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated methods, e.g. ippo,mappo,shortest."),
-        seeds: int = typer.Option(3, "--seeds", help="Seeds per method (0 .. N-1)."),
-        episodes: int = typer.Option(20, "--episodes", "-e", help="Training episodes per run."),
-        out: Path = typer.Option(..., "--out", "-o", help="Comparison folder (runs, results.json, report.html)."),
-        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray."),
-        agents: Optional[int] = typer.Option(None, "--agents", "-n", help="Controlled agents (default: the city's)."),
-        workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Parallel runs (default: min(cores, runs))."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help=help_for(_E, "run.out", "Comparison folder (runs, results.json, report.html).")),
+        scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help=help_for(_E, "scenario.name", "City scenario (name, recipe or built folder).")),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help=help_for(_E, "run.seeds", "Seeds per method (0 .. N-1).")),
+        episodes: Optional[int] = typer.Option(None, "--episodes", "-e", help=help_for(_E, "run.episodes", "Training episodes per run.")),
+        executor: Optional[str] = typer.Option(None, "--executor", help=help_for(_E, "run.executor", "local (process pool) or ray.")),
+        agents: Optional[int] = typer.Option(None, "--agents", "-n", help=help_for(_E, "env.n_agents", "Controlled agents (null: the city's).")),
+        workers: Optional[int] = typer.Option(None, "--workers", "-w", help=help_for(_E, "run.workers", "Parallel runs (null: min(cores, runs)).")),
         demos: Optional[Path] = typer.Option(None, "--demos", help="SED demonstrations folder (`cosim demos`) for the methods that use them."),
-        horizon: Optional[float] = typer.Option(None, "--horizon", help="Episode horizon in s (default: the city's)."),
-        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Greedy evaluation every K episodes (default: episodes/10)."),
-        eval_seed: int = typer.Option(10_000, "--eval-seed", help="SUMO seed of every evaluation episode."),
-        set_: List[str] = typer.Option([], "--set", help="Override key=value (repeatable): a method's own setting (e.g. RELED's w0) or a PPO hyperparameter of the learners."),
-        llm: str = typer.Option("local", "--llm", help="LLM for demonstrations produced on the fly (see `cosim demos`)."),
+        horizon: Optional[float] = typer.Option(None, "--horizon", help=help_for(_E, "env.horizon", "Episode horizon in s (null: the city's).")),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", help=help_for(_E, "run.eval_every", "Greedy evaluation every K episodes.")),
+        eval_seed: Optional[int] = typer.Option(None, "--eval-seed", help=help_for(_E, "run.eval_seed", "SUMO seed of every evaluation episode.")),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+        set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+        llm: Optional[str] = typer.Option(None, "--llm", help=help_for(_E, "sed.llm", "LLM for demonstrations produced on the fly (see `cosim demos`).")),
         reference: Optional[str] = typer.Option(None, "--reference", help="Methods whose best final value sets the sample-efficiency target (default: the learned baselines)."),
         as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
     ) -> None:
         """Train methods x seeds in parallel; write results.json and a self-contained report.html."""
-        from agents.cli import parse_overrides
+        from scenarios.settings import resolve
 
+        shortcuts = {"scenario.name": scenario, "run.seeds": seeds, "run.episodes": episodes, "run.executor": executor,
+                     "env.n_agents": agents, "run.workers": workers, "env.horizon": horizon, "run.eval_every": eval_every,
+                     "run.eval_seed": eval_seed, "sed.llm": llm, "run.out": str(out) if out is not None else None}  # fmt: skip
+        try:
+            tree = resolve(_E, config, set_, shortcuts)
+        except UserError as exc:
+            raise CompareError(str(exc)) from None
         res = compare(
-            scenario, methods, seeds, episodes, out, executor=executor, agents=agents, workers=workers, demos=demos,
-            horizon=horizon, eval_every=eval_every, eval_seed=eval_seed, ppo=parse_overrides(set_), llm=llm,
+            methods=methods, tree=tree, demos=demos,
             reference=[m.strip() for m in reference.split(",") if m.strip()] if reference else None,
         )  # fmt: skip
         _print_summary(res)

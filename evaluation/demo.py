@@ -16,40 +16,37 @@ import webbrowser
 from pathlib import Path
 
 METHODS = ["reled", "leed", "ippo", "mappo", "shortest", "sumo-rerouting"]
+# the demo's own budget on top of the tree's defaults: small enough for ~15 minutes on 2 cores
+PRESET = {
+    "env": {"n_agents": 50, "horizon": 1800.0},
+    "run": {"seeds": 3, "episodes": 12, "eval_every": 3},
+    "sed": {"rounds": 2, "rollouts": 2},
+}
 
 
-def run(
-    scenario: str = "helsinki",
-    agents: int = 50,
-    seeds: int = 3,
-    episodes: int = 12,
-    horizon: float = 1800.0,
-    out: Path | None = None,
-    workers: int | None = None,
-    llm: str = "local",
-    open_report: bool = True,
-) -> Path:
+def preset():
+    """The demo's tree before the user's --config / flags / --set."""
+    from scenarios.settings import update
+
+    from evaluation.config import ExperimentConfig
+
+    return update(ExperimentConfig(), PRESET)
+
+
+def run(tree=None, open_report: bool = True) -> Path:
+    """The main job on `tree` (default: the preset); prints and returns the report's path."""
     from evaluation.compare import compare
 
-    out = Path(out or Path("runs") / f"demo-{scenario}")
+    tree = tree if tree is not None else preset()
+    scenario = tree.scenario.name
+    out = Path(tree.run.out or Path("runs") / f"demo-{Path(scenario).name}")
     t0 = time.perf_counter()
     print(
-        f"[cosim demo] {scenario}: {agents} agents, methods {', '.join(METHODS)}, {seeds} seeds x {episodes} "
-        f"episodes -> {out}",
+        f"[cosim demo] {scenario}: {tree.env.n_agents} agents, methods {', '.join(METHODS)}, {tree.run.seeds} seeds x "
+        f"{tree.run.episodes} episodes -> {out}",
         file=sys.stderr,
     )
-    compare(
-        scenario,
-        METHODS,
-        seeds=seeds,
-        episodes=episodes,
-        out=out,
-        agents=agents,
-        horizon=horizon,
-        eval_every=3,
-        workers=workers,
-        llm=llm,
-    )
+    compare(methods=METHODS, out=out, tree=tree)
     report = (out / "report.html").resolve()
     print(f"[cosim demo] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if open_report and (os.environ.get("DISPLAY") or sys.platform == "darwin"):

@@ -2,8 +2,9 @@
 
 agents/ may not import llm/ (imports go evaluation -> agents, llm -> cosim -> scenarios), so the
 CLI registers this provider with agents.methods: when `cosim train --method reled` runs without
-`--demos DIR`, the SED pipeline runs here once, with the local LLM, and its folder is cached under
-$COSIM_HOME/demos/ by scenario, agent count, seed and SED settings.
+`--demos DIR`, the SED pipeline runs here once, with the run's tree (its ``sed`` section, ``env.n_agents``
+and ``run.seed``), and its folder is cached under $COSIM_HOME/demos/ by scenario, agent count, seed and
+SED settings.
 
 Only expert demonstrations enter that cache: a result whose plans are mostly free-flow fallbacks (the
 LLM's answers were unusable) is written to $COSIM_HOME/demos-rejected/ for diagnosis and the call fails
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -27,47 +27,46 @@ def demos_root() -> Path:
     return home_dir("demos")
 
 
-def sed_config(agents: int | None, seed: int, llm: str | None = None):
-    from llm.cli import default_cache
+def sed_config(cfg):
+    """The SED run of an experiment tree (a tree without a ``sed`` section uses SED's defaults)."""
+    from llm.config import SEDSettings
     from llm.sed import SEDConfig
 
-    return SEDConfig(
-        llm=llm or os.environ.get("COSIM_LLM", "local"),
-        agents=agents,
-        rounds=int(os.environ.get("COSIM_SED_ROUNDS", 2)),
-        rollouts=2,
-        seed=seed,
-        cache_path=default_cache(),
-    )
+    return SEDConfig.from_settings(getattr(cfg, "sed", None) or SEDSettings(), cfg.env.n_agents, cfg.run.seed)
 
 
 def _cached(folder: Path) -> bool:
     """A finished cache entry whose summary records a usable share of LLM plans (entries from before
     the share was recorded are made again)."""
+    from cosim.demos import DemosError, read_summary
     from llm.sed import MAX_FALLBACK_SHARE
 
     try:
-        s = json.loads((folder / "summary.json").read_text())
+        s = read_summary(folder)
         return max(s["fallback_share"], s["first_round_fallback_share"]) <= MAX_FALLBACK_SHARE
-    except (OSError, ValueError, KeyError, TypeError):
+    except (DemosError, KeyError, TypeError):
         return False
 
 
-def provide_demos(scenario: str, agents: int | None, seed: int, first_round: bool = False) -> Path:
-    """A demonstrations folder for (scenario, agents, seed): built with SED on first use, then reused.
-    With first_round, its round-1 (unvalidated) demonstrations."""
+def provide_demos(tree, first_round: bool = False) -> Path:
+    """A demonstrations folder for an experiment tree (scenario, agents, seed, SED settings): built with
+    SED on first use, then reused. With first_round, its round-1 (unvalidated) demonstrations."""
+    from cosim.demos import FIRST_ROUND
     from llm.errors import LLMError
     from llm.sed import SED, write_outputs
     from scenarios import ensure_built
     from scenarios.paths import home_dir
+    from scenarios.settings import to_dict
 
-    sc = ensure_built(scenario)
-    cfg = sed_config(agents, seed)
-    key = json.dumps({"scenario": str(sc.path), "sed": asdict(cfg) | {"cache_path": None}}, sort_keys=True)
+    sc = ensure_built(tree.scenario.name)
+    cfg = sed_config(tree)
+    ignore = {"cache_path": None, "cache": None, "cache_file": None}  # where answers are cached, not what
+    env = {k: v for k, v in to_dict(tree.env).items() if k not in ("backend", "gui", "label")}
+    key = json.dumps({"scenario": str(sc.path), "sed": asdict(cfg) | ignore, "env": env}, sort_keys=True)
     folder = demos_root() / f"{sc.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if not _cached(folder):
         print(f"[cosim] generating SED demonstrations for {sc.name} into {folder} (once)", file=sys.stderr)
-        sed = SED(sc, cfg)
+        sed = SED(sc, cfg, env=tree.env)
         try:
             result = sed.run(progress=lambda msg: print(f"[cosim] SED {msg}", file=sys.stderr))
             problem = result.fallback_problem()
@@ -80,4 +79,4 @@ def provide_demos(scenario: str, agents: int | None, seed: int, first_round: boo
                 f"SED demonstrations for {sc.name} with the {cfg.llm!r} LLM: {problem}; not cached, kept for "
                 f"diagnosis in {target}"
             )
-    return folder / "first_round" if first_round else folder
+    return folder / FIRST_ROUND if first_round else folder

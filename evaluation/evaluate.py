@@ -17,7 +17,6 @@ are the training runner's: mean travel time, arrival rate, return, teleports, de
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -44,15 +43,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def config_from_checkpoint(ck: dict, **changes):
-    """The run's TrainConfig (fields the checkpoint does not record take their defaults), with changes."""
-    from agents.runner import TrainConfig
+def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, horizon: float | None = None):
+    """The run's tree (settings the checkpoint does not record take their defaults), moved to `scenario`
+    with the given agent count and horizon (None: that city's own)."""
+    from dataclasses import replace
 
-    names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in (ck.get("config") or {}).items() if k in names})
-    for k, v in changes.items():
-        setattr(cfg, k, v)
-    return cfg
+    from scenarios.settings import SettingsError, from_dict
+
+    from evaluation.config import ExperimentConfig
+
+    try:
+        cfg = from_dict(ExperimentConfig, ck.get("config") or {})
+    except SettingsError as exc:
+        raise EvaluateError(f"the checkpoint's configuration does not fit this version: {exc}") from None
+    return replace(cfg, scenario=replace(cfg.scenario, name=scenario),
+                   env=replace(cfg.env, n_agents=agents, horizon=horizon))  # fmt: skip
 
 
 def load_weights(method, state: dict) -> dict:
@@ -172,14 +177,14 @@ def evaluate_checkpoint(
     if agents is not None and agents <= 0:
         raise EvaluateError(f"--agents must be a positive number, got {agents}")
     if horizon is not None and not horizon > 0:
-        raise EvaluateError(f"--horizon must be positive, got {horizon}")
+        raise EvaluateError(f"--horizon must be a positive number, got {horizon}")
     if seed is not None:
         check_seed("--seed", seed, count=episodes)
     resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before building a city
     sc = ensure_built(scenario)
     cfg, method, env, ck, loaded = rebuild(checkpoint, sc, agents=agents, horizon=horizon)
-    trained = (ck.get("config") or {}).get("scenario")
-    base = cfg.eval_seed if seed is None else seed
+    trained = ((ck.get("config") or {}).get("scenario") or {}).get("name")
+    base = cfg.run.eval_seed if seed is None else seed
     rows = []
     try:
         for i in range(episodes):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosim.demos import DemosError, read_plans, read_rounds
 from evaluation.results import FINAL_METRICS, HIGHER_IS_BETTER, read_rows
 
 LABELS = {
@@ -277,9 +278,8 @@ def _route_sources(results: dict, scenario) -> tuple[dict[str, dict[str, list[st
     expert = {}
     if demos.get("dir"):
         try:
-            raw = json.loads((Path(demos["dir"]) / "plans.json").read_text())
-            expert = {a: (p["edges"] if isinstance(p, dict) else p) for a, p in raw.items()}
-        except (OSError, ValueError, KeyError, TypeError):
+            expert = {a: p.edges for a, p in read_plans(demos["dir"]).items()}
+        except DemosError:  # the map is still useful without the expert's routes
             expert = {}
     out = {"free-flow shortest": shortest}
     if expert:
@@ -386,10 +386,11 @@ def sed_section(results: dict) -> str:
     if not demos:
         return ""
     rounds = []
-    try:
-        rounds = json.loads((Path(demos["dir"]) / "rounds.json").read_text())
-    except (OSError, ValueError, KeyError):
-        pass
+    if demos.get("dir"):
+        try:
+            rounds = read_rounds(demos["dir"])
+        except DemosError:  # the section still gives the summary's numbers
+            pass
     parts = ["<h2 id='sed'>LLM expert demonstrations (SED rounds)</h2>"]
     parts.append(
         "<p>The demonstrations were produced once for this comparison and handed to the methods that use them. "
@@ -583,14 +584,9 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     )
     body.append(FORMALISATION)
     body.append("<h2 id='repro'>Reproduce</h2>")
-    cmd = (f"cosim compare --scenario {comp['scenario']} --methods {','.join(methods)} --seeds {comp['seeds']} "
-           f"--episodes {comp['episodes']}" + (f" --agents {comp['agents']}" if comp.get("agents") else "")
-           + (f" --horizon {comp['horizon']:g}" if comp.get("horizon") else "")
-           + f" --eval-every {comp['eval_every']}"
-           + "".join(f" --set {k}={json.dumps(v)}" for k, v in (comp.get("ppo") or {}).items())
-           + "".join(f" --set {k}={json.dumps(v)}" for o in (comp.get("options") or {}).values() for k, v in o.items())
+    cmd = (f"cosim compare --methods {','.join(methods)} --config {Path(results.get('out') or '.') / 'config.json'}"
            + (f" --demos {comp['demos']}" if comp.get("demos") and not str(comp["demos"]).startswith("generated") else "")
-           + f" --out {out_dir.name}")  # fmt: skip
+           + " --out NEW_FOLDER")
     body.append(f"<p><code>{esc(cmd)}</code></p><p class='note'>Scenario build: <code>{esc(comp.get('scenario_build'))}</code>; "
                 f"executor: {esc(results.get('executor'))} with {esc(results.get('workers'))} worker(s); total wall-clock "
                 f"{_f(results.get('wall_s'), 0)} s. Full numbers: <code>results.json</code>.</p>")  # fmt: skip

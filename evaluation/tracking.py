@@ -2,7 +2,7 @@
 
 What a run records:
 
-* **config**: the run's `TrainConfig`, flattened (``ppo.lr``, ``options.demos``, …), plus whatever the
+* **config**: the run's configuration tree, flattened (``algorithm.ppo.lr``, ``env.reward_scale``, …), plus whatever the
   caller adds (the comparison it belongs to); secrets scrubbed (below).
 * **per-episode metrics** (through the runner's ``on_row`` hook): every numeric field of a metrics row
   under ``train/…`` or ``eval/…`` (mean travel time, arrival rate, return, teleports, losses, …), with
@@ -37,10 +37,9 @@ import json
 import math
 import os
 import re
-import struct
 import sys
 import threading
-from dataclasses import asdict, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -88,22 +87,22 @@ def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict:
 
 
 def _as_dict(cfg) -> dict:
-    if is_dataclass(cfg):
-        return json.loads(json.dumps(asdict(cfg), default=str))
-    return json.loads(json.dumps(dict(cfg), default=str))
+    """The run's tree as JSON data (`to_dict` of the configuration tree)."""
+    from scenarios.settings import to_dict
+
+    return json.loads(json.dumps(to_dict(cfg) if is_dataclass(cfg) else dict(cfg), default=str))
 
 
-def config_hash(cfg, drop: tuple[str, ...] = ("seed",)) -> str:
-    """8 hex digits over the run's identity (TrainConfig.identity(): no episodes/backend) minus `drop`."""
-    d = cfg.identity() if hasattr(cfg, "identity") else _as_dict(cfg)
+def config_hash(cfg, drop: tuple[str, ...] = ("run.seed",)) -> str:
+    """8 hex digits over the run's identity (the tree minus what may change on resume) minus `drop`."""
+    d = flatten(cfg.identity() if hasattr(cfg, "identity") else _as_dict(cfg))
     d = {k: v for k, v in d.items() if k not in drop}
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def group_name(cfg) -> str:
     """W&B group of a run: ``<scenario>-<hash of the config without the seed>``."""
-    scenario = cfg.scenario if hasattr(cfg, "scenario") else cfg["scenario"]
-    return f"{Path(str(scenario)).name}-{config_hash(cfg)}"
+    return f"{Path(str(cfg.scenario.name)).name}-{config_hash(cfg)}"
 
 
 def wandb_mode() -> str:
@@ -164,8 +163,7 @@ class Tracker:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
-        cd = _as_dict(cfg)
-        self.name = name or f"{cd.get('method')}-s{cd.get('seed')}"
+        self.name = name or f"{cfg.algorithm.method}-s{cfg.run.seed}"
         self.tags = list(tags)
         self.extra_config = extra_config or {}
         self.demos = Path(demos) if demos else None
@@ -221,7 +219,6 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # our package `agents` shares its name with an LLM SDK: stop wandb from advertising Weave for it
         os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
-        cd = _as_dict(self.cfg)
         try:
             settings = wandb.Settings(
                 init_timeout=self.init_timeout,
@@ -238,7 +235,7 @@ class Tracker:
                     dir=str(self.run_dir),
                     name=self.name,
                     group=group_name(self.cfg),
-                    job_type=str(cd.get("method")),
+                    job_type=str(self.cfg.algorithm.method),
                     tags=self.tags,
                     config=self.config(),
                     mode=self.mode,
@@ -295,11 +292,18 @@ class Tracker:
             return
         import wandb
 
-        demos = Path(demos)
+        from cosim import demos as demofiles
+
+        def lenient(read, empty):  # the tables are extras: a run is not lost for a broken file
+            try:
+                return read(demos)
+            except demofiles.DemosError:
+                return empty
+
         tables: dict = {}
-        summary = _read_json(demos / "summary.json") or {}
-        rounds = _read_json(demos / "rounds.json") or []
-        plans = _read_json(demos / "plans.json") or {}
+        summary = lenient(demofiles.read_summary, {})
+        rounds = lenient(demofiles.read_rounds, [])
+        plans = lenient(demofiles.read_plans, {})
         if rounds:
             tables["llm/sed_rounds"] = wandb.Table(
                 columns=["round", "max_bound", "mean_bound", "mean_travel_time", "accepted", "invalid_answers",
@@ -322,9 +326,7 @@ class Tracker:
         if plans:
             rows = []
             for agent, p in plans.items():
-                edges = p.get("edges", []) if isinstance(p, dict) else list(p)
-                cand = p.get("candidate") if isinstance(p, dict) else None
-                rows.append([agent, cand, len(edges), " ".join(edges)[:2000]])
+                rows.append([agent, p.candidate, len(p.edges), " ".join(p.edges)[:2000]])
             tables["llm/plans"] = wandb.Table(columns=["agent", "candidate", "edges", "route"], data=scrub(rows, self._secrets))
         try:
             if tables:
@@ -370,13 +372,6 @@ class Tracker:
             self.warning = f"W&B finish failed ({type(exc).__name__}: {str(exc)[:200]})"
             print(f"warning: {scrub(self.warning, self._secrets)}", file=sys.stderr)
         self.run = None
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _max(d) -> float | None:
@@ -432,80 +427,3 @@ def tracked_train(
     tracker.finish(res)
     return {**res, "wandb": wandb_dir, "wandb_warning": tracker.warning}
 
-
-# ----------------------------------------------------------------------------- offline run reader
-def offline_runs(root: str | Path) -> list[Path]:
-    """The W&B run folders (offline-run-* or run-*) under ``<root>/wandb``, oldest first."""
-    base = Path(root) / "wandb"
-    runs = [p for p in base.glob("*run-*") if p.is_dir() and not p.is_symlink() and p.name != "latest-run"]
-    def stamp(p: Path) -> str:
-        m = re.search(r"\d{8}_\d{6}", p.name)
-        return m.group() if m else ""
-
-    return sorted(runs, key=lambda p: (stamp(p), p.name))
-
-
-def read_run_records(run_folder: str | Path) -> dict:
-    """Config, history rows and final summary of a local W&B run, read from its ``run-*.wandb`` file
-    (a LevelDB-style log of protobuf records; wandb 0.31 writes no summary file for offline runs)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run_folder = Path(run_folder)
-    files = list(run_folder.glob("run-*.wandb"))
-    if not files:
-        raise FileNotFoundError(f"no run-*.wandb in {run_folder}")
-    data = files[0].read_bytes()
-    block, pos, buf, records = 32768, 7, b"", []  # 7 = the file header (":W&B", magic, version)
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        pos += 7
-        chunk = data[pos : pos + length]
-        pos += length
-        if kind == 1:  # full
-            records.append(chunk)
-        elif kind == 2:  # first
-            buf = chunk
-        elif kind == 3:  # middle
-            buf += chunk
-        elif kind == 4:  # last
-            records.append(buf + chunk)
-            buf = b""
-    out: dict = {"config": {}, "history": [], "summary": {}, "run": {}}
-
-    def put(d: dict, item) -> None:
-        # nested keys (a logged dict or table reference: ["llm/plans", "path"]) become nested dicts
-        keys = list(item.nested_key) or [item.key]
-        for k in keys[:-1]:
-            if not isinstance(d.get(k), dict):
-                d[k] = {}
-            d = d[k]
-        d[keys[-1]] = json.loads(item.value_json)
-
-    for raw in records:
-        rec = pb.Record()
-        try:
-            rec.ParseFromString(raw)
-        except Exception:  # noqa: BLE001 - a torn last record
-            continue
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            out["run"] = {"id": rec.run.run_id, "project": rec.run.project, "group": rec.run.run_group,
-                          "job_type": rec.run.job_type, "name": rec.run.display_name, "tags": list(rec.run.tags)}  # fmt: skip
-            for u in rec.run.config.update:
-                put(out["config"], u)
-        elif kind == "config":
-            for u in rec.config.update:
-                put(out["config"], u)
-        elif kind == "history":
-            row: dict = {}
-            for i in rec.history.item:
-                put(row, i)
-            out["history"].append(row)
-        elif kind == "summary":
-            for u in rec.summary.update:
-                put(out["summary"], u)
-    return out

@@ -68,25 +68,19 @@ def _local_chat_class():
     return GrammarChatLlamaCpp
 
 
-def _threads() -> int:
+def default_threads() -> int:
     """llama.cpp threads spin at barriers: with more threads than free cores (SUMO, a trainer, other
-    runs) it slows down many-fold, so it takes half the cores unless COSIM_LLM_THREADS says otherwise."""
-    env = os.environ.get("COSIM_LLM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise LLMError(f"COSIM_LLM_THREADS must be an integer, got {env!r}") from None
+    runs) it slows down many-fold, so it takes half the cores unless ``sed.threads`` says otherwise."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 @lru_cache(maxsize=2)
-def _local_model(seed: int, max_tokens: int, temperature: float) -> BaseChatModel:
+def _local_model(seed: int, max_tokens: int, temperature: float, threads: int) -> BaseChatModel:
     cls = _local_chat_class()
     return cls(
         model_path=str(local_model_path()),
         n_ctx=8192,
-        n_threads=_threads(),
+        n_threads=threads,
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,
@@ -96,12 +90,13 @@ def _local_model(seed: int, max_tokens: int, temperature: float) -> BaseChatMode
 
 
 def make_chat_model(
-    name: str = "local", *, seed: int = 0, temperature: float = 0.2, max_tokens: int = 1200, timeout: float = 60.0
+    name: str = "local", *, seed: int = 0, temperature: float = 0.2, max_tokens: int = 1200, timeout: float = 60.0,
+    threads: int | None = None,
 ) -> tuple[BaseChatModel, bool]:
     """(model, supports_json_schema_grammar) for a backend name. ``timeout`` (s) bounds each call to a
     remote backend, so an endpoint that accepts the connection and never answers cannot hang a run."""
     if name == "local":
-        return _local_model(seed, max_tokens, temperature), True
+        return _local_model(seed, max_tokens, temperature, threads or default_threads()), True
     provider, _, model = name.partition(":")
     from langchain.chat_models import init_chat_model
 

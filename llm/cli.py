@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -15,22 +16,39 @@ def default_cache() -> str:
     return str(home_dir() / "llm-cache.sqlite")
 
 
+def _tree():
+    from scenarios.settings import experiment_class
+
+    cls = experiment_class(None)
+    if cls is None:  # pragma: no cover - `cosim` registers the tree before any command runs
+        raise LLMError("`cosim demos` runs through the cosim command line")
+    return cls
+
+
+def _help(path: str, text: str) -> str:
+    from scenarios.settings import help_for
+
+    return help_for(_tree(), path, text)
+
+
 def demos(
-    scenario: str = typer.Option("helsinki", help="City name or a built scenario folder."),
-    llm: str = typer.Option("local", "--llm", help="local | openai[:model] | ollama[:model] | provider:model"),
     out: Path = typer.Option(..., help="Folder for demos, plans, prompts, bounds and summary.json."),
-    agents: int = typer.Option(50, help="Controlled agents."),
-    rounds: int = typer.Option(3, help="M: SED rounds at most."),
-    rollouts: int = typer.Option(3, help="R: background-traffic seeds per round."),
-    threshold: float = typer.Option(1.0, help="Accept when max_i B_i <= threshold (minutes)."),
-    c: float = typer.Option(1.0, help="Weight of the divergence term D_i in B_i = V_i + c*D_i."),
-    k: int = typer.Option(3, help="Candidate routes per agent."),
-    subset_size: int = typer.Option(6, help="Agents per prompt at most."),
-    seed: int = typer.Option(0),
-    request_timeout: float = typer.Option(60.0, help="Seconds per call to a remote LLM before it counts as failed."),
-    cache: str = typer.Option(None, help="LangChain answer cache (SQLite); default $COSIM_HOME/llm-cache.sqlite."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers."),
+    scenario: Optional[str] = typer.Option(None, help=_help("scenario.name", "City name or a built scenario folder.")),
+    llm: Optional[str] = typer.Option(None, "--llm", help=_help("sed.llm", "local | openai[:model] | ollama[:model] | provider:model.")),
+    agents: Optional[int] = typer.Option(None, help=_help("env.n_agents", "Controlled agents (null: the city's).")),
+    rounds: Optional[int] = typer.Option(None, help=_help("sed.rounds", "M: SED rounds at most.")),
+    rollouts: Optional[int] = typer.Option(None, help=_help("sed.rollouts", "R: background-traffic seeds per round.")),
+    threshold: Optional[float] = typer.Option(None, help=_help("sed.threshold", "Accept when max_i B_i <= threshold (minutes).")),
+    c: Optional[float] = typer.Option(None, help=_help("sed.c", "Weight of the divergence term D_i in B_i = V_i + c*D_i.")),
+    k: Optional[int] = typer.Option(None, help=_help("sed.k", "Candidate routes per agent.")),
+    subset_size: Optional[int] = typer.Option(None, help=_help("sed.subset_size", "Agents per prompt at most.")),
+    seed: Optional[int] = typer.Option(None, help=_help("run.seed", "Seed of the LLM's sampling and the rollouts.")),
+    request_timeout: Optional[float] = typer.Option(None, help=_help("sed.request_timeout", "Seconds per call to a remote LLM before it counts as failed.")),
+    cache: Optional[str] = typer.Option(None, help=_help("sed.cache_file", "LangChain answer cache (SQLite; null: $COSIM_HOME/llm-cache.sqlite).")),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers (sed.cache=false)."),
     random_baseline: bool = typer.Option(True, help="Also measure random candidate choice."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."),
+    set_: List[str] = typer.Option([], "--set", help="Override one setting: section.key=value, e.g. sed.rounds=2 (repeatable)."),
 ) -> None:
     """Generate expert demonstrations with the LLM, validated by the SED bound; prints a one-line summary.
     Mostly-fallback plans (the LLM's answers were unusable) still write --out, for diagnosis, but end
@@ -40,25 +58,25 @@ def demos(
 
     from llm.sed import SED, SEDConfig, check_out, random_choice_baseline, write_outputs
     from scenarios import ensure_built
+    from scenarios.errors import UserError
+    from scenarios.settings import resolve
 
     out = check_out(out)  # before the scenario, the LLM and SUMO: a bad --out costs nothing
-
-    for name, value in (("agents", agents), ("rounds", rounds), ("rollouts", rollouts), ("k", k),
-                        ("subset-size", subset_size)):  # fmt: skip
-        if value <= 0:
-            raise LLMError(f"--{name} must be positive, got {value}")
-    if rollouts < 2:
-        raise LLMError("--rollouts must be at least 2 (the volatility term needs a spread)")
-    if not request_timeout > 0:
-        raise LLMError(f"--request-timeout must be positive, got {request_timeout}")
-    cfg = SEDConfig(
-        llm=llm, agents=agents, k=k, subset_size=subset_size, rounds=rounds, rollouts=rollouts, c=c,
-        threshold=threshold, seed=seed, cache_path=None if no_cache else (cache or default_cache()),
-        request_timeout=request_timeout,
-    )  # fmt: skip
+    shortcuts = {
+        "scenario.name": scenario, "sed.llm": llm, "env.n_agents": agents, "sed.rounds": rounds, "sed.rollouts": rollouts,
+        "sed.threshold": threshold, "sed.c": c, "sed.k": k, "sed.subset_size": subset_size, "run.seed": seed,
+        "sed.request_timeout": request_timeout, "sed.cache_file": cache, "sed.cache": False if no_cache else None,
+    }  # fmt: skip
+    try:
+        tree = resolve(_tree(), config, set_, shortcuts)
+        tree.check()
+    except UserError as exc:
+        raise LLMError(str(exc)) from None
+    cfg = SEDConfig.from_settings(tree.sed, tree.env.n_agents, tree.run.seed)
+    seed, llm = tree.run.seed, tree.sed.llm
     err = Console(stderr=True)
-    sc = ensure_built(scenario)
-    sed = SED(sc, cfg)
+    sc = ensure_built(tree.scenario.name)
+    sed = SED(sc, cfg, env=tree.env)
     try:
         with err.status("SED…") as status:
             result = sed.run(progress=status.update)

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,11 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.messages import AIMessage, HumanMessage
 
+from cosim import demos as demofiles
 from cosim.env import EnvConfig, VehicleRoutingEnv
 from cosim.policies import plan_actions
 from llm.backends import backend_url, make_chat_model
+from llm.config import SEDSettings
 from llm.errors import LLMError
 from llm.plans import PARSER, Validation, parse, plan_schema, validate
 from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, subset_data
@@ -44,22 +46,23 @@ from scenarios import Scenario
 
 
 @dataclass
-class SEDConfig:
-    llm: str = "local"
+class SEDConfig(SEDSettings):
+    """What one SED run needs: the tree's ``sed`` settings, the number of agents and the seed, and the
+    answer cache's file resolved (None: no cache)."""
+
     agents: int | None = 50
-    k: int = 3  # candidate routes per agent
-    subset_size: int = 6
-    rounds: int = 3  # M
-    rollouts: int = 3  # R background-traffic seeds per round
-    c: float = 1.0  # weight of the divergence term
-    threshold: float = 1.0  # accept when max_i B_i <= threshold (minutes)
     seed: int = 0
-    reasks: int = 1  # re-asks of a subset whose answer was invalid, per round
-    temperature: float = 0.2
     cache_path: str | None = None  # LangChain SQLite cache; None = no cache
-    retry_attempts: int = 4
-    retry_initial_wait: float = 1.0  # s, exponential backoff with jitter
-    request_timeout: float = 60.0  # s per call to a remote backend (a silent endpoint fails, not hangs)
+
+    @classmethod
+    def from_settings(cls, settings: SEDSettings, agents: int | None, seed: int) -> "SEDConfig":
+        from dataclasses import fields as _fields
+
+        from scenarios.paths import home_dir
+
+        path = (settings.cache_file or str(home_dir() / "llm-cache.sqlite")) if settings.cache else None
+        own = {f.name: getattr(settings, f.name) for f in _fields(SEDSettings)}
+        return cls(**own, agents=agents, seed=seed, cache_path=path)
 
 
 # Demonstrations whose plans are mostly free-flow fallbacks (the LLM's answers were unusable) are not
@@ -213,18 +216,23 @@ def compute_bounds(
 class SED:
     """One SED run on a scenario: rounds of prompting, rollouts and bounds, then the demonstrations."""
 
-    def __init__(self, scenario: Scenario, config: SEDConfig, model=None, out: Path | None = None):
+    def __init__(self, scenario: Scenario, config: SEDConfig, model=None, out: Path | None = None,
+                 env: EnvConfig | None = None):  # fmt: skip
+        """`env`: the experiment's env settings (observation, reward, …), so that the demonstrations are
+        in the exact format the learners will see; its agent count is `config.agents`."""
         self.sc = scenario
         self.cfg = config
         self.out = out
         if model is None:
             model, grammar = make_chat_model(
-                config.llm, seed=config.seed, temperature=config.temperature, timeout=config.request_timeout
+                config.llm, seed=config.seed, temperature=config.temperature, timeout=config.request_timeout,
+                threads=config.threads,
             )
         else:
             grammar = False
         self.model, self.grammar = model, grammar
-        self.env = VehicleRoutingEnv(scenario, EnvConfig(n_agents=config.agents))
+        env = replace(env, n_agents=config.agents, control="policy") if env is not None else EnvConfig(n_agents=config.agents)
+        self.env = VehicleRoutingEnv(scenario, env)
         self.graph = self.env.graph
         self.trips = {t.id: (t.origin, t.destination) for t in self.env.trips}
         self.departs = {t.id: t.depart for t in self.env.trips}
@@ -360,7 +368,7 @@ class SED:
     def _delays(self, agent: str) -> list[tuple[str, float]]:
         """Streets where the agent lost the most time against free flow in the last rollout."""
         g = self.graph
-        trace = self.env._by_name[agent].trace
+        trace = [(t, g.index[e]) for t, e in self.env.trajectory(agent)]
         lost: dict[str, float] = {}
         for (t1, e1), (t2, e2) in zip(trace, trace[1:]):
             path = g.path(e1, e2)
@@ -490,38 +498,22 @@ def random_choice_baseline(sed: SED, rng: np.random.Generator) -> float:
 
 
 def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
-    """Execute a plan set once (seed = the SED seed) and store its demonstrations in the env's format:
-    demos.npz (agent index, observation, mask, action, reward of that action, last-action flag),
-    agents.json (index -> id), expert_traces.json (id -> [[x, y, t], ...]) and plans.json."""
+    """Execute a plan set once (seed = the SED seed) and store its demonstrations in the env's format
+    (``cosim.demos``): what the expert did, not what the LLM said, is what the learners imitate."""
     travel, (demo, traces, metrics) = sed.rollout(plans, seed=sed.cfg.seed, record=True)
     n = len(demo["agent"])
-    np.savez_compressed(
-        folder / "demos.npz",
+    demofiles.write(folder, demofiles.Demonstrations(
+        agents=list(sed.env.possible_agents),
         agent=np.asarray(demo["agent"], dtype=np.int64),
         obs=np.asarray(demo["obs"], dtype=np.float32).reshape(n, sed.env.obs_size),
-        mask=np.asarray(demo["mask"], dtype=np.int8).reshape(n, sed.env.config.max_actions),
+        mask=np.asarray(demo["mask"], dtype=bool).reshape(n, sed.env.config.max_actions),
         action=np.asarray(demo["action"], dtype=np.int64),
         reward=np.asarray(demo["reward"], dtype=np.float32),
         done=np.asarray(demo["done"], dtype=bool),
-    )
-    (folder / "agents.json").write_text(json.dumps(sed.env.possible_agents))
-    (folder / "expert_traces.json").write_text(json.dumps(traces))
-    (folder / "plans.json").write_text(
-        json.dumps({a: {"edges": plans[a], "candidate": choices[a]} for a in plans}, indent=1)
-    )
+        traces={a: np.asarray(t, dtype=np.float64).reshape(-1, 3) for a, t in traces.items()},
+        plans={a: demofiles.Plan(plans[a], choices[a]) for a in plans},
+    ))  # fmt: skip
     return dict(metrics, samples=n)
-
-
-# Everything write_outputs puts in its folder: a folder holding these and nothing else (at least the
-# summary and the demonstrations) is an earlier output, which may be replaced; anything else is not ours.
-OUTPUT_NAMES = frozenset(
-    {"demos.npz", "agents.json", "expert_traces.json", "plans.json", "first_round", "llm_log.jsonl",
-     "rounds.json", "summary.json"}
-)  # fmt: skip
-
-
-def _earlier_output(names: set[str]) -> bool:
-    return {"summary.json", "demos.npz"} <= names <= OUTPUT_NAMES
 
 
 def check_out(out: Path) -> Path:
@@ -543,8 +535,8 @@ def check_out(out: Path) -> Path:
             names = set(os.listdir(out))
         except OSError as exc:
             raise LLMError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
-        if names and not _earlier_output(names):
-            shown = ", ".join(sorted(names - OUTPUT_NAMES or names)[:3])
+        if names and not demofiles.is_earlier_output(names):
+            shown = ", ".join(sorted(names - demofiles.OUTPUT_NAMES or names)[:3])
             raise LLMError(
                 f"--out {out} is not empty and is not an earlier `cosim demos` output (it holds {shown}); "
                 "choose another --out"
@@ -566,7 +558,7 @@ def _move_into_place(new: Path, out: Path) -> None:
     once the new one is in place; anything that appeared at out meanwhile makes the rename fail instead
     of being deleted (rename never replaces a non-empty folder)."""
     old = None
-    if out.is_dir() and _earlier_output(set(os.listdir(out))):
+    if out.is_dir() and demofiles.is_earlier_output(set(os.listdir(out))):
         old = out.parent / f".{out.name}-old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
     try:
@@ -588,10 +580,9 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
     try:
         metrics = _write_demos(sed, result.plans, result.choices, tmp)
         # round 1's plans, unvalidated: the one-shot demonstrations of LEED and the no-SED ablation
-        (tmp / "first_round").mkdir()
-        _write_demos(sed, result.first_plans, result.first_choices, tmp / "first_round")
-        (tmp / "llm_log.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sed.log))
-        (tmp / "rounds.json").write_text(json.dumps([asdict(r) for r in result.rounds], indent=1))
+        _write_demos(sed, result.first_plans, result.first_choices, tmp / demofiles.FIRST_ROUND)
+        (tmp / demofiles.LLM_LOG).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sed.log))
+        (tmp / demofiles.ROUNDS_JSON).write_text(json.dumps([asdict(r) for r in result.rounds], indent=1))
         summary = {
             "scenario": sed.sc.name,
             "llm": sed.cfg.llm,
@@ -616,7 +607,7 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
             **(extra or {}),
         }
         summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        (tmp / demofiles.SUMMARY_JSON).write_text(json.dumps(summary, indent=1))
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

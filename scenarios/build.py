@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from scenarios import cache
+from scenarios import cache, sumotools
 from scenarios import recipe as recipes
 from scenarios.errors import ScenarioError
 from scenarios.recipe import Recipe
@@ -275,8 +275,6 @@ class _Build:
                                    "drivable_ways": summary.drivable_ways, "signal_nodes": summary.signals}  # fmt: skip
 
     def netconvert(self) -> None:
-        from scenarios import sumotools
-
         args = [sumotools.binary("netconvert"), "--osm-files", "work/input.osm", "-o", FILES["net"],
                 *self.r.netconvert]  # fmt: skip
         sumotools.run(args, "netconvert", self.out, self.log)
@@ -347,8 +345,6 @@ class _Build:
     def background(self) -> float:
         import sumolib
 
-        from scenarios import sumotools
-
         d = self.r.demand
         vph = d["background_veh_per_hour"]
         if vph == "auto":
@@ -375,8 +371,6 @@ class _Build:
         return float(vph)
 
     def sumocfg(self) -> None:
-        from scenarios import sumotools
-
         args = [sumotools.binary("sumo"), "-n", FILES["net"], "-r", FILES["background"], "--begin", "0",
                 "--end", f"{self.r.demand['horizon']:g}", "--save-configuration", FILES["sumocfg"]]  # fmt: skip
         sumotools.run(args, "sumo --save-configuration", self.out, self.log)
@@ -393,7 +387,7 @@ class _Build:
             "description": self.r.description,
             "source": self.source_info,
             "recipe": self.r.to_dict(),
-            "sumo_version": cache.sumo_version(),
+            "sumo_version": sumotools.version(),
             "builder_version": cache.BUILDER_VERSION,
             "hash": self.key,
             "built_at": _now(),

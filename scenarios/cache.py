@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from scenarios import sumotools
 from scenarios.paths import cosim_home, home_dir
 
 TMP_PREFIX = ".tmp-"
@@ -36,19 +37,6 @@ def root() -> Path:
     return home() / "scenarios"
 
 
-def sumo_version() -> str:
-    """Version of the SUMO binaries the builder runs (the eclipse-sumo wheel's), without starting one."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("eclipse-sumo")
-    except PackageNotFoundError:  # pragma: no cover - SUMO from elsewhere: ask the binary
-        import subprocess
-
-        out = subprocess.run(["sumo", "--version"], capture_output=True, text=True).stdout
-        return out.split("\n", 1)[0].rsplit(" ", 1)[-1] or "unknown"
-
-
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -61,7 +49,7 @@ def build_hash(recipe: dict, source_digest: str | None) -> str:
     """sha256 of the canonical recipe JSON, the SUMO version, the builder version and the source's bytes."""
     key = {
         "recipe": recipe,
-        "sumo_version": sumo_version(),
+        "sumo_version": sumotools.version(),
         "builder": BUILDER_VERSION,
         "source_sha256": source_digest,
     }

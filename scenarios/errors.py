@@ -23,6 +23,12 @@ def check_seed(flag: str, value: int, count: int = 1) -> None:
         raise UserError(f"{flag} must be in 0..{top} (SUMO's seeds are 32-bit), got {value}")
 
 
+def check_positive(flag: str, value, zero_ok: bool = False) -> None:
+    """A count or size given by the user must be positive (or >= 0); one-line error otherwise."""
+    if value is not None and not (value >= 0 if zero_ok else value > 0):
+        raise UserError(f"{flag} must be {'>= 0' if zero_ok else 'a positive number'}, got {value}")
+
+
 def run_app(app, argv: list[str] | None = None) -> None:
     """Run a typer app with the command line's error contract: a UserError becomes one `error: …` line
     on stderr and exit status 2; Ctrl-C exits 130. Used by `cosim` and by each layer's own

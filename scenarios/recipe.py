@@ -36,6 +36,13 @@ else:  # pragma: no cover - Python 3.10 needs the backport (pyproject: tomli; py
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_CITY = "helsinki"
 
+
+@dataclass
+class ScenarioConfig:
+    """The scenario section of an experiment's configuration tree: which city the experiment runs on."""
+
+    name: str = DEFAULT_CITY  # a shipped city, a recipe .toml, an .osm/.osm.pbf or .net.xml file, or a built folder
+
 # netconvert options measured to give clean nets from raw OSM (see NOTES.md). Traffic lights stay
 # static: actuated controllers have been seen to hang libsumo at the first step.
 DEFAULT_NETCONVERT = (

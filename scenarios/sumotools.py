@@ -1,14 +1,19 @@
-"""Running SUMO's programs (netconvert, sumo, duarouter) and Python tools (randomTrips.py) for the builder.
+"""Where SUMO is, for every layer: its home folder, its binaries, its Python tools and its version; and
+running its programs (netconvert, sumo, duarouter) and tools (randomTrips.py) for the builder.
 
-We always run the binaries of the eclipse-sumo wheel this package depends on, with SUMO_HOME and
-PROJ_LIB pointing into it, so the net, the routes and libsumo at run time all come from one SUMO
-release (the cache key records its version). Their output is captured into the build log; when one
-fails, its error lines are condensed into the one-line message the user sees.
+One rule for all: the eclipse-sumo wheel this package depends on comes first, a SUMO_HOME from the
+environment only where that wheel is missing. So the net and routes the builder writes, the SUMO the
+kernel launches (libsumo's wheel pins the same release line) and the version in the cache key are one
+SUMO release. The builder's program output is captured into the build log; when one fails, its error
+lines are condensed into the one-line message the user sees.
+
+Standard library only: the scenario cache's hit path imports this module for the version.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,13 +45,41 @@ def env() -> dict[str, str]:
     return e
 
 
+def export_home() -> str:
+    """Set SUMO_HOME in this process: libsumo runs SUMO in here and a TraCI child inherits our
+    environment, and SUMO looks up its own data (XML schemas) there."""
+    home = str(sumo_home())
+    os.environ["SUMO_HOME"] = home
+    return home
+
+
 def binary(name: str) -> str:
+    """SUMO's binary `name`, from SUMO's home, else from PATH; a one-line error if there is none."""
     path = sumo_home() / "bin" / name
-    return str(path) if path.exists() else name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if not found:
+        raise ScenarioError(f"SUMO binary {name!r} not found (is eclipse-sumo installed?)")
+    return found
 
 
 def tool(relpath: str) -> str:
     return str(sumo_home() / "tools" / relpath)
+
+
+@lru_cache(maxsize=1)
+def version() -> str:
+    """Read from the wheel's metadata, so the cache-hit path (the version is part of the cache key)
+    neither starts SUMO nor imports sumolib."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("eclipse-sumo")
+    except PackageNotFoundError:  # pragma: no cover - SUMO from elsewhere: ask the binary
+        out = subprocess.run([binary("sumo"), "--version"], capture_output=True, text=True).stdout
+        return out.split("\n", 1)[0].rsplit(" ", 1)[-1] or "unknown"
 
 
 def condense(output: str, limit: int = 400) -> str:

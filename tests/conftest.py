@@ -33,11 +33,7 @@ def kouvola(cosim_home) -> Scenario:
 @pytest.fixture(scope="session")
 def net_city(cosim_home) -> Scenario:
     """A city built from a plain SUMO net (`--net`): Braunschweig from the eclipse-sumo wheel's tools."""
-    import os
+    from scenarios import recipe, sumotools
 
-    import sumo
-
-    from scenarios import recipe
-
-    net = os.path.join(sumo.SUMO_HOME, "tools", "game", "bs3d", "bs.net.xml")
+    net = sumotools.tool("game/bs3d/bs.net.xml")
     return ensure_built(recipe.adhoc("net", net, "bs3d").with_overrides(agents=20, veh_per_hour=600))

@@ -91,7 +91,7 @@ def test_shortest_policy_gets_every_agent_home_and_decides_at_every_junction(hel
         for name, (o, d) in zip(env.possible_agents, env._trip_idx):
             if env._by_name[name].teleports:
                 continue
-            isdec = env._decision_edges(d)
+            isdec = env.decision_edges(d)
             expected = [g.edges[e] for e in g.path(o, d) if isdec[e]]
             assert seen[name] == expected, name
         assert sum(len(v) for v in seen.values()) == m["decisions"]

@@ -23,12 +23,11 @@ from evaluation.tracking import (
     config_hash,
     flatten,
     group_name,
-    offline_runs,
-    read_run_records,
     scrub,
     tracked_train,
 )
 from scenarios.errors import UserError
+from tests.tools.wandb_records import offline_runs, read_run_records
 
 SECRET = "sk-test-0123456789-do-not-leak"
 TINY = dict(seeds=2, episodes=3, agents=12, horizon=900.0, eval_every=1, workers=2)
@@ -114,8 +113,8 @@ def test_offline_wandb_runs_hold_the_logged_metrics(tiny):
         rows = read_rows(r["dir"])
         assert rec["run"]["job_type"] == r["method"] and rec["run"]["name"] == r["name"]
         assert f"compare-{res['id']}" in rec["run"]["tags"]
-        assert rec["config"]["method"] == r["method"] and rec["config"]["seed"] == r["seed"]
-        assert rec["config"]["agents"] == TINY["agents"]
+        assert rec["config"]["algorithm.method"] == r["method"] and rec["config"]["run.seed"] == r["seed"]
+        assert rec["config"]["env.n_agents"] == TINY["agents"]
         groups.setdefault(r["method"], set()).add(rec["run"]["group"])
         # one history row per metrics row, with the same numbers
         assert len(rec["history"]) == len(rows)
@@ -144,7 +143,7 @@ def test_no_secret_reaches_any_file(tiny):
 
 @pytest.mark.slow
 def test_report_renders_offline_in_headless_chromium(tiny, tmp_path):
-    from evaluation.browser import check_page, dump_dom, find_chromium
+    from tests.tools.browser import check_page, dump_dom, find_chromium
 
     out, res = tiny
     html = (out / "report.html").read_text()
@@ -250,11 +249,12 @@ def test_demos_are_handed_to_the_methods_that_want_them(helsinki, tmp_path, monk
     def config(name):
         return json.loads((out / "runs" / name / "config.json").read_text())["config"]
 
-    # one folder for every method that wants demonstrations; RELED's own setting lands in its options
-    assert config("reled-s0")["options"] == {"demos": str(demos.resolve()), "w0": 0.5}
-    assert config("expert-replay-s0")["options"] == {"demos": str(demos.resolve())}
-    assert config("shortest-s0")["options"] == {} and config("replay-s0")["options"] == {}
-    assert config("replay-s0")["plans"] == str(out / "expert_plans.json")
+    # one folder for every method that wants demonstrations; RELED's own setting lands in its section
+    assert config("reled-s0")["algorithm"]["demos"] == str(demos.resolve())
+    assert config("reled-s0")["algorithm"]["reled"]["w0"] == 0.5
+    assert config("expert-replay-s0")["algorithm"]["demos"] == str(demos.resolve())
+    assert config("shortest-s0")["algorithm"]["demos"] is None and config("replay-s0")["algorithm"]["demos"] is None
+    assert config("replay-s0")["algorithm"]["plans"] == str(out / "expert_plans.json")
     plans = json.loads((out / "expert_plans.json").read_text())
     assert plans == {a: p["edges"] for a, p in json.loads((demos / "plans.json").read_text()).items()}
     rows = read_rows(out / "runs" / "reled-s0")
@@ -303,7 +303,7 @@ def test_ray_executor_runs_a_tiny_grid(helsinki, tmp_path, monkeypatch):
 
 
 def _defunct() -> set[tuple[int, str]]:
-    """(pid, name) of ended, never-collected processes whose parent is this process or PID 1."""
+    """(pid, name, parent) of ended, never-collected processes whose parent is this process or PID 1."""
     out = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -312,7 +312,7 @@ def _defunct() -> set[tuple[int, str]]:
             continue
         name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
         if rest[0] == "Z" and int(rest[1]) in (os.getpid(), 1):
-            out.add((int(stat.parent.name), name))
+            out.add((int(stat.parent.name), name, int(rest[1])))
     return out
 
 
@@ -338,7 +338,7 @@ def test_ray_not_installed_is_a_clear_error(helsinki, tmp_path, monkeypatch):
         (dict(executor="slurm"), "--executor must be local or ray"),
         (dict(eval_every=0), "--eval-every must be >= 1"),
         (dict(reference=["mappo"]), "--reference mappo not among"),
-        (dict(ppo={"lrr": 1}), "unknown PPO setting"),
+        (dict(ppo={"lrr": 1}), "--set lrr: unknown setting"),
     ],
 )
 def test_bad_input_is_refused_before_anything_runs(helsinki, tmp_path, kwargs, message):
@@ -380,23 +380,23 @@ def test_config_flattening_grouping_and_scrubbing(monkeypatch):
     from agents.runner import TrainConfig
 
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdef-123")
-    a = TrainConfig(method="ippo", seed=0, ppo={"lr": 0.01})
-    b = TrainConfig(method="ippo", seed=7, ppo={"lr": 0.01})
-    c = TrainConfig(method="ippo", seed=0, ppo={"lr": 0.02})
+    a = TrainConfig.of(method="ippo", seed=0, ppo={"lr": 0.01})
+    b = TrainConfig.of(method="ippo", seed=7, ppo={"lr": 0.01})
+    c = TrainConfig.of(method="ippo", seed=0, ppo={"lr": 0.02})
     assert group_name(a) == group_name(b) != group_name(c) and group_name(a).startswith("helsinki-")
-    assert config_hash(a) != config_hash(TrainConfig(method="mappo", ppo={"lr": 0.01}))
+    assert config_hash(a) != config_hash(TrainConfig.of(method="mappo", ppo={"lr": 0.01}))
     assert flatten({"ppo": {"lr": 1, "x": {"y": 2}}, "k": []}) == {"ppo.lr": 1, "ppo.x.y": 2, "k": []}
     dirty = {"openai_api_key": "x", "note": "key tok-abcdef-123 inside", "nested": [{"password": 1, "ok": 2}]}
     assert scrub(dirty) == {"note": "key *** inside", "nested": [{"ok": 2}]}
-    t = Tracker(TrainConfig(options={"api_token": "tok-abcdef-123", "demos": "/d"}), "/tmp/none")
-    assert "options.api_token" not in t.config() and t.config()["options.demos"] == "/d"
+    t = Tracker(TrainConfig.of(demos="/d/tok-abcdef-123"), "/tmp/none")
+    assert t.config()["algorithm.demos"] == "/d/***" and t.config()["env.reward_scale"] == 60.0
 
 
 @pytest.fixture
 def tiny_cfg():
     from agents.runner import TrainConfig
 
-    return TrainConfig(method="shortest", episodes=1, seed=0, eval_every=0, agents=5, horizon=300.0)
+    return TrainConfig.of(method="shortest", episodes=1, seed=0, eval_every=0, agents=5, horizon=300.0)
 
 
 def test_training_survives_a_broken_wandb(helsinki, tmp_path, monkeypatch, tiny_cfg, capsys):
@@ -438,7 +438,7 @@ def test_online_mode_with_an_unreachable_server_falls_back(helsinki, tmp_path):
     code = (
         "from agents.runner import TrainConfig\n"
         "from evaluation.tracking import tracked_train\n"
-        f"r = tracked_train(TrainConfig(method='shortest', episodes=1, eval_every=0, agents=5, horizon=300.0), {str(tmp_path / 'run')!r})\n"
+        f"r = tracked_train(TrainConfig.of(method='shortest', episodes=1, eval_every=0, agents=5, horizon=300.0), {str(tmp_path / 'run')!r})\n"
         "print(r['episodes'], r['wandb'], r['wandb_warning'] is not None)\n"
     )
     env = dict(os.environ, WANDB_MODE="online", WANDB_API_KEY="f" * 40, WANDB_BASE_URL="http://127.0.0.1:9",
@@ -492,7 +492,7 @@ def test_evaluate_bad_input(helsinki, kouvola, tmp_path):
     assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: no checkpoint at"), p.stderr
     # one network per agent (--independent) fits only the same number of agents
     run = tmp_path / "indep"
-    train(TrainConfig(method="ippo", episodes=1, eval_every=0, agents=4, horizon=300.0, ppo={"shared": False}), run, progress=False)
+    train(TrainConfig.of(method="ippo", episodes=1, eval_every=0, agents=4, horizon=300.0, ppo={"shared": False}), run, progress=False)
     with pytest.raises(EvaluateError, match="one network per agent.*--agents 4"):
         evaluate_checkpoint(run, str(kouvola.path), agents=6)
     res = evaluate_checkpoint(run, str(kouvola.path), agents=4, horizon=300.0)

@@ -220,13 +220,16 @@ def test_mostly_fallback_demos_are_flagged_and_never_cached(kouvola, tmp_path, s
 
     home = tmp_path / "home"
     monkeypatch.setenv("COSIM_HOME", str(home))
-    monkeypatch.setenv("COSIM_LLM", "openai:stub-model")
-    monkeypatch.setenv("COSIM_SED_ROUNDS", "1")
+    from evaluation.config import ExperimentConfig
+    from scenarios.settings import nest, update
+
+    tree = update(ExperimentConfig(), nest({"scenario.name": str(kouvola.path), "env.n_agents": 4,
+                                            "sed.llm": "openai:stub-model", "sed.rounds": 1}))  # fmt: skip
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("OPENAI_BASE_URL", stub)
     Stub.mode = "prose"
     with pytest.raises(LLMError, match="fallbacks.*not cached"):
-        provide_demos(str(kouvola.path), 4, seed=0)
+        provide_demos(tree)
     prose_requests = Stub.requests
     assert prose_requests >= 2  # each subset asked, and re-asked with the reasons
     assert list(demos_root().iterdir()) == [] and cached_answers(home) == 0
@@ -234,7 +237,7 @@ def test_mostly_fallback_demos_are_flagged_and_never_cached(kouvola, tmp_path, s
     assert rejected["fallback_share"] == 1.0
 
     Stub.mode = "plans"
-    folder = provide_demos(str(kouvola.path), 4, seed=0)
+    folder = provide_demos(tree)
     assert Stub.requests > prose_requests  # asked again, not served the prose from the cache
     summary = json.loads((folder / "summary.json").read_text())
     assert folder.parent == demos_root() and summary["fallback_share"] == 0.0

@@ -147,12 +147,20 @@ def test_weight_formula_on_hand_made_trajectories():
 
 
 def test_settings_are_checked():
-    assert RELEDConfig.from_options({"w0": 3, "eta": "0.5", "demos": "x"}, adaptive=True).eta == 0.5
+    from agents.config import RELEDSettings
+
+    assert RELEDConfig.from_settings(RELEDSettings(w0=3, eta=0.5), adaptive=True).eta == 0.5
     for bad, msg in (({"eta": 0}, "eta must be"), ({"eta": 1.5}, "eta must be"), ({"w0": -1}, "w0 must"),
-                     ({"d0": 0}, "d0 must"), ({"phi": "cubic"}, "phi must"), ({"w0": "x"}, "must be numbers"),
-                     ({"pretrain": -1}, "pretrain must"), ({"lambda": 1}, "unknown RELED setting")):  # fmt: skip
+                     ({"d0": 0}, "d0 must"), ({"phi": "cubic"}, "phi must"), ({"pretrain": -1}, "pretrain must")):  # fmt: skip
         with pytest.raises(TrainError, match=msg):
-            RELEDConfig.from_options(bad, adaptive=True)
+            RELEDConfig.from_settings(RELEDSettings(**bad), adaptive=True)
+    # types and names are the configuration tree's: `--set w0=x`, `--set lambda=1`
+    from scenarios.settings import SettingsError, resolve
+
+    with pytest.raises(SettingsError, match=r"algorithm\.reled\.w0 must be a number, got 'x'"):
+        resolve(TrainConfig, sets=["w0=x"])
+    with pytest.raises(SettingsError, match=r"--set lambda: unknown setting"):
+        resolve(TrainConfig, sets=["lambda=1"])
 
 
 # ------------------------------------------------------------------------------------ the loss
@@ -264,7 +272,7 @@ def test_bc_batch_subsamples_unbiasedly(tmp_path):
 def test_reled_run_logs_weights_and_finite_losses(demos, tmp_path):
     out = tmp_path / "reled"
     opts = {"demos": str(demos), "w0": 1.0, "eta": 0.5, "d0": 300.0, "pretrain": 200}
-    cfg = TrainConfig(method="reled", episodes=2, seed=0, eval_every=1, options=opts, **SMALL)
+    cfg = TrainConfig.of(method="reled", episodes=2, seed=0, eval_every=1, options=opts, **SMALL)
     res = train(cfg, out, progress=False)
     rows = read_metrics(out)
     assert [(r["phase"], r["episode"]) for r in rows] == [("eval", 0), ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)]
@@ -295,7 +303,7 @@ def test_variants_use_their_demos_and_weights(demos, tmp_path):
     base = dict(episodes=1, seed=0, eval_every=0, options={"demos": str(demos), "w0": 0.3, "pretrain": 0}, **SMALL)
     rows = {}
     for m in ("leed", "reled-fixedw", "reled-nosed"):
-        train(TrainConfig(method=m, **base), tmp_path / m, progress=False)
+        train(TrainConfig.of(method=m, **base), tmp_path / m, progress=False)
         (rows[m],) = read_metrics(tmp_path / m)
         doc = json.loads((tmp_path / m / "config.json").read_text())["method"]
         first = m in ("leed", "reled-nosed")
@@ -307,19 +315,22 @@ def test_variants_use_their_demos_and_weights(demos, tmp_path):
 
     # expert-replay replays plans.json (here the free-flow routes): exactly the shortest baseline
     for m in ("expert-replay", "shortest"):
-        train(TrainConfig(method=m, episodes=1, seed=1, eval_every=0, options={"demos": str(demos)} if m != "shortest" else {},
+        train(TrainConfig.of(method=m, episodes=1, seed=1, eval_every=0, options={"demos": str(demos)} if m != "shortest" else {},
                           **SMALL), tmp_path / m, progress=False)  # fmt: skip
     (rep,), (sp,) = read_metrics(tmp_path / "expert-replay"), read_metrics(tmp_path / "shortest")
     assert rep["mean_travel_time"] == sp["mean_travel_time"] and rep["decisions"] == sp["decisions"]
     assert all(METHODS[m].needs_demos for m in ("reled", "leed", "reled-nosed", "reled-fixedw", "expert-replay"))
-    assert all(METHODS[m].options == RELEDConfig.OPTIONS for m in ("reled", "leed", "reled-nosed", "reled-fixedw"))
+    from scenarios.settings import locate
+
+    assert {k: locate(TrainConfig, k) for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")} == {
+        k: f"algorithm.reled.{k}" for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")}  # `--set w0=…` reaches RELED
 
 
 def test_resume_equals_uninterrupted(demos, tmp_path, monkeypatch):
     cfg = dict(method="reled", seed=4, eval_every=0, options={"demos": str(demos), "eta": 0.7, "pretrain": 50}, **SMALL)
-    train(TrainConfig(episodes=3, **cfg), tmp_path / "straight", progress=False)
-    train(TrainConfig(episodes=1, **cfg), tmp_path / "resumed", progress=False)
-    train(TrainConfig(episodes=3, **cfg), tmp_path / "resumed", resume=True, progress=False)
+    train(TrainConfig.of(episodes=3, **cfg), tmp_path / "straight", progress=False)
+    train(TrainConfig.of(episodes=1, **cfg), tmp_path / "resumed", progress=False)
+    train(TrainConfig.of(episodes=3, **cfg), tmp_path / "resumed", resume=True, progress=False)
     a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     assert [r["reled_k"] for r in a if r["phase"] == "train"] == [0, 1, 2]
     assert _comparable(a) == _comparable(b)
@@ -332,16 +343,16 @@ def test_resume_equals_uninterrupted(demos, tmp_path, monkeypatch):
     # the resolved settings (defaults included) are checked too: a changed default cannot slip into a resume
     from agents import reled
 
-    original = reled.RELEDConfig.from_options.__func__
+    original = reled.RELEDConfig.from_settings.__func__
 
-    def changed_default(cls, options, adaptive):
-        cfg = original(cls, options, adaptive)
+    def changed_default(cls, settings, adaptive):
+        cfg = original(cls, settings, adaptive)
         cfg.d0 = 55.0  # as if the default had been edited between the run and its resumption
         return cfg
 
-    monkeypatch.setattr(reled.RELEDConfig, "from_options", classmethod(changed_default))
+    monkeypatch.setattr(reled.RELEDConfig, "from_settings", classmethod(changed_default))
     with pytest.raises(TrainError, match=r"trained with d0=100.0 \(now d0=55.0\)"):
-        train(TrainConfig(episodes=4, **cfg), tmp_path / "resumed", resume=True, progress=False)
+        train(TrainConfig.of(episodes=4, **cfg), tmp_path / "resumed", resume=True, progress=False)
     monkeypatch.undo()
 
     # other demonstrations under the same path: the resume is refused
@@ -352,27 +363,27 @@ def test_resume_equals_uninterrupted(demos, tmp_path, monkeypatch):
     traces = json.loads((changed / "expert_traces.json").read_text())
     (changed / "expert_traces.json").write_text(json.dumps({a: t[:1] for a, t in traces.items()}))
     cfg["options"] = {"demos": str(changed), "pretrain": 0}
-    train(TrainConfig(episodes=1, **cfg), tmp_path / "c", progress=False)
+    train(TrainConfig.of(episodes=1, **cfg), tmp_path / "c", progress=False)
     (changed / "expert_traces.json").write_text(json.dumps(traces))
     with pytest.raises(TrainError, match="differ from those this run was trained on"):
-        train(TrainConfig(episodes=2, **cfg), tmp_path / "c", resume=True, progress=False)
+        train(TrainConfig.of(episodes=2, **cfg), tmp_path / "c", resume=True, progress=False)
 
 
 # ------------------------------------------------------------------------- demos: where they come from
 def test_demo_provider_and_errors(demos, tmp_path, helsinki):
-    cfg = TrainConfig(method="leed", episodes=1, seed=9, agents=15)
+    cfg = TrainConfig.of(method="leed", episodes=1, seed=9, agents=15)
     old = set_demo_provider(None)
     try:
         with pytest.raises(TrainError, match="--demos DIR is required, or run through the cosim CLI"):
             resolve_demos(cfg, first_round=True)
         with pytest.raises(TrainError, match="--demos DIR is required"):
-            train(TrainConfig(method="reled", episodes=1, **SMALL), tmp_path / "x", progress=False)
+            train(TrainConfig.of(method="reled", episodes=1, **SMALL), tmp_path / "x", progress=False)
         assert not (tmp_path / "x").exists()
 
         calls = []
 
-        def provider(scenario, agents, seed, first_round):
-            calls.append((scenario, agents, seed, first_round))
+        def provider(tree, first_round):
+            calls.append((tree.scenario.name, tree.env.n_agents, tree.run.seed, first_round))
             random.random(), np.random.random(), torch.rand(3)  # SED may draw numbers: the run must not notice
             return demos / "first_round" if first_round else demos
 
@@ -382,12 +393,12 @@ def test_demo_provider_and_errors(demos, tmp_path, helsinki):
         assert calls == [("helsinki", 15, 9, True)]
         assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
         assert torch.equal(torch.get_rng_state(), states[2])
-        cfg.options = {"demos": str(demos)}  # --demos wins over the provider
+        cfg.algorithm.demos = str(demos)  # --demos wins over the provider
         assert resolve_demos(cfg) == demos and resolve_demos(cfg, True) == demos / "first_round" and len(calls) == 1
     finally:
         set_demo_provider(old)
 
-    cfg.options = {"demos": str(demos / "first_round")}  # a folder without first_round/
+    cfg.algorithm.demos = str(demos / "first_round")  # a folder without first_round/
     with pytest.raises(TrainError, match="has no first_round/ folder"):
         resolve_demos(cfg, first_round=True)
     with pytest.raises(TrainError, match="does not exist"):
@@ -397,7 +408,7 @@ def test_demo_provider_and_errors(demos, tmp_path, helsinki):
         load_demos(tmp_path / "empty")
     small = _synthetic_demos(tmp_path / "syn", obs_size=5)  # another observation size
     with pytest.raises(TrainError, match="observations of size 5"):
-        train(TrainConfig(method="reled", episodes=1, options={"demos": str(small)}, **SMALL), tmp_path / "y", progress=False)
+        train(TrainConfig.of(method="reled", episodes=1, options={"demos": str(small)}, **SMALL), tmp_path / "y", progress=False)
 
 
 def test_cli_demos_and_settings(demos, tmp_path):
@@ -407,12 +418,12 @@ def test_cli_demos_and_settings(demos, tmp_path):
                         "--set", "pretrain=10", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["config"]["options"] == {"w0": 0.25, "pretrain": 10, "demos": str(demos)}
-    assert cfg["config"]["ppo"] == {"lr": 0.0005}
+    assert cfg["config"]["algorithm"]["demos"] == str(demos) and cfg["config"]["algorithm"]["ppo"]["lr"] == 0.0005
+    assert {k: cfg["config"]["algorithm"]["reled"][k] for k in ("w0", "pretrain")} == {"w0": 0.25, "pretrain": 10}
     assert cfg["method"]["reled"]["w0"] == 0.25
     r = subprocess.run([*run, "--method", "ippo", "--demos", str(demos), "--out", str(tmp_path / "i")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and r.stderr.strip() == "error: --demos is for methods that learn from demonstrations, not 'ippo'"
     r = subprocess.run([*run, "--method", "ippo", "--set", "w0=1", "--out", str(tmp_path / "i")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert r.returncode == 2 and "unknown PPO setting(s) w0" in r.stderr
+    assert r.returncode == 2 and "algorithm.reled.w0 is a setting of reled, leed" in r.stderr

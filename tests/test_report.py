@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.browser import check_page, dump_dom, find_chromium
 from evaluation.report import aggregate_curves, write_report
 from evaluation.results import reference_methods, summarise
+from tests.tools.browser import check_page, dump_dom, find_chromium
 
 # CI installs chromium (./dev test), so there a missing browser fails instead of skipping
 needs_chromium = pytest.mark.skipif(find_chromium() is None and not os.environ.get("CI"), reason="chromium is not installed (./dev test installs it on Debian as root)")

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agents.base import TrainError
+from scenarios.errors import UserError
 from agents.runner import CHECKPOINT, TrainConfig, make_env, read_metrics, train
 from cosim.errors import SumoFault
 
@@ -49,7 +50,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def reference(helsinki, tmp_path_factory) -> Path:
     """An uninterrupted 4-episode IPPO run (evaluations at 0, 2, 4)."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    train(TrainConfig(method="ippo", episodes=4, seed=3, eval_every=2, **SMALL), out, progress=False)
+    train(TrainConfig.of(method="ippo", episodes=4, seed=3, eval_every=2, **SMALL), out, progress=False)
     return out
 
 
@@ -57,7 +58,7 @@ def reference(helsinki, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("method", ["ippo", "mappo"])
 def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
     out = tmp_path / method
-    res = train(TrainConfig(method=method, episodes=2, seed=0, eval_every=1, agents=15, horizon=600.0), out, progress=False)
+    res = train(TrainConfig.of(method=method, episodes=2, seed=0, eval_every=1, agents=15, horizon=600.0), out, progress=False)
     rows = read_metrics(out)
     assert [(r["phase"], r["episode"]) for r in rows] == [("eval", 0), ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)]
     for r in rows:
@@ -74,7 +75,7 @@ def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
     assert train_rows[1]["env_steps"] == train_rows[0]["decisions"] + train_rows[1]["decisions"]
     assert res["episodes"] == 2 and res["last_eval"]["episode"] == 2
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["method"] == method and cfg["method"]["critic"] == ("central" if method == "mappo" else "local")
+    assert cfg["config"]["algorithm"]["method"] == method and cfg["method"]["critic"] == ("central" if method == "mappo" else "local")
     ck = torch.load(out / CHECKPOINT, weights_only=True)
     assert ck["episode"] == 2 and {"torch", "numpy", "python"} <= set(ck["rng"]) and "optimizer" in ck["method"]
     assert not list(out.glob("*.tmp"))
@@ -82,7 +83,7 @@ def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
 
 def test_independent_networks(helsinki, tmp_path):
     out = tmp_path / "indep"
-    train(TrainConfig(method="ippo", episodes=1, eval_every=0, ppo={"shared": False}, agents=10, horizon=600.0), out, progress=False)
+    train(TrainConfig.of(method="ippo", episodes=1, eval_every=0, ppo={"shared": False}, agents=10, horizon=600.0), out, progress=False)
     (row,) = read_metrics(out)
     assert math.isfinite(row["policy_loss"])
     w = _params(out)["actor.layers.0.weight"]
@@ -93,7 +94,7 @@ def test_independent_networks(helsinki, tmp_path):
 def test_baselines(helsinki, tmp_path):
     res = {}
     for m in ("random", "shortest", "sumo-rerouting"):
-        train(TrainConfig(method=m, episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / m, progress=False)
+        train(TrainConfig.of(method=m, episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / m, progress=False)
         (res[m],) = read_metrics(tmp_path / m)
     assert res["shortest"]["mean_travel_time"] < res["random"]["mean_travel_time"]
     assert res["shortest"]["arrival_rate"] >= res["random"]["arrival_rate"]
@@ -105,7 +106,7 @@ def test_baselines(helsinki, tmp_path):
     plans = {t.id: [g.edges[i] for i in g.path(g.index[t.origin], g.index[t.destination])] for t in helsinki.trips(30)}
     pf = tmp_path / "plans.json"
     pf.write_text(json.dumps(plans))
-    train(TrainConfig(method="replay", plans=str(pf), episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / "replay", progress=False)
+    train(TrainConfig.of(method="replay", plans=str(pf), episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / "replay", progress=False)
     (rep,) = read_metrics(tmp_path / "replay")
     assert rep["mean_travel_time"] == res["shortest"]["mean_travel_time"]
     assert rep["decisions"] == res["shortest"]["decisions"]
@@ -114,9 +115,9 @@ def test_baselines(helsinki, tmp_path):
 # ------------------------------------------------------------------------------------ resume
 def test_stop_and_resume_equals_uninterrupted(reference, tmp_path):
     out = tmp_path / "run"
-    cfg = TrainConfig(method="ippo", episodes=2, seed=3, eval_every=2, **SMALL)
+    cfg = TrainConfig.of(method="ippo", episodes=2, seed=3, eval_every=2, **SMALL)
     train(cfg, out, progress=False)
-    cfg.episodes = 4
+    cfg.run.episodes = 4
     train(cfg, out, resume=True, progress=False)
     assert _comparable(read_metrics(out)) == _comparable(read_metrics(reference))
     _assert_same_params(out, reference)
@@ -126,9 +127,9 @@ def test_stop_and_resume_equals_uninterrupted(reference, tmp_path):
 def test_resume_other_methods(helsinki, tmp_path, method):
     """MAPPO (global-state critic) and the random baseline (its own generator) resume exactly too."""
     cfg = dict(method=method, seed=5, eval_every=0, agents=15, horizon=600.0)
-    train(TrainConfig(episodes=3, **cfg), tmp_path / "straight", progress=False)
-    train(TrainConfig(episodes=1, **cfg), tmp_path / "resumed", progress=False)
-    train(TrainConfig(episodes=3, **cfg), tmp_path / "resumed", resume=True, progress=False)
+    train(TrainConfig.of(episodes=3, **cfg), tmp_path / "straight", progress=False)
+    train(TrainConfig.of(episodes=1, **cfg), tmp_path / "resumed", progress=False)
+    train(TrainConfig.of(episodes=3, **cfg), tmp_path / "resumed", resume=True, progress=False)
     a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "resumed")
     assert len(a) == 3 and _comparable(a) == _comparable(b)
     ca = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)["method"]
@@ -193,7 +194,7 @@ def test_sumo_fault_loses_one_episode(helsinki, tmp_path):
         return env
 
     out = tmp_path / "fault"
-    res = train(TrainConfig(method="ippo", episodes=3, eval_every=0, seed=0, agents=15, horizon=600.0), out,
+    res = train(TrainConfig.of(method="ippo", episodes=3, eval_every=0, seed=0, agents=15, horizon=600.0), out,
                 progress=False, env_factory=faulty_env)
     rows = read_metrics(out)
     assert [r["sumo_fault"] for r in rows] == [False, True, False]
@@ -225,19 +226,19 @@ def test_a_learner_runs_every_episode_to_its_end(city, request, tmp_path):
 # ---------------------------------------------------------------------------------- bad input
 def test_unknown_method_and_bad_numbers(tmp_path):
     with pytest.raises(TrainError, match=r"unknown method 'nope'; choose one of: ippo, mappo, random, shortest"):
-        train(TrainConfig(method="nope"), tmp_path / "a", progress=False)
+        train(TrainConfig.of(method="nope"), tmp_path / "a", progress=False)
     for n in (0, -3):
         with pytest.raises(TrainError, match="--episodes must be a positive number"):
-            train(TrainConfig(episodes=n), tmp_path / "a", progress=False)
-    with pytest.raises(TrainError, match="unknown PPO setting"):
-        train(TrainConfig(ppo={"learning_rate": 1.0}), tmp_path / "a", progress=False)
+            train(TrainConfig.of(episodes=n), tmp_path / "a", progress=False)
+    with pytest.raises(UserError, match=r"unknown key 'algorithm\.ppo\.learning_rate'; known: lr, gamma"):
+        train(TrainConfig.of(ppo={"learning_rate": 1.0}), tmp_path / "a", progress=False)
     with pytest.raises(TrainError, match="needs --plans"):
-        train(TrainConfig(method="replay", episodes=1, **SMALL), tmp_path / "a", progress=False)
+        train(TrainConfig.of(method="replay", episodes=1, **SMALL), tmp_path / "a", progress=False)
     with pytest.raises(TrainError, match="plans file .* does not exist"):
-        train(TrainConfig(method="replay", plans=str(tmp_path / "none.json"), **SMALL), tmp_path / "a", progress=False)
+        train(TrainConfig.of(method="replay", plans=str(tmp_path / "none.json"), **SMALL), tmp_path / "a", progress=False)
     (tmp_path / "bad.json").write_text('{"a": "not a list"}')
     with pytest.raises(TrainError, match="must map agent ids to lists of edge ids"):
-        train(TrainConfig(method="replay", plans=str(tmp_path / "bad.json"), **SMALL), tmp_path / "a", progress=False)
+        train(TrainConfig.of(method="replay", plans=str(tmp_path / "bad.json"), **SMALL), tmp_path / "a", progress=False)
     assert not (tmp_path / "a").exists()
 
 
@@ -257,11 +258,11 @@ def test_out_dir_with_another_run_is_refused(reference, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    same = TrainConfig(method="ippo", episodes=4, seed=3, eval_every=2, **SMALL)
-    with pytest.raises(TrainError, match=r"different config \(seed: 3 -> 4\)"):
-        train(TrainConfig(method="ippo", episodes=4, seed=4, eval_every=2, **SMALL), run, progress=False)
-    with pytest.raises(TrainError, match=r"different config \(method: 'ippo' -> 'mappo'\)"):
-        train(TrainConfig(method="mappo", episodes=4, seed=3, eval_every=2, **SMALL), run, resume=True, progress=False)
+    same = TrainConfig.of(method="ippo", episodes=4, seed=3, eval_every=2, **SMALL)
+    with pytest.raises(TrainError, match=r"different config \(run.seed: 3 -> 4\)"):
+        train(TrainConfig.of(method="ippo", episodes=4, seed=4, eval_every=2, **SMALL), run, progress=False)
+    with pytest.raises(TrainError, match=r"different config \(algorithm.method: 'ippo' -> 'mappo'\)"):
+        train(TrainConfig.of(method="mappo", episodes=4, seed=3, eval_every=2, **SMALL), run, resume=True, progress=False)
     with pytest.raises(TrainError, match="already holds this run; pass --resume"):
         train(same, run, progress=False)
     before = (run / "metrics.jsonl").read_text()
@@ -296,9 +297,9 @@ def test_a_second_writer_of_a_run_folder_is_refused(helsinki, tmp_path):
             f"error: --out {run} is in use by another run (process {holder.pid}); wait for it or choose another --out"
         ]
         with pytest.raises(TrainError, match="is in use by another run"):
-            train(TrainConfig(method="shortest", episodes=1, agents=5, horizon=300.0), run, progress=False)
+            train(TrainConfig.of(method="shortest", episodes=1, agents=5, horizon=300.0), run, progress=False)
     finally:
         holder.kill()  # killed, not released: the OS frees the lock
         holder.wait()
-    res = train(TrainConfig(method="shortest", episodes=1, agents=5, horizon=300.0, eval_every=0), run, progress=False)
+    res = train(TrainConfig.of(method="shortest", episodes=1, agents=5, horizon=300.0, eval_every=0), run, progress=False)
     assert res["episodes"] == 1 and len(read_metrics(run)) == 1

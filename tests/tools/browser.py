@@ -1,6 +1,6 @@
 """Open a report in a real headless Chromium with the network blocked and check what it did.
 
-Used by the tests (and usable by hand: ``python -m evaluation.browser report.html shot.png``). Chromium
+Used by the tests (and usable by hand: ``python -m tests.tools.browser report.html shot.png``). Chromium
 is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: no port, no extra
 package): every request the page makes is recorded (``Network.requestWillBeSent``), the rendered DOM
 is inspected (images decoded, tables, headings) and a full-page screenshot is taken. The network is

@@ -1,0 +1,44 @@
+"""The ``sed`` section of an experiment's configuration tree: how expert demonstrations are asked for
+and validated (this project's formalisation of SED, see `llm.sed`). Light to import (no LangChain), so
+the command line can show the defaults.
+
+How many agents and which seed come from the tree's ``env.n_agents`` and ``run.seed``: one place each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SEDSettings:
+    llm: str = "local"  # local | openai[:model] | ollama[:model] | provider:model
+    k: int = 3  # candidate routes per agent
+    subset_size: int = 6  # agents per prompt at most
+    rounds: int = 3  # M: SED rounds at most
+    rollouts: int = 3  # R: background-traffic seeds per round (>= 2: the volatility term needs a spread)
+    c: float = 1.0  # weight of the divergence term D_i in B_i = V_i + c*D_i
+    threshold: float = 1.0  # accept when max_i B_i <= threshold (minutes)
+    reasks: int = 1  # re-asks of a subset whose answer was invalid, per round
+    temperature: float = 0.2
+    threads: int | None = None  # local model's CPU threads (None: half the cores, at most 4)
+    retry_attempts: int = 4  # per call, for timeouts, lost connections and rate limits
+    retry_initial_wait: float = 1.0  # s, exponential backoff with jitter
+    request_timeout: float = 60.0  # s per call to a remote backend (a silent endpoint fails, not hangs)
+    cache: bool = True  # LangChain's SQLite answer cache: a re-run makes no calls
+    cache_file: str | None = None  # None: $COSIM_HOME/llm-cache.sqlite
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("k", "subset_size", "rounds", "rollouts", "retry_attempts"):
+            if getattr(self, name) <= 0:
+                out.append(f"sed.{name} must be a positive number, got {getattr(self, name)}")
+        if self.rollouts == 1:
+            out.append("sed.rollouts must be at least 2 (the volatility term needs a spread)")
+        if self.request_timeout <= 0:
+            out.append(f"sed.request_timeout must be a positive number, got {self.request_timeout}")
+        if self.threads is not None and self.threads <= 0:
+            out.append(f"sed.threads must be a positive number or null, got {self.threads}")
+        if self.reasks < 0:
+            out.append(f"sed.reasks must be >= 0, got {self.reasks}")
+        return out
