@@ -36,7 +36,9 @@ def summarise(run_dir: str | Path, skip_first: int = 0) -> dict:
         "wall_s": wall,
         "decisions_per_s": sum(r["decisions"] for r in train) / wall if wall else float("nan"),
         "s_per_episode": wall / len(train) if train else float("nan"),
-        "share": {name: (sum(r.get(key) or 0.0 for r in train) / wall if wall else float("nan")) for name, key in PARTS},
+        "share": {
+            name: (sum(r.get(key) or 0.0 for r in train) / wall if wall else float("nan")) for name, key in PARTS
+        },
     }
     if evals:
         out["final_eval"] = {k: evals[-1].get(k) for k in ("episode", "mean_travel_time", "arrival_rate", "return")}

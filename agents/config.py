@@ -47,7 +47,7 @@ class PPOConfig:
     agent_id: bool | None = None
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PPOConfig":
+    def from_dict(cls, d: dict) -> PPOConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -112,7 +112,6 @@ class RELEDSettings:
         if self.pretrain < 0:
             out.append(f"pretrain must be >= 0 (gradient steps), got {self.pretrain}")
         return out
-
 
 
 @dataclass

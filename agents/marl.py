@@ -78,7 +78,11 @@ class PPOLearner(Method):
         self.timers = {"torch_infer": 0.0, "torch_update": 0.0}
 
     def describe(self) -> dict:
-        return {"ppo": asdict(self.cfg), "critic": self.critic, "parameters": sum(p.numel() for p in self.policy.parameters())}
+        return {
+            "ppo": asdict(self.cfg),
+            "critic": self.critic,
+            "parameters": sum(p.numel() for p in self.policy.parameters()),
+        }
 
     # -------------------------------------------------------------------------------- acting
     def begin_episode(self, env, train: bool) -> None:

@@ -14,9 +14,9 @@ itself never imports llm/).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from agents.base import Method, TrainError
 

@@ -62,7 +62,15 @@ def plot_runs(
             ax.plot(xs, ys, color=c, alpha=0.25, lw=1)
             ax.plot(xs, _rolling(ys, window), color=c, lw=1.8, label=f"{_label(d)} train ({window}-ep. mean)")
         if ev:
-            ax.plot([r[x] for r in ev], [r.get(metric) for r in ev], "o--", color=c, ms=4, lw=1, label=f"{_label(d)} greedy eval")
+            ax.plot(
+                [r[x] for r in ev],
+                [r.get(metric) for r in ev],
+                "o--",
+                color=c,
+                ms=4,
+                lw=1,
+                label=f"{_label(d)} greedy eval",
+            )
     for j, d in enumerate(map(Path, baselines)):
         c = colors[(len(runs) + j) % len(colors)]
         rows = read_metrics(d)

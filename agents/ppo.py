@@ -13,8 +13,8 @@ The core knows nothing about SUMO: `agents.marl` turns the env's per-agent decis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Callable
 
 import numpy as np
 import torch
@@ -188,7 +188,7 @@ class Batch:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def __getitem__(self, idx) -> "Batch":
+    def __getitem__(self, idx) -> Batch:
         return Batch(
             **{f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name != "extra"},
             extra={k: v[idx] for k, v in self.extra.items()},

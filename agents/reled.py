@@ -91,7 +91,7 @@ class RELEDConfig(RELEDSettings):
     adaptive: bool = True
 
     @classmethod
-    def from_settings(cls, settings: RELEDSettings, adaptive: bool) -> "RELEDConfig":
+    def from_settings(cls, settings: RELEDSettings, adaptive: bool) -> RELEDConfig:
         problems = settings.problems()
         if problems:
             raise TrainError("; ".join(problems))
@@ -153,7 +153,9 @@ class RELEDLearner(PPOLearner):
     refused).
     """
 
-    def __init__(self, ppo: PPOConfig, demos: str | Path, rcfg: RELEDConfig, name: str = "reled", critic: str = "local"):
+    def __init__(
+        self, ppo: PPOConfig, demos: str | Path, rcfg: RELEDConfig, name: str = "reled", critic: str = "local"
+    ):
         super().__init__(ppo, critic=critic, name=name)
         self.rcfg = rcfg
         self.demos = load_demos(demos)  # read now: a bad folder fails before SUMO starts

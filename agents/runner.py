@@ -20,18 +20,17 @@ A SUMO fault loses one episode: the env truncates it, the learner drops its data
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
-import math
 import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-import dataclasses
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,7 +47,16 @@ CHECKPOINT_FORMAT = 2  # 2: the configuration tree (sections) instead of flat se
 LOCK = ".lock"
 
 # the kernel calls that talk to SUMO: their time is the "sumo" share of an episode
-_SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "set_route", "speed_factor", "trip_statistics")
+_SUMO_CALLS = (
+    "start",
+    "step",
+    "positions",
+    "edge_traffic",
+    "occupancies",
+    "set_route",
+    "speed_factor",
+    "trip_statistics",
+)
 
 
 _clean = clean
@@ -248,7 +256,14 @@ def _progress(enabled: bool):
     if not enabled:
         return None
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -336,8 +351,7 @@ def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
         old = _identity_of(old)
     if old is not None and old != new:
         raise TrainError(
-            f"--out {out} holds another run with a different config ({_config_diff(old, new)}); "
-            "choose another --out"
+            f"--out {out} holds another run with a different config ({_config_diff(old, new)}); choose another --out"
         )
     if not resume:
         raise TrainError(f"--out {out} already holds this run; pass --resume to continue it or choose another --out")
@@ -444,8 +458,15 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         state["wall_s"] += time.perf_counter() - t0
         if row.get("sumo_fault"):
             state["sumo_faults"] += 1
-        row = {"phase": "eval", "episode": state["episode"], "env_steps": state["env_steps"],
-               "wall_s": state["wall_s"], "seed": cfg.run.eval_seed, **row, "sumo_faults": state["sumo_faults"]}
+        row = {
+            "phase": "eval",
+            "episode": state["episode"],
+            "env_steps": state["env_steps"],
+            "wall_s": state["wall_s"],
+            "seed": cfg.run.eval_seed,
+            **row,
+            "sumo_faults": state["sumo_faults"],
+        }
         write(row)
         return row
 
@@ -453,7 +474,12 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
     try:
         if bar is not None:
             bar.start()
-            task = bar.add_task(f"{cfg.algorithm.method} on {cfg.scenario.name}", total=cfg.run.episodes, completed=state["episode"], status="")
+            task = bar.add_task(
+                f"{cfg.algorithm.method} on {cfg.scenario.name}",
+                total=cfg.run.episodes,
+                completed=state["episode"],
+                status="",
+            )
         if state["episode"] == 0 and state["rows"] == 0 and cfg.run.eval_every:
             evaluate()
             checkpoint()
@@ -467,8 +493,15 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             if row.get("sumo_fault"):
                 state["sumo_faults"] += 1
             state["env_steps"] += int(row.get("decisions") or 0)  # a lost episode still used its samples
-            row = {"phase": "train", "episode": e, "env_steps": state["env_steps"], "wall_s": state["wall_s"],
-                   "seed": episode_seed(cfg.run.seed, e), **row, "sumo_faults": state["sumo_faults"]}
+            row = {
+                "phase": "train",
+                "episode": e,
+                "env_steps": state["env_steps"],
+                "wall_s": state["wall_s"],
+                "seed": episode_seed(cfg.run.seed, e),
+                **row,
+                "sumo_faults": state["sumo_faults"],
+            }
             write(row)
             if cfg.run.eval_every and (e % cfg.run.eval_every == 0 or e == cfg.run.episodes):
                 last_eval = evaluate()

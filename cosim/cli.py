@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from cosim.errors import CosimError
-from scenarios.errors import check_seed
+from scenarios.errors import check_positive, check_seed
 
 bench_app = typer.Typer(help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True)
 
@@ -35,12 +33,14 @@ def _agents_list(text: str) -> list[int]:
 def simulate(
     scenario: str = typer.Argument("helsinki", help="City name or a built scenario folder."),
     policy: str = typer.Option("shortest", help="random | shortest"),
-    agents: Optional[int] = typer.Option(None, help="Controlled agents (env.n_agents; default: the recipe's)."),
+    agents: int | None = typer.Option(None, help="Controlled agents (env.n_agents; default: the recipe's)."),
     seed: int = typer.Option(0, help="SUMO seed of the episode."),
-    backend: Optional[str] = typer.Option(None, help="libsumo | traci (env.backend; default libsumo)."),
+    backend: str | None = typer.Option(None, help="libsumo | traci (env.backend; default libsumo)."),
     gui: bool = typer.Option(False, "--gui", help="Show the run in sumo-gui (needs a display)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML (or a run's config.json): its env section is used."),
-    set_: List[str] = typer.Option([], "--set", help="Override an env setting: env.key=value (repeatable)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML (or a run's config.json): its env section is used."
+    ),
+    set_: list[str] = typer.Option([], "--set", help="Override an env setting: env.key=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """Run one episode with a fixed policy and print its metrics."""
@@ -53,8 +53,7 @@ def simulate(
     from scenarios.settings import experiment_class, resolve
 
     check_seed("--seed", seed)
-    if agents is not None and agents <= 0:
-        raise CosimError(f"--agents must be positive, got {agents}")
+    check_positive("--agents", agents)
     cls = experiment_class(None)
     if cls is not None:
         shortcuts = {"env.n_agents": agents, "env.backend": backend, "env.gui": gui or None}
@@ -88,7 +87,9 @@ def simulate(
 
 def _clean(d: dict) -> dict:
     """JSON has no NaN: report missing values as null."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+    from scenarios.jsonio import clean_dict
+
+    return clean_dict(d)
 
 
 @bench_app.command("overhead")
@@ -116,8 +117,7 @@ def bench_overhead(
     for b in backends:
         if b not in ("libsumo", "traci"):
             raise CosimError(f"unknown backend {b!r} (libsumo, traci or both)")
-    if repeat <= 0:
-        raise CosimError("--repeat must be positive")
+    check_positive("--repeat", repeat)
     check_seed("--seed", seed)
     sc = _scenario(scenario)
     rows = []

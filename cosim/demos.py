@@ -164,7 +164,9 @@ def read(folder: str | Path) -> Demonstrations:
         names = json.loads((folder / AGENTS_JSON).read_text())
         raw = json.loads((folder / TRACES_JSON).read_text())
     except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise DemosError(f"demonstrations in {folder} are unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise DemosError(
+            f"demonstrations in {folder} are unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     n = len(action)
     if not (isinstance(names, list) and isinstance(raw, dict)) or obs.ndim != 2 or mask.ndim != 2 or \
             not (len(agent) == len(obs) == len(mask) == n) or (n and (agent.min() < 0 or agent.max() >= len(names))) or \
@@ -201,14 +203,14 @@ def read_plans(folder: str | Path, allow_empty: bool = False) -> dict[str, Plan]
     folder = Path(folder)
     data = _read_json(folder, PLANS_JSON)
     plans = {}
-    for a, v in (data.items() if isinstance(data, dict) else ()):
+    for a, v in data.items() if isinstance(data, dict) else ():
         edges = v.get("edges") if isinstance(v, dict) else v
         cand = v.get("candidate") if isinstance(v, dict) else None
         if isinstance(edges, list) and all(isinstance(e, str) for e in edges):
             ok = isinstance(cand, int) and not isinstance(cand, bool)
             plans[str(a)] = Plan(edges, cand if ok else None)
     if not plans and not (allow_empty and data == {}):
-        raise DemosError(f"{folder / PLANS_JSON} holds no plans (expected agent -> {{\"edges\": [...]}})")
+        raise DemosError(f'{folder / PLANS_JSON} holds no plans (expected agent -> {{"edges": [...]}})')
     return plans
 
 

@@ -23,7 +23,6 @@ loop, the PettingZoo API, observations, rewards and metrics.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -113,9 +112,7 @@ class VehicleRoutingEnv(ParallelEnv):
         self._idle_info = {"deciding": False}
         self.state_size = len(g.edges) + 3 * len(self.trips)
 
-        self.kernel = SumoKernel(
-            scenario, backend=cfg.backend, gui=cfg.gui, label=cfg.label, sumo_args=cfg.sumo_args
-        )
+        self.kernel = SumoKernel(scenario, backend=cfg.backend, gui=cfg.gui, label=cfg.label, sumo_args=cfg.sumo_args)
         # initial routes = free-flow shortest paths (what the `shortest` policy keeps choosing)
         self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
         self._rng = np.random.default_rng()
@@ -131,11 +128,9 @@ class VehicleRoutingEnv(ParallelEnv):
         self.metrics: dict = {}
 
     # ------------------------------------------------------------------ spaces
-    @lru_cache(maxsize=None)
-    def observation_space(self, agent):
+    def observation_space(self, agent):  # one space for every agent: nothing to cache
         return self._obs_space
 
-    @lru_cache(maxsize=None)
     def action_space(self, agent):
         return self._act_space
 
@@ -201,9 +196,7 @@ class VehicleRoutingEnv(ParallelEnv):
         self.metrics = {}
         for attempt in (1, 2):
             try:
-                self.kernel.start(
-                    sumo_seed, self.trips, self._initial_routes, self.horizon, rerouting=self._rerouting
-                )
+                self.kernel.start(sumo_seed, self.trips, self._initial_routes, self.horizon, rerouting=self._rerouting)
                 break
             except SumoFault:
                 self.kernel.fault()
@@ -407,9 +400,7 @@ class VehicleRoutingEnv(ParallelEnv):
         for name in live:
             a = self._by_name[name]
             running = a.status == RUNNING
-            rew[name] = (
-                self._cost(a, now, True) if running and not fault else 0.0
-            )
+            rew[name] = self._cost(a, now, True) if running and not fault else 0.0
             infos[name] = self._final_info(a, fault)
         for a in self._finished:  # arrived in the very step that failed
             rew[a.name] = 0.0

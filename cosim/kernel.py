@@ -26,8 +26,9 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import traci.constants as tc
 
@@ -81,7 +82,7 @@ def _libsumo_calls(libsumo) -> dict:
 
 
 # libsumo holds a single simulation per process: remember which kernel has it.
-_libsumo_owner: "weakref.ref[SumoKernel] | None" = None
+_libsumo_owner: weakref.ref[SumoKernel] | None = None
 
 
 def sumo_binary(name: str = "sumo") -> str:
@@ -210,18 +211,27 @@ class SumoKernel:
         """SUMO's command-line options (without the binary) for one episode of this scenario, as the kernel
         starts it: a bare `sumo` run with them sees the same simulation (the overhead benchmark's yardstick)."""
         args = [
-            "-c", str(self.scenario.sumocfg),
-            "-r", ",".join(str(p) for p in route_files),
-            "--seed", str(int(seed)),
-            "--begin", "0",
-            "--end", f"{end:g}",
-            "--no-step-log", "true",
-            "--no-warnings", "true",
-            "--time-to-teleport", "300",
+            "-c",
+            str(self.scenario.sumocfg),
+            "-r",
+            ",".join(str(p) for p in route_files),
+            "--seed",
+            str(int(seed)),
+            "--begin",
+            "0",
+            "--end",
+            f"{end:g}",
+            "--no-step-log",
+            "true",
+            "--no-warnings",
+            "true",
+            "--time-to-teleport",
+            "300",
             # tripinfo devices on every vehicle make SUMO keep the all-vehicle trip statistics that
             # trip_statistics() reads; writing them to a null file keeps SUMO quiet (unlike
             # --duration-log.statistics, which turns on verbose output).
-            "--tripinfo-output", str(tripinfo) if tripinfo is not None else os.devnull,
+            "--tripinfo-output",
+            str(tripinfo) if tripinfo is not None else os.devnull,
         ]
         if self.gui:
             args += ["--start", "true", "--quit-on-end", "true"]
@@ -298,7 +308,7 @@ class SumoKernel:
                     self.conn = traci.main.connect(
                         port, numRetries=200, proc=self._proc, waitBetweenRetries=0.05, label=self.label
                     )
-            except (FAULTS + (OSError,)) as exc:
+            except FAULTS + (OSError,) as exc:
                 err = ""
                 if self._proc is not None and self._proc.poll() is not None and self._proc.stderr:
                     err = self._proc.stderr.read().decode(errors="replace").strip()[-300:]

@@ -5,9 +5,7 @@ Heavy imports (torch, SUMO, LangChain) happen inside the commands, so `cosim --h
 
 from __future__ import annotations
 
-
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -34,12 +32,12 @@ def _register() -> None:
 
     set_demo_provider(provide_demos)
 
-    from scenarios.cli import app as scenario_app
+    from agents.cli import register as register_agents
     from cosim.cli import register as register_cosim
     from evaluation.compare import register as register_compare
     from evaluation.evaluate import register as register_evaluate
-    from agents.cli import register as register_agents
     from llm.cli import register as register_llm
+    from scenarios.cli import app as scenario_app
 
     app.add_typer(scenario_app, name="scenario", help="Build, list and inspect city scenarios.")
     register_cosim(app)
@@ -66,15 +64,21 @@ def _demo_help(path: str, text: str) -> str:
 
 @app.command()
 def demo(
-    scenario: Optional[str] = typer.Option(None, help=_demo_help("scenario.name", "City name or a built scenario folder.")),
-    agents: Optional[int] = typer.Option(None, help=_demo_help("env.n_agents", "Controlled agents.")),
-    seeds: Optional[int] = typer.Option(None, help=_demo_help("run.seeds", "Seeds per method.")),
-    episodes: Optional[int] = typer.Option(None, help=_demo_help("run.episodes", "Training episodes per run.")),
-    out: Optional[str] = typer.Option(None, help="Output folder (default runs/demo-<scenario>)."),
-    workers: Optional[int] = typer.Option(None, help=_demo_help("run.workers", "Parallel runs (null: one per core).")),
-    llm: Optional[str] = typer.Option(None, "--llm", help=_demo_help("sed.llm", "LLM backend for the SED demonstrations.")),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."),
-    set_: List[str] = typer.Option([], "--set", help="Override one setting: section.key=value (repeatable)."),
+    scenario: str | None = typer.Option(
+        None, help=_demo_help("scenario.name", "City name or a built scenario folder.")
+    ),
+    agents: int | None = typer.Option(None, help=_demo_help("env.n_agents", "Controlled agents.")),
+    seeds: int | None = typer.Option(None, help=_demo_help("run.seeds", "Seeds per method.")),
+    episodes: int | None = typer.Option(None, help=_demo_help("run.episodes", "Training episodes per run.")),
+    out: str | None = typer.Option(None, help="Output folder (default runs/demo-<scenario>)."),
+    workers: int | None = typer.Option(None, help=_demo_help("run.workers", "Parallel runs (null: one per core).")),
+    llm: str | None = typer.Option(
+        None, "--llm", help=_demo_help("sed.llm", "LLM backend for the SED demonstrations.")
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
+    ),
+    set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (repeatable)."),
     no_open: bool = typer.Option(False, "--no-open", help="Do not open the report in a browser."),
 ) -> None:
     """The main job: build the city, SED demos with the local LLM, RELED vs baselines, report (see README)."""
@@ -88,6 +92,7 @@ def demo(
 
 def main() -> None:
     run_app(app)
+
 
 if __name__ == "__main__":
     main()

@@ -47,13 +47,13 @@ import sys
 import time
 import traceback
 import uuid
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import typer
 
 from scenarios.errors import UserError
+from scenarios.jsonio import atomic_write, read_json
 
 COMPARE_FILE = "compare.json"
 CONFIG_FILE = "config.json"
@@ -72,17 +72,8 @@ class CompareError(UserError):
 
 
 # --------------------------------------------------------------------------------------- helpers
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+_atomic_write = atomic_write
+_read_json = read_json
 
 
 def cores() -> int:
@@ -138,7 +129,9 @@ def check_demos(path: Path, scenario, n_agents: int) -> dict:
     except DemosError:
         summary = None
     if summary is None or not (path / PLANS_JSON).exists():
-        raise CompareError(f"--demos {path} holds no SED demonstrations ({SUMMARY_JSON} and {PLANS_JSON} from `cosim demos`)")
+        raise CompareError(
+            f"--demos {path} holds no SED demonstrations ({SUMMARY_JSON} and {PLANS_JSON} from `cosim demos`)"
+        )
     if summary.get("scenario") not in (None, scenario.name):
         raise CompareError(f"--demos {path} were made for {summary.get('scenario')!r}, not {scenario.name!r}")
     if summary.get("agents") not in (None, n_agents):
@@ -226,10 +219,9 @@ def run_job(job: dict) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ".started").write_text(job.get("token", ""))
         from agents.methods import make_method
-        from scenarios.settings import from_dict
-
         from evaluation.config import ExperimentConfig
         from evaluation.tracking import tracked_train
+        from scenarios.settings import from_dict
 
         cfg = from_dict(ExperimentConfig, job["cfg"])
         prior = _completed(run_dir, cfg.run.episodes)
@@ -272,9 +264,8 @@ def run_job(job: dict) -> dict:
 def _record_routes(cfg, method, run_dir: Path) -> None:
     """Every agent's route in one greedy episode on the evaluation seed (for the report's map)."""
     from agents.runner import make_env
-    from scenarios import ensure_built
-
     from evaluation.evaluate import greedy_episode
+    from scenarios import ensure_built
 
     sc = ensure_built(cfg.scenario.name)
     env = make_env(sc, cfg, method.control)
@@ -300,7 +291,9 @@ def _pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+    )
 
 
 def run_local(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
@@ -423,10 +416,9 @@ def _ray_descendants() -> bool:
 def make_demos(tree: dict) -> str:
     """SED demonstrations through the same provider `cosim train` uses (cached under $COSIM_HOME/demos
     by scenario, agents, seed and SED settings); runs in a worker process (SED drives libsumo)."""
-    from scenarios.settings import from_dict
-
     from evaluation.config import ExperimentConfig
     from evaluation.demos_provider import provide_demos
+    from scenarios.settings import from_dict
 
     return str(provide_demos(from_dict(ExperimentConfig, tree)))
 
@@ -468,9 +460,8 @@ def compare(
 
     `tree` (default: the defaults) is the experiment's configuration; the other keywords are the
     command's shortcuts onto it (None: not given), `ppo` a dict of PPO settings."""
-    from scenarios.settings import locate, nest, update
-
     from evaluation.config import ExperimentConfig
+    from scenarios.settings import locate, nest, update
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t_start = time.perf_counter()
@@ -481,13 +472,17 @@ def compare(
              }  # fmt: skip
     try:
         given.update({locate(ExperimentConfig, k, f"--set {k}"): v for k, v in (ppo or {}).items()})
-        tree = update(tree if tree is not None else ExperimentConfig(), nest({k: v for k, v in given.items() if v is not None}))
+        tree = update(
+            tree if tree is not None else ExperimentConfig(), nest({k: v for k, v in given.items() if v is not None})
+        )
         tree.check()
     except UserError as exc:
         raise CompareError(str(exc)) from None
     run = tree.run
     if run.eval_every <= 0:
-        raise CompareError(f"--eval-every must be >= 1 (the final metrics are greedy evaluations), got {run.eval_every}")
+        raise CompareError(
+            f"--eval-every must be >= 1 (the final metrics are greedy evaluations), got {run.eval_every}"
+        )
     if run.out is None:
         raise CompareError("--out is required: the comparison's folder")
     if run.executor == "ray":
@@ -496,7 +491,13 @@ def compare(
         unknown = [m for m in reference if m not in names]
         if unknown:
             raise CompareError(f"--reference {', '.join(unknown)} not among --methods {', '.join(names)}")
-    scenario, seeds, episodes, agents, executor = tree.scenario.name, run.seeds, run.episodes, tree.env.n_agents, run.executor
+    scenario, seeds, episodes, agents, executor = (
+        tree.scenario.name,
+        run.seeds,
+        run.episodes,
+        tree.env.n_agents,
+        run.executor,
+    )
     llm, out = tree.sed.llm, run.out
 
     from scenarios import ensure_built
@@ -586,7 +587,9 @@ def compare(
             last = _last_eval(Path(res["dir"]))
             mtt = last.get("mean_travel_time")
             extra = f"final travel time {mtt:.1f} s" if isinstance(mtt, (int, float)) else ""
-            log(f"[{len(results)}/{len(jobs)}] ok      {res['name']:<22} {extra}{' (kept from before)' if res.get('reused') else ''}")
+            log(
+                f"[{len(results)}/{len(jobs)}] ok      {res['name']:<22} {extra}{' (kept from before)' if res.get('reused') else ''}"
+            )
         else:
             log(f"[{len(results)}/{len(jobs)}] FAILED  {res['name']:<22} {res.get('error')}")
 
@@ -678,21 +681,54 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     def compare_cmd(
         methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated methods, e.g. ippo,mappo,shortest."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help=help_for(_E, "run.out", "Comparison folder (runs, results.json, report.html).")),
-        scenario: Optional[str] = typer.Option(None, "--scenario", "-s", help=help_for(_E, "scenario.name", "City scenario (name, recipe or built folder).")),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help=help_for(_E, "run.seeds", "Seeds per method (0 .. N-1).")),
-        episodes: Optional[int] = typer.Option(None, "--episodes", "-e", help=help_for(_E, "run.episodes", "Training episodes per run.")),
-        executor: Optional[str] = typer.Option(None, "--executor", help=help_for(_E, "run.executor", "local (process pool) or ray.")),
-        agents: Optional[int] = typer.Option(None, "--agents", "-n", help=help_for(_E, "env.n_agents", "Controlled agents (null: the city's).")),
-        workers: Optional[int] = typer.Option(None, "--workers", "-w", help=help_for(_E, "run.workers", "Parallel runs (null: min(cores, runs)).")),
-        demos: Optional[Path] = typer.Option(None, "--demos", help="SED demonstrations folder (`cosim demos`) for the methods that use them."),
-        horizon: Optional[float] = typer.Option(None, "--horizon", help=help_for(_E, "env.horizon", "Episode horizon in s (null: the city's).")),
-        eval_every: Optional[int] = typer.Option(None, "--eval-every", help=help_for(_E, "run.eval_every", "Greedy evaluation every K episodes.")),
-        eval_seed: Optional[int] = typer.Option(None, "--eval-seed", help=help_for(_E, "run.eval_seed", "SUMO seed of every evaluation episode.")),
-        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
-        set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-        llm: Optional[str] = typer.Option(None, "--llm", help=help_for(_E, "sed.llm", "LLM for demonstrations produced on the fly (see `cosim demos`).")),
-        reference: Optional[str] = typer.Option(None, "--reference", help="Methods whose best final value sets the sample-efficiency target (default: the learned baselines)."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help=help_for(_E, "run.out", "Comparison folder (runs, results.json, report.html).")
+        ),
+        scenario: str | None = typer.Option(
+            None,
+            "--scenario",
+            "-s",
+            help=help_for(_E, "scenario.name", "City scenario (name, recipe or built folder)."),
+        ),
+        seeds: int | None = typer.Option(
+            None, "--seeds", help=help_for(_E, "run.seeds", "Seeds per method (0 .. N-1).")
+        ),
+        episodes: int | None = typer.Option(
+            None, "--episodes", "-e", help=help_for(_E, "run.episodes", "Training episodes per run.")
+        ),
+        executor: str | None = typer.Option(
+            None, "--executor", help=help_for(_E, "run.executor", "local (process pool) or ray.")
+        ),
+        agents: int | None = typer.Option(
+            None, "--agents", "-n", help=help_for(_E, "env.n_agents", "Controlled agents (null: the city's).")
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", "-w", help=help_for(_E, "run.workers", "Parallel runs (null: min(cores, runs)).")
+        ),
+        demos: Path | None = typer.Option(
+            None, "--demos", help="SED demonstrations folder (`cosim demos`) for the methods that use them."
+        ),
+        horizon: float | None = typer.Option(
+            None, "--horizon", help=help_for(_E, "env.horizon", "Episode horizon in s (null: the city's).")
+        ),
+        eval_every: int | None = typer.Option(
+            None, "--eval-every", help=help_for(_E, "run.eval_every", "Greedy evaluation every K episodes.")
+        ),
+        eval_seed: int | None = typer.Option(
+            None, "--eval-seed", help=help_for(_E, "run.eval_seed", "SUMO seed of every evaluation episode.")
+        ),
+        config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        llm: str | None = typer.Option(
+            None,
+            "--llm",
+            help=help_for(_E, "sed.llm", "LLM for demonstrations produced on the fly (see `cosim demos`)."),
+        ),
+        reference: str | None = typer.Option(
+            None,
+            "--reference",
+            help="Methods whose best final value sets the sample-efficiency target (default: the learned baselines).",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
     ) -> None:
         """Train methods x seeds in parallel; write results.json and a self-contained report.html."""
@@ -727,6 +763,7 @@ def main(argv: list[str] | None = None) -> None:
     from scenarios.errors import standalone
 
     standalone(register, "Comparisons (same as `cosim compare`).", argv)
+
 
 if __name__ == "__main__":
     main()

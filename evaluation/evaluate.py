@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from scenarios.errors import UserError, check_seed
+from scenarios.errors import UserError, check_positive, check_seed
 
 EVAL_METRICS = ("mean_travel_time", "arrival_rate", "return", "teleports", "mean_travel_time_arrived",
                 "all_vehicles_mean_travel_time", "decisions")  # fmt: skip
@@ -48,9 +47,8 @@ def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, h
     with the given agent count and horizon (None: that city's own)."""
     from dataclasses import replace
 
-    from scenarios.settings import SettingsError, from_dict
-
     from evaluation.config import ExperimentConfig
+    from scenarios.settings import SettingsError, from_dict
 
     try:
         cfg = from_dict(ExperimentConfig, ck.get("config") or {})
@@ -82,7 +80,9 @@ def load_weights(method, state: dict) -> dict:
         if got and want and len(got) == 3 and got[0] != want[0]:
             hint = (f"; the checkpoint has one network per agent ({got[0]} agents): evaluate it with "
                     f"--agents {got[0]} or train with shared parameters")  # fmt: skip
-        raise EvaluateError(f"the checkpoint's policy does not fit this environment ({k}: saved {got}, needed {want}){hint}")
+        raise EvaluateError(
+            f"the checkpoint's policy does not fit this environment ({k}: saved {got}, needed {want}){hint}"
+        )
     critic_fits = all(k in own and tuple(own[k].shape) == tuple(v.shape) for k, v in saved.items())
     policy.load_state_dict(saved if critic_fits else {**own, **actor})
     return {"actor": True, "critic": critic_fits}
@@ -115,7 +115,9 @@ def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, hori
         raise
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         env.close()
-        raise EvaluateError(f"cannot load {path} into {cfg.method} on {scenario.name}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise EvaluateError(
+            f"cannot load {path} into {cfg.method} on {scenario.name}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     return cfg, method, env, ck, loaded
 
 
@@ -168,16 +170,15 @@ def evaluate_checkpoint(
     horizon: float | None = None,
     seed: int | None = None,
 ) -> dict:
+    from evaluation.results import stats
     from scenarios import ensure_built
 
-    from evaluation.results import stats
-
-    if episodes <= 0:
-        raise EvaluateError(f"--episodes must be a positive number, got {episodes}")
-    if agents is not None and agents <= 0:
-        raise EvaluateError(f"--agents must be a positive number, got {agents}")
-    if horizon is not None and not horizon > 0:
-        raise EvaluateError(f"--horizon must be a positive number, got {horizon}")
+    try:
+        check_positive("--episodes", episodes)
+        check_positive("--agents", agents)
+        check_positive("--horizon", horizon)
+    except UserError as exc:
+        raise EvaluateError(str(exc)) from None
     if seed is not None:
         check_seed("--seed", seed, count=episodes)
     resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before building a city
@@ -210,7 +211,9 @@ def _print_table(res: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{res['method']} trained on {res['trained_on']} -> {res['scenario']} ({res['agents']} agents, greedy)")
+    t = Table(
+        title=f"{res['method']} trained on {res['trained_on']} -> {res['scenario']} ({res['agents']} agents, greedy)"
+    )
     for c in ("episode", "seed", "mean travel time s", "arrival rate", "return", "teleports", "decisions"):
         t.add_column(c, justify="right")
     for r in res["episodes"]:
@@ -223,19 +226,33 @@ def _print_table(res: dict) -> None:
         s = m.get(k)
         return "-" if not s else f"{s['mean']:.{p}f} ± {s['std']:.{p}f}"
 
-    t.add_row("mean", "", fmt("mean_travel_time", 1), fmt("arrival_rate", 2), fmt("return", 2), fmt("teleports", 1), fmt("decisions", 0))
+    t.add_row(
+        "mean",
+        "",
+        fmt("mean_travel_time", 1),
+        fmt("arrival_rate", 2),
+        fmt("return", 2),
+        fmt("teleports", 1),
+        fmt("decisions", 0),
+    )
     Console().print(t)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
-        checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A run directory (cosim train/compare) or its checkpoint.pt."),
-        scenario: str = typer.Option(..., "--scenario", "-s", help="City to evaluate on (name, recipe, OSM file or built folder)."),
+        checkpoint: Path = typer.Option(
+            ..., "--checkpoint", "-c", help="A run directory (cosim train/compare) or its checkpoint.pt."
+        ),
+        scenario: str = typer.Option(
+            ..., "--scenario", "-s", help="City to evaluate on (name, recipe, OSM file or built folder)."
+        ),
         episodes: int = typer.Option(1, "--episodes", "-e", help="Greedy episodes (seeds --seed, --seed+1, ...)."),
-        agents: Optional[int] = typer.Option(None, "--agents", "-n", help="Controlled agents (default: the city's)."),
-        horizon: Optional[float] = typer.Option(None, "--horizon", help="Episode horizon in s (default: the city's)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="SUMO seed of the first episode (default: the run's evaluation seed)."),
+        agents: int | None = typer.Option(None, "--agents", "-n", help="Controlled agents (default: the city's)."),
+        horizon: float | None = typer.Option(None, "--horizon", help="Episode horizon in s (default: the city's)."),
+        seed: int | None = typer.Option(
+            None, "--seed", help="SUMO seed of the first episode (default: the run's evaluation seed)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Run a trained policy greedily on a city it never saw and report the training metrics."""
@@ -250,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     from scenarios.errors import standalone
 
     standalone(register, "Generalisation: evaluate a checkpoint on another city (same as `cosim evaluate`).", argv)
+
 
 if __name__ == "__main__":
     main()

@@ -148,8 +148,20 @@ def learning_curves(results: dict, rows: dict[str, list[dict]], colors: dict[str
     fig = _figure()(figsize=(12, 8.6), dpi=100)
     axes = fig.subplots(2, 2)
     panels = [
-        (axes[0, 0], "env_steps", "mean_travel_time", "agent decisions (env steps)", "training: mean travel time vs decisions"),
-        (axes[0, 1], "wall_s", "mean_travel_time", "wall-clock s (training)", "training: mean travel time vs wall-clock"),
+        (
+            axes[0, 0],
+            "env_steps",
+            "mean_travel_time",
+            "agent decisions (env steps)",
+            "training: mean travel time vs decisions",
+        ),
+        (
+            axes[0, 1],
+            "wall_s",
+            "mean_travel_time",
+            "wall-clock s (training)",
+            "training: mean travel time vs wall-clock",
+        ),
         (axes[1, 1], "env_steps", "arrival_rate", "agent decisions (env steps)", "training: arrival rate vs decisions"),
     ]
     all_mtt: list[float] = []
@@ -236,7 +248,9 @@ def final_bars(results: dict, colors: dict[str, str]) -> str | None:
         ax.scatter([i] * len(pts), pts, color="black", s=12, zorder=3)
     ref = results.get("reference") or {}
     if ref.get("target"):
-        ax.axhline(ref["target"], color="#444", ls=":", lw=1.2, label=f"sample-efficiency target ({ref['target']:.1f} s)")
+        ax.axhline(
+            ref["target"], color="#444", ls=":", lw=1.2, label=f"sample-efficiency target ({ref['target']:.1f} s)"
+        )
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xticks(range(len(methods)), methods, rotation=20 if len(methods) > 4 else 0)
     ax.set_ylabel(LABELS["mean_travel_time"])
@@ -365,7 +379,14 @@ def route_map(results: dict, colors: dict[str, str], max_agents: int = 3) -> tup
         ax.set_xticks([])
         ax.set_yticks([])
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)), fontsize=9, frameon=False)
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=min(5, len(handles)),
+            fontsize=9,
+            frameon=False,
+        )
     fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
     caption = (
         f"{esc(sc.name)}: the simulated road network (grey) and the routes of {len(chosen)} agent(s) (preferring "
@@ -398,7 +419,11 @@ def sed_section(results: dict) -> str:
         f"interaction subsets; {esc(demos.get('rounds'))} round(s); accepted round: "
         f"{esc(demos.get('accepted_round') or 'none (the best round was kept)')}; kept round: {esc(demos.get('best_round'))}; "
         f"mean travel time when executing the kept plans: {esc(_f(demos.get('demo_mean_travel_time'), 1))} s"
-        + (f" (random candidate choice: {esc(_f(demos.get('random_choice_mean_travel_time'), 1))} s)" if demos.get("random_choice_mean_travel_time") is not None else "")
+        + (
+            f" (random candidate choice: {esc(_f(demos.get('random_choice_mean_travel_time'), 1))} s)"
+            if demos.get("random_choice_mean_travel_time") is not None
+            else ""
+        )
         + f"; {esc(demos.get('llm_calls'))} LLM calls, {esc(demos.get('invalid_answers'))} invalid answers, "
         f"{esc(demos.get('repaired'))} repaired.</p>"
     )
@@ -584,9 +609,11 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     )
     body.append(FORMALISATION)
     body.append("<h2 id='repro'>Reproduce</h2>")
-    cmd = (f"cosim compare --methods {','.join(methods)} --config {Path(results.get('out') or '.') / 'config.json'}"
-           + (f" --demos {comp['demos']}" if comp.get("demos") and not str(comp["demos"]).startswith("generated") else "")
-           + " --out NEW_FOLDER")
+    cmd = (
+        f"cosim compare --methods {','.join(methods)} --config {Path(results.get('out') or '.') / 'config.json'}"
+        + (f" --demos {comp['demos']}" if comp.get("demos") and not str(comp["demos"]).startswith("generated") else "")
+        + " --out NEW_FOLDER"
+    )
     body.append(f"<p><code>{esc(cmd)}</code></p><p class='note'>Scenario build: <code>{esc(comp.get('scenario_build'))}</code>; "
                 f"executor: {esc(results.get('executor'))} with {esc(results.get('workers'))} worker(s); total wall-clock "
                 f"{_f(results.get('wall_s'), 0)} s. Full numbers: <code>results.json</code>.</p>")  # fmt: skip

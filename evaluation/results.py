@@ -139,7 +139,9 @@ def summarise(
             final_episode=last.get("episode"),
         )
         sps = [r.get("decisions_per_s") for r in train_rows]
-        entry["sps"] = float(np.mean([s for s in sps if _num(s) is not None])) if any(_num(s) is not None for s in sps) else None
+        entry["sps"] = (
+            float(np.mean([s for s in sps if _num(s) is not None])) if any(_num(s) is not None for s in sps) else None
+        )
         run_entries.append(entry)
 
     ok = [e for e in run_entries if e["status"] == "ok"]
@@ -147,7 +149,14 @@ def summarise(
     refs = reference_methods(methods, reference)
     ref_means = {m: stats(per_method_final[m]) for m in refs}
     ref_means = {m: s["mean"] for m, s in ref_means.items() if s is not None}
-    ref_block: dict = {"methods": refs, "metric": metric, "tolerance": tolerance, "method": None, "value": None, "target": None}
+    ref_block: dict = {
+        "methods": refs,
+        "metric": metric,
+        "tolerance": tolerance,
+        "method": None,
+        "value": None,
+        "target": None,
+    }
     if ref_means:
         pick = (max if HIGHER_IS_BETTER.get(metric) else min)(ref_means, key=ref_means.get)
         value = ref_means[pick]

@@ -39,9 +39,10 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 DEFAULT_PROJECT = "reled-cosim"
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
@@ -191,7 +192,9 @@ class Tracker:
 
     def _disable(self, what: str, exc: BaseException) -> None:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        msg = scrub(f"W&B {what} failed ({type(exc).__name__}: {first}); training goes on without tracking", self._secrets)
+        msg = scrub(
+            f"W&B {what} failed ({type(exc).__name__}: {first}); training goes on without tracking", self._secrets
+        )
         self.warning = msg
         print(f"warning: {msg}", file=sys.stderr)
         run, self.run = self.run, None
@@ -306,12 +309,29 @@ class Tracker:
         plans = lenient(demofiles.read_plans, {})
         if rounds:
             tables["llm/sed_rounds"] = wandb.Table(
-                columns=["round", "max_bound", "mean_bound", "mean_travel_time", "accepted", "invalid_answers",
-                         "repaired", "llm_calls", "llm_seconds"],  # fmt: skip
+                columns=[
+                    "round",
+                    "max_bound",
+                    "mean_bound",
+                    "mean_travel_time",
+                    "accepted",
+                    "invalid_answers",
+                    "repaired",
+                    "llm_calls",
+                    "llm_seconds",
+                ],  # fmt: skip
                 data=[
-                    [r.get("round"), _max(r.get("bound")), _mean(r.get("bound")), r.get("mean_travel_time"),
-                     bool(r.get("accepted")), r.get("invalid_answers"), r.get("repaired"), r.get("llm_calls"),
-                     r.get("llm_seconds")]  # fmt: skip
+                    [
+                        r.get("round"),
+                        _max(r.get("bound")),
+                        _mean(r.get("bound")),
+                        r.get("mean_travel_time"),
+                        bool(r.get("accepted")),
+                        r.get("invalid_answers"),
+                        r.get("repaired"),
+                        r.get("llm_calls"),
+                        r.get("llm_seconds"),
+                    ]  # fmt: skip
                     for r in rounds
                 ],
             )
@@ -327,7 +347,9 @@ class Tracker:
             rows = []
             for agent, p in plans.items():
                 rows.append([agent, p.candidate, len(p.edges), " ".join(p.edges)[:2000]])
-            tables["llm/plans"] = wandb.Table(columns=["agent", "candidate", "edges", "route"], data=scrub(rows, self._secrets))
+            tables["llm/plans"] = wandb.Table(
+                columns=["agent", "candidate", "edges", "route"], data=scrub(rows, self._secrets)
+            )
         try:
             if tables:
                 self.run.log(tables)
@@ -426,4 +448,3 @@ def tracked_train(
         raise
     tracker.finish(res)
     return {**res, "wandb": wandb_dir, "wandb_warning": tracker.warning}
-

@@ -46,9 +46,7 @@ def _local_chat_class():
         from langchain_community.chat_models import ChatLlamaCpp
         from llama_cpp import LlamaGrammar
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
-        raise LLMError(
-            f"the local LLM needs llama-cpp-python (pip install -e '.[llm]'): {exc}"
-        ) from None
+        raise LLMError(f"the local LLM needs llama-cpp-python (pip install -e '.[llm]'): {exc}") from None
 
     class GrammarChatLlamaCpp(ChatLlamaCpp):
         """ChatLlamaCpp that takes a JSON schema per call (``.bind(json_schema=...)``) and turns it into
@@ -90,7 +88,12 @@ def _local_model(seed: int, max_tokens: int, temperature: float, threads: int) -
 
 
 def make_chat_model(
-    name: str = "local", *, seed: int = 0, temperature: float = 0.2, max_tokens: int = 1200, timeout: float = 60.0,
+    name: str = "local",
+    *,
+    seed: int = 0,
+    temperature: float = 0.2,
+    max_tokens: int = 1200,
+    timeout: float = 60.0,
     threads: int | None = None,
 ) -> tuple[BaseChatModel, bool]:
     """(model, supports_json_schema_grammar) for a backend name. ``timeout`` (s) bounds each call to a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -33,22 +32,36 @@ def _help(path: str, text: str) -> str:
 
 def demos(
     out: Path = typer.Option(..., help="Folder for demos, plans, prompts, bounds and summary.json."),
-    scenario: Optional[str] = typer.Option(None, help=_help("scenario.name", "City name or a built scenario folder.")),
-    llm: Optional[str] = typer.Option(None, "--llm", help=_help("sed.llm", "local | openai[:model] | ollama[:model] | provider:model.")),
-    agents: Optional[int] = typer.Option(None, help=_help("env.n_agents", "Controlled agents (null: the city's).")),
-    rounds: Optional[int] = typer.Option(None, help=_help("sed.rounds", "M: SED rounds at most.")),
-    rollouts: Optional[int] = typer.Option(None, help=_help("sed.rollouts", "R: background-traffic seeds per round.")),
-    threshold: Optional[float] = typer.Option(None, help=_help("sed.threshold", "Accept when max_i B_i <= threshold (minutes).")),
-    c: Optional[float] = typer.Option(None, help=_help("sed.c", "Weight of the divergence term D_i in B_i = V_i + c*D_i.")),
-    k: Optional[int] = typer.Option(None, help=_help("sed.k", "Candidate routes per agent.")),
-    subset_size: Optional[int] = typer.Option(None, help=_help("sed.subset_size", "Agents per prompt at most.")),
-    seed: Optional[int] = typer.Option(None, help=_help("run.seed", "Seed of the LLM's sampling and the rollouts.")),
-    request_timeout: Optional[float] = typer.Option(None, help=_help("sed.request_timeout", "Seconds per call to a remote LLM before it counts as failed.")),
-    cache: Optional[str] = typer.Option(None, help=_help("sed.cache_file", "LangChain answer cache (SQLite; null: $COSIM_HOME/llm-cache.sqlite).")),
+    scenario: str | None = typer.Option(None, help=_help("scenario.name", "City name or a built scenario folder.")),
+    llm: str | None = typer.Option(
+        None, "--llm", help=_help("sed.llm", "local | openai[:model] | ollama[:model] | provider:model.")
+    ),
+    agents: int | None = typer.Option(None, help=_help("env.n_agents", "Controlled agents (null: the city's).")),
+    rounds: int | None = typer.Option(None, help=_help("sed.rounds", "M: SED rounds at most.")),
+    rollouts: int | None = typer.Option(None, help=_help("sed.rollouts", "R: background-traffic seeds per round.")),
+    threshold: float | None = typer.Option(
+        None, help=_help("sed.threshold", "Accept when max_i B_i <= threshold (minutes).")
+    ),
+    c: float | None = typer.Option(
+        None, help=_help("sed.c", "Weight of the divergence term D_i in B_i = V_i + c*D_i.")
+    ),
+    k: int | None = typer.Option(None, help=_help("sed.k", "Candidate routes per agent.")),
+    subset_size: int | None = typer.Option(None, help=_help("sed.subset_size", "Agents per prompt at most.")),
+    seed: int | None = typer.Option(None, help=_help("run.seed", "Seed of the LLM's sampling and the rollouts.")),
+    request_timeout: float | None = typer.Option(
+        None, help=_help("sed.request_timeout", "Seconds per call to a remote LLM before it counts as failed.")
+    ),
+    cache: str | None = typer.Option(
+        None, help=_help("sed.cache_file", "LangChain answer cache (SQLite; null: $COSIM_HOME/llm-cache.sqlite).")
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers (sed.cache=false)."),
     random_baseline: bool = typer.Option(True, help="Also measure random candidate choice."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."),
-    set_: List[str] = typer.Option([], "--set", help="Override one setting: section.key=value, e.g. sed.rounds=2 (repeatable)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override one setting: section.key=value, e.g. sed.rounds=2 (repeatable)."
+    ),
 ) -> None:
     """Generate expert demonstrations with the LLM, validated by the SED bound; prints a one-line summary.
     Mostly-fallback plans (the LLM's answers were unusable) still write --out, for diagnosis, but end

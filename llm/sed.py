@@ -19,7 +19,6 @@ This project's formalisation (the paper's abstract gives no formulas):
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -43,6 +42,7 @@ from llm.errors import LLMError
 from llm.plans import PARSER, Validation, parse, plan_schema, validate
 from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, subset_data
 from scenarios import Scenario
+from scenarios.jsonio import clean_dict
 
 
 @dataclass
@@ -55,7 +55,7 @@ class SEDConfig(SEDSettings):
     cache_path: str | None = None  # LangChain SQLite cache; None = no cache
 
     @classmethod
-    def from_settings(cls, settings: SEDSettings, agents: int | None, seed: int) -> "SEDConfig":
+    def from_settings(cls, settings: SEDSettings, agents: int | None, seed: int) -> SEDConfig:
         from dataclasses import fields as _fields
 
         from scenarios.paths import home_dir
@@ -225,21 +225,26 @@ class SED:
         self.out = out
         if model is None:
             model, grammar = make_chat_model(
-                config.llm, seed=config.seed, temperature=config.temperature, timeout=config.request_timeout,
+                config.llm,
+                seed=config.seed,
+                temperature=config.temperature,
+                timeout=config.request_timeout,
                 threads=config.threads,
             )
         else:
             grammar = False
         self.model, self.grammar = model, grammar
-        env = replace(env, n_agents=config.agents, control="policy") if env is not None else EnvConfig(n_agents=config.agents)
+        env = (
+            replace(env, n_agents=config.agents, control="policy")
+            if env is not None
+            else EnvConfig(n_agents=config.agents)
+        )
         self.env = VehicleRoutingEnv(scenario, env)
         self.graph = self.env.graph
         self.trips = {t.id: (t.origin, t.destination) for t in self.env.trips}
         self.departs = {t.id: t.depart for t in self.env.trips}
         finder = CandidateFinder(self.graph, k=config.k)
-        self.candidates: dict[str, list[Route]] = {
-            t.id: finder.routes(t.origin, t.destination) for t in self.env.trips
-        }
+        self.candidates: dict[str, list[Route]] = {t.id: finder.routes(t.origin, t.destination) for t in self.env.trips}
         self.subsets = interaction_subsets(self.candidates, config.subset_size)
         self.cache: CountingCache | None = None
         self.log: list[dict] = []  # one record per LLM call: prompt, response, problems, latency
@@ -606,7 +611,7 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
             "config": asdict(sed.cfg),
             **(extra or {}),
         }
-        summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+        summary = clean_dict(summary)
         (tmp / demofiles.SUMMARY_JSON).write_text(json.dumps(summary, indent=1))
         _move_into_place(tmp, out)
     except BaseException:

@@ -24,10 +24,10 @@ import importlib.util
 import json
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from scenarios import cache, sumotools
 from scenarios import recipe as recipes
@@ -414,7 +414,7 @@ class _Build:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _root_tag(path: Path) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -95,28 +94,29 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 @app.command()
 def build(
-    name: Optional[str] = typer.Argument(
-        None, help="Shipped city, recipe .toml, or built scenario (default: helsinki)."
+    name: str | None = typer.Argument(None, help="Shipped city, recipe .toml, or built scenario (default: helsinki)."),
+    osm: Path | None = typer.Option(None, "--osm", help="Local .osm / .osm.pbf (any pyosmium format)."),
+    bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N in degrees; downloaded from Overpass."),
+    place: str | None = typer.Option(None, "--place", help="Place name, geocoded by Nominatim (osmnx)."),
+    net: Path | None = typer.Option(None, "--net", help="Existing SUMO .net.xml / .net.xml.gz."),
+    as_name: str | None = typer.Option(None, "--name", help="Name for an ad-hoc scenario."),
+    agents: int | None = typer.Option(None, "--agents", min=1, help="Default number of controlled agents."),
+    agent_pool: int | None = typer.Option(None, "--agent-pool", min=1, help="Routable agent trips to precompute."),
+    veh_per_hour: float | None = typer.Option(None, "--veh-per-hour", min=0, help="Background vehicles per hour."),
+    horizon: float | None = typer.Option(None, "--horizon", min=1, help="Simulated seconds per episode."),
+    min_trip_m: float | None = typer.Option(None, "--min-trip-m", min=0, help="Shortest agent trip, metres."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed for background and agent trips."),
+    overpass_url: str | None = typer.Option(
+        None, "--overpass-url", help="Overpass API endpoint (default: $COSIM_OVERPASS_URL or the public one)."
     ),
-    osm: Optional[Path] = typer.Option(None, "--osm", help="Local .osm / .osm.pbf (any pyosmium format)."),
-    bbox: Optional[str] = typer.Option(None, "--bbox", help="W,S,E,N in degrees; downloaded from Overpass."),
-    place: Optional[str] = typer.Option(None, "--place", help="Place name, geocoded by Nominatim (osmnx)."),
-    net: Optional[Path] = typer.Option(None, "--net", help="Existing SUMO .net.xml / .net.xml.gz."),
-    as_name: Optional[str] = typer.Option(None, "--name", help="Name for an ad-hoc scenario."),
-    agents: Optional[int] = typer.Option(None, "--agents", min=1, help="Default number of controlled agents."),
-    agent_pool: Optional[int] = typer.Option(None, "--agent-pool", min=1, help="Routable agent trips to precompute."),
-    veh_per_hour: Optional[float] = typer.Option(None, "--veh-per-hour", min=0, help="Background vehicles per hour."),
-    horizon: Optional[float] = typer.Option(None, "--horizon", min=1, help="Simulated seconds per episode."),
-    min_trip_m: Optional[float] = typer.Option(None, "--min-trip-m", min=0, help="Shortest agent trip, metres."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed for background and agent trips."),
-    overpass_url: Optional[str] = typer.Option(None, "--overpass-url", help="Overpass API endpoint "
-                                               "(default: $COSIM_OVERPASS_URL or the public one)."),
-    nominatim_url: Optional[str] = typer.Option(None, "--nominatim-url", help="Nominatim endpoint "
-                                                "(default: $COSIM_NOMINATIM_URL or osmnx's)."),
+    nominatim_url: str | None = typer.Option(
+        None, "--nominatim-url", help="Nominatim endpoint (default: $COSIM_NOMINATIM_URL or osmnx's)."
+    ),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the cache holds this build."),
 ) -> None:
     """Build a scenario (or find it in the cache); prints the built folder as the last line."""
-    from scenarios import osm as endpoints, recipe
+    from scenarios import osm as endpoints
+    from scenarios import recipe
 
     if overpass_url is not None:  # a typo in an endpoint is reported even when this source needs none
         endpoints.overpass_url(overpass_url)
@@ -186,6 +186,7 @@ def main() -> None:
     from scenarios.errors import run_app
 
     run_app(app)
+
 
 if __name__ == "__main__":
     main()

@@ -303,7 +303,7 @@ def download_bbox(bbox: tuple[float, float, float, float], dst: Path, url: str |
             if not isinstance(exc.reason, (socket.timeout, TimeoutError)):
                 raise ScenarioError(f"cannot reach Overpass API at {url}: {exc.reason}") from None
             raise _too_slow("Overpass API", url, timeout_s) from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise _too_slow("Overpass API", url, timeout_s) from None
         except (ConnectionError, OSError) as exc:
             raise ScenarioError(f"cannot reach Overpass API at {url}: {exc}") from None

@@ -22,16 +22,11 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenarios.errors import ScenarioError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 needs the backport (pyproject: tomli; python_version < "3.11")
-    import tomli as tomllib
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_CITY = "helsinki"
@@ -42,6 +37,7 @@ class ScenarioConfig:
     """The scenario section of an experiment's configuration tree: which city the experiment runs on."""
 
     name: str = DEFAULT_CITY  # a shipped city, a recipe .toml, an .osm/.osm.pbf or .net.xml file, or a built folder
+
 
 # netconvert options measured to give clean nets from raw OSM (see NOTES.md). Traffic lights stay
 # static: actuated controllers have been seen to hang libsumo at the first step.
@@ -117,7 +113,7 @@ class Recipe:
             "demand": dict(sorted(self.demand.items())),
         }
 
-    def with_overrides(self, *, seed: int | None = None, name: str | None = None, **kw) -> "Recipe":
+    def with_overrides(self, *, seed: int | None = None, name: str | None = None, **kw) -> Recipe:
         """A copy with demand/seed fields replaced; unknown keywords are a ScenarioError."""
         unknown = set(kw) - set(OVERRIDES)
         if unknown:
@@ -270,7 +266,9 @@ def check_bbox(value) -> tuple[float, float, float, float]:
             raise ValueError
         w, s, e, n = (float(p) for p in parts)
     except (TypeError, ValueError):
-        raise ScenarioError(f"bounding box must be W,S,E,N in degrees (e.g. 24.93,60.16,24.95,60.17), got {value!r}") from None
+        raise ScenarioError(
+            f"bounding box must be W,S,E,N in degrees (e.g. 24.93,60.16,24.95,60.17), got {value!r}"
+        ) from None
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
         raise ScenarioError(f"bounding box {w},{s},{e},{n} is not W,S,E,N with W < E and S < N in degrees")
     return (w, s, e, n)

@@ -57,22 +57,20 @@ class RoadGraph:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_net_file(cls, path: str | Path) -> "RoadGraph":
+    def from_net_file(cls, path: str | Path) -> RoadGraph:
         import sumolib  # local: sumolib's net reader is only needed when building the graph
 
         return cls.from_net(sumolib.net.readNet(str(path), withInternal=True))
 
     @classmethod
-    def from_net(cls, net) -> "RoadGraph":
+    def from_net(cls, net) -> RoadGraph:
         """From an already loaded sumolib net (the builder reads the net once for counts, map and trips)."""
         kept = [e for e in net.getEdges() if not e.isSpecial() and e.allows(VCLASS)]
         kept.sort(key=lambda e: e.getID())
         idx = {e.getID(): i for i, e in enumerate(kept)}
         succ = []
         for e in kept:
-            outs = sorted(
-                idx[t.getID()] for t in e.getAllowedOutgoing(VCLASS) if t.getID() in idx
-            )
+            outs = sorted(idx[t.getID()] for t in e.getAllowedOutgoing(VCLASS) if t.getID() in idx)
             succ.append(tuple(outs))
         signals = {}
         for e in kept:

@@ -47,7 +47,7 @@ class Scenario:
     manifest: dict
 
     @classmethod
-    def load(cls, path: str | Path) -> "Scenario":
+    def load(cls, path: str | Path) -> Scenario:
         """A built folder, checked complete: a file deleted from it would otherwise fail much later, as
         a traceback from SUMO or sumolib in the middle of a run."""
         path = Path(path)
@@ -139,5 +139,5 @@ def read_manifest(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ScenarioError(f"cannot read {mf}: {exc}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ScenarioError(f"{mf} is not a scenario manifest (no \"files\" mapping)")
+        raise ScenarioError(f'{mf} is not a scenario manifest (no "files" mapping)')
     return manifest

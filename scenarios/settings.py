@@ -18,8 +18,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from scenarios.errors import UserError
 
