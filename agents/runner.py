@@ -66,10 +66,10 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _identity_of(tree: dict) -> dict:
+def _identity_of(tree: dict, resumable=TrainConfig.RESUMABLE_CHANGES) -> dict:
     """A recorded tree minus the settings that may change on resume (as TrainConfig.identity())."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
-    for path in TrainConfig.RESUMABLE_CHANGES:
+    for path in resumable:
         section, key = path.split(".")
         if isinstance(d.get(section), dict):
             d[section].pop(key, None)
@@ -348,7 +348,7 @@ def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     ck = load_checkpoint(ck_path) if ck_path.exists() else None
     old = ck["config"] if ck is not None else _read_config(cfg_path)
     if old is not None:
-        old = _identity_of(old)
+        old = _identity_of(old, type(cfg).RESUMABLE_CHANGES)
     if old is not None and old != new:
         raise TrainError(
             f"--out {out} holds another run with a different config ({_config_diff(old, new)}); choose another --out"

@@ -27,6 +27,12 @@ from llm.config import SEDSettings
 class ExperimentConfig(TrainConfig):
     sed: SEDSettings = field(default_factory=SEDSettings)
 
+    # how the LLM is reached and its answers cached does not make another run
+    RESUMABLE_CHANGES = TrainConfig.RESUMABLE_CHANGES + (
+        "sed.threads", "sed.cache", "sed.cache_file", "sed.request_timeout", "sed.retry_attempts",
+        "sed.retry_initial_wait",
+    )  # fmt: skip
+
     def check(self) -> None:
         super().check()
         problems = self.sed.problems()
