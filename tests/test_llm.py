@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage
 from llm.errors import LLMError
 from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema
 from llm.sed import SED, SEDConfig, compute_bounds, write_outputs
+from tests.tools.http import send_json
 
 
 def answer(choices: list[tuple[str, int]]) -> str:
@@ -304,12 +305,7 @@ class _OpenAIStub(BaseHTTPRequestHandler):
                          "message": {"role": "assistant", "content": answer([(a, 1) for a in ids])}}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
         }  # fmt: skip
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, 200, reply)
 
     def log_message(self, *args):
         pass

@@ -27,6 +27,7 @@ from langchain_core.language_models import FakeListChatModel
 
 from llm.errors import LLMError
 from llm.sed import SED, SEDConfig, write_outputs
+from tests.tools.http import send_json
 
 SECRET = "sk-cosim-reliability-SECRET-42"
 SMALL = ["--agents", "4", "--subset-size", "2", "--rounds", "1", "--rollouts", "2", "--no-random-baseline"]
@@ -62,12 +63,7 @@ class Stub(BaseHTTPRequestHandler):
         })  # fmt: skip
 
     def _send(self, status: int, doc: dict) -> None:
-        data = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, doc)
 
     def log_message(self, *args):
         pass
