@@ -357,8 +357,9 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
                     on_done(_failed(j, f"Ray task failed: {type(exc).__name__}: {first}"))
     finally:
         if started:
+            ray_pids = _ray_processes()
             ray.shutdown()
-            _reap_children()
+            _reap_children(ray_pids)
 
 
 def _become_subreaper() -> None:
@@ -373,43 +374,60 @@ def _become_subreaper() -> None:
         pass
 
 
-def _reap_children(wait_s: float = 30.0) -> None:
-    """Collect the exit status of the child processes that end within `wait_s` after ray.shutdown()
-    (which stops the local cluster but does not wait for all of its processes). Children that are
-    still running then (wandb's service, say) are left alone."""
+def _reap_children(pids: set[int], wait_s: float = 30.0) -> None:
+    """Collect the exit status of Ray's processes `pids` (taken just before ray.shutdown(), which stops
+    the local cluster but does not wait for all of it) as they end, for at most `wait_s`. Children that
+    are not Ray's and still run (wandb's service, say) are left alone."""
     deadline = time.monotonic() + wait_s
+    me = os.getpid()
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass  # collect whatever has ended
         except ChildProcessError:
             return  # no children left
-        if pid == 0:
-            if time.monotonic() > deadline or not _ray_descendants():
-                return
-            time.sleep(0.1)
+        if time.monotonic() > deadline or not any(_running_or_ours(p, me) for p in pids):
+            return
+        time.sleep(0.1)
 
 
-def _ray_descendants() -> bool:
-    """Whether one of this process's descendants is still one of Ray's (its command line names ray):
-    the raylet's workers are its children, not ours, until it exits and they are handed to us."""
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        return state, int(ppid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _running_or_ours(pid: int, me: int) -> bool:
+    """Still running, or ended as a child of this process (so still ours to collect)."""
+    st = _proc_stat(pid)
+    return st is not None and (st[0] != "Z" or st[1] == me)
+
+
+def _ray_processes() -> set[int]:
+    """The pids of this process's descendants that are Ray's (their command line names ray): the
+    raylet's workers are its children, not ours, until it exits and they are handed to us."""
     parent, ray = {}, set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
             pid = int(stat.parent.name)
-            parent[pid] = int(text[text.rindex(")") + 2 :].split()[1])
+            parent[pid] = _proc_stat(pid)[1]
             if b"ray" in (stat.parent / "cmdline").read_bytes():
                 ray.add(pid)
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError, TypeError):
             continue
-    me = os.getpid()
-    for pid in ray:
-        seen = 0
+    me, ours = os.getpid(), set()
+    for start in ray:
+        pid, seen = start, 0
         while pid in parent and seen < 64:  # up the tree to us (or to PID 1)
             pid, seen = parent[pid], seen + 1
             if pid == me:
-                return True
-    return False
+                ours.add(start)
+                break
+    return ours
 
 
 # ---------------------------------------------------------------------------------------- demos
