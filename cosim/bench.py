@@ -35,7 +35,8 @@ from scenarios import Scenario
 
 
 def _bare_cmd(env: VehicleRoutingEnv, seed: int, end: float, tmp: str) -> list[str]:
-    routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env.initial_routes)
+    passive = env.scenario.passive_vehicles(env.trips)
+    routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env.initial_routes, passive=passive)
     return [sumo_binary("sumo"), *env.kernel.sumo_options(seed, [env.scenario.background_file, routes], end)]
 
 
@@ -171,25 +172,26 @@ def overhead(
         # a user pays
         _env_episode(env, seed)
         m = dict(env.metrics)
-        _bare_sumo(env, seed, m["sim_time"])
+        end = env.begin + m["sim_time"]  # the episode's last step, on the scenario's clock
+        _bare_sumo(env, seed, end)
         if reference:
-            _reference_episode(env, seed, m["sim_time"])
-            _stepping_episode(env, seed, m["sim_time"])
+            _reference_episode(env, seed, end)
+            _stepping_episode(env, seed, end)
         env_times, sumo_times, ref_times, step_times = [], [], [], []
         for _ in range(repeat):
             env_times.append(_env_episode(env, seed))
             if env.metrics["sim_time"] != m["sim_time"] or env.metrics["decisions"] != m["decisions"]:
                 raise RuntimeError("the env's episodes differ between repeats with the same seed")
-            wall, bare = _bare_sumo(env, seed, m["sim_time"])
+            wall, bare = _bare_sumo(env, seed, end)
             sumo_times.append(wall)
             if reference:
-                wall, ref_decisions = _reference_episode(env, seed, m["sim_time"])
+                wall, ref_decisions = _reference_episode(env, seed, end)
                 ref_times.append(wall)
-                wall, stepped = _stepping_episode(env, seed, m["sim_time"])
+                wall, stepped = _stepping_episode(env, seed, end)
                 if (stepped.get("count"), stepped.get("duration")) != (bare["count"], bare["duration"]):
                     raise RuntimeError("the stepping floor's traffic differs from the bare run's")
                 step_times.append(wall)
-        counted = _instructions(env, seed, m["sim_time"]) if instructions else {}
+        counted = _instructions(env, seed, end) if instructions else {}
         if reference:
             counted |= {
                 "reference_s": round(statistics.median(ref_times), 4),

@@ -53,7 +53,7 @@ def simulate(
     from scenarios.settings import experiment_class, resolve
 
     check_seed("--seed", seed)
-    check_positive("--agents", agents)
+    check_positive("--agents", agents, zero_ok=True)  # 0: a plain run of an imported scenario's demand
     cls = experiment_class(None)
     if cls is not None:
         shortcuts = {"env.n_agents": agents, "env.backend": backend, "env.gui": gui or None}

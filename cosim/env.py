@@ -65,6 +65,10 @@ class VehicleRoutingEnv(ParallelEnv):
         self.graph = scenario.graph
         self.trips = scenario.trips(cfg.n_agents)
         self.horizon = float(cfg.horizon if cfg.horizon is not None else scenario.horizon)
+        # imported scenarios keep their clock (cologne8 runs 07:00-08:00): signal programs and departures
+        # are written against it, so the episode runs from the scenario's begin for `horizon` seconds
+        self.begin = scenario.begin
+        self.end = self.begin + self.horizon
         if self.graph.max_degree > cfg.max_actions:
             raise CosimError(
                 f"scenario {scenario.name!r} has junctions with {self.graph.max_degree} continuations, "
@@ -196,14 +200,14 @@ class VehicleRoutingEnv(ParallelEnv):
         self.metrics = {}
         for attempt in (1, 2):
             try:
-                self.kernel.start(sumo_seed, self.trips, self._initial_routes, self.horizon, rerouting=self._rerouting)
+                self.kernel.start(sumo_seed, self.trips, self._initial_routes, self.end, rerouting=self._rerouting)
                 break
             except SumoFault:
                 self.kernel.fault()
                 self.faults += 1
                 if attempt == 2:
                     raise
-        self.time = 0.0
+        self.time = self.begin
         self.agents = list(self.possible_agents)
         self._blank_for = None
         obs, _, _, _, infos = self._advance()
@@ -268,7 +272,7 @@ class VehicleRoutingEnv(ParallelEnv):
         heap, due, ready = sched.heap, sched.due, sched.ready
         try:
             while True:
-                if self.time >= self.horizon:
+                if self.time >= self.end:
                     return self._finish(truncated=True)
                 ev = k.step()
                 now = self.time = ev.time
@@ -316,7 +320,7 @@ class VehicleRoutingEnv(ParallelEnv):
             occ.append(o)
             agents_on.append(sum(1 for v in ids if v in by_name) if ids else 0)
         d = Decision(
-            time=self.time,
+            time=self.time - self.begin,
             horizon=self.horizon,
             elapsed=self.time - a.depart_time,
             remaining=c.remaining,
@@ -426,10 +430,10 @@ class VehicleRoutingEnv(ParallelEnv):
         self.metrics = {
             "episode": self.episode,
             "seed": self._sim_seed,
-            "sim_time": self.time,
+            "sim_time": self.time - self.begin,
             "agents": len(st),
             "arrived": len(arrived),
-            "arrival_rate": len(arrived) / len(st),
+            "arrival_rate": len(arrived) / len(st) if st else float("nan"),
             # unfinished agents count with the time they had spent at the end (a lower bound)
             "mean_travel_time": float(np.mean(tt)) if tt else float("nan"),
             "mean_travel_time_arrived": float(np.mean([a.arrival_time - a.depart_time for a in arrived]))
@@ -446,6 +450,8 @@ class VehicleRoutingEnv(ParallelEnv):
             "all_vehicles_mean_travel_time": stats.get("duration", float("nan")),
             "all_vehicles_mean_time_loss": stats.get("timeLoss", float("nan")),
             "all_vehicles_finished": stats.get("count", float("nan")),
+            "all_vehicles_mean_route_length": stats.get("routeLength", float("nan")),
+            "all_vehicles_mean_waiting_time": stats.get("waitingTime", float("nan")),
         }
 
     # ------------------------------------------------------------------ extras

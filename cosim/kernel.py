@@ -127,23 +127,30 @@ REJECTIONS = _rejection_types()
 
 
 def write_agent_routes(
-    path: Path, trips: Sequence[Trip], routes: Sequence[Sequence[str]], rerouting: bool = False
+    path: Path,
+    trips: Sequence[Trip],
+    routes: Sequence[Sequence[str]],
+    rerouting: bool = False,
+    passive: Sequence[tuple[float, str]] = (),
 ) -> Path:
     """Agents as a SUMO route file: the same file feeds the env and the bare-SUMO benchmark, so both see
     identical vehicles (same type, departure, initial free-flow route). With `rerouting`, the agents
-    carry SUMO's own travel-time rerouting device instead of being steered by a policy."""
-    order = sorted(range(len(trips)), key=lambda i: (trips[i].depart, i))
-    lines = [
-        "<routes>",
-        f'  <vType id="{AGENT_VTYPE}" vClass="passenger" accel="{AGENT_ACCEL}" color="1,0,0"/>',
-    ]
+    carry SUMO's own travel-time rerouting device instead of being steered by a policy. `passive`:
+    (departure, XML) of imported vehicles that could have been agents but are not this time; they run as
+    their files say, in the same file because SUMO wants each file sorted by departure."""
     device = '<param key="has.rerouting.device" value="true"/>' if rerouting else ""
-    for i in order:
-        t = trips[i]
-        lines.append(
+    rows = [
+        (
+            t.depart,
             f'  <vehicle id="{t.id}" type="{AGENT_VTYPE}" depart="{t.depart:.2f}" departLane="best">'
-            f'<route edges="{" ".join(routes[i])}"/>{device}</vehicle>'
+            f'<route edges="{" ".join(edges)}"/>{device}</vehicle>',
         )
+        for t, edges in zip(trips, routes)
+    ]
+    rows += [(depart, "  " + xml) for depart, xml in passive]
+    rows.sort(key=lambda r: r[0])  # stable: equal departures keep the pool's order
+    lines = ["<routes>", f'  <vType id="{AGENT_VTYPE}" vClass="passenger" accel="{AGENT_ACCEL}" color="1,0,0"/>']
+    lines += [xml for _, xml in rows]
     lines.append("</routes>\n")
     path.write_text("\n".join(lines))
     return path
@@ -218,21 +225,22 @@ class SumoKernel:
             "--seed",
             str(int(seed)),
             "--begin",
-            "0",
+            f"{self.scenario.begin:g}",
             "--end",
             f"{end:g}",
             "--no-step-log",
             "true",
             "--no-warnings",
             "true",
-            "--time-to-teleport",
-            "300",
             # tripinfo devices on every vehicle make SUMO keep the all-vehicle trip statistics that
             # trip_statistics() reads; writing them to a null file keeps SUMO quiet (unlike
             # --duration-log.statistics, which turns on verbose output).
             "--tripinfo-output",
             str(tripinfo) if tripinfo is not None else os.devnull,
         ]
+        kept = self.scenario.manifest.get("import", {}).get("sumo_options", {})
+        if "time-to-teleport" not in kept:  # an imported .sumocfg's own setting wins
+            args += ["--time-to-teleport", "300"]
         if self.gui:
             args += ["--start", "true", "--quit-on-end", "true"]
         return args + self.extra_args
@@ -247,7 +255,8 @@ class SumoKernel:
         rerouting: bool = False,
     ) -> None:
         """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one."""
-        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, rerouting)
+        passive = self.scenario.passive_vehicles(trips)
+        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, rerouting, passive)
         args = self.sumo_options(seed, [self.scenario.background_file, route_file], end, tripinfo)
         if rerouting:
             args += ["--device.rerouting.period", "60", "--device.rerouting.adaptation-interval", "10"]

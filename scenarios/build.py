@@ -94,6 +94,8 @@ def resolve(name_or_path: str | Path | Recipe) -> Recipe | Path:
         low = path.name.lower()
         if low.endswith((".net.xml", ".net.xml.gz")):
             return recipes.adhoc("net", text)
+        if low.endswith(".sumocfg"):
+            return recipes.adhoc("sumocfg", text)
         return recipes.adhoc("file", text)
     for folder, manifest in cache.entries():
         if folder.name == text:
@@ -118,9 +120,25 @@ def _cache_entry(folder: Path, manifest: dict) -> Recipe | Path:
 
 
 def source_digest(r: Recipe) -> str | None:
-    """sha256 of the source's bytes for file-based sources (None for downloads: the recipe is the key)."""
+    """sha256 of the source's bytes for file-based sources (None for downloads: the recipe is the key).
+    Imported demand adds its files' bytes: a .sumocfg with every file it names, route files, trip tables."""
     path = source_path(r)
-    return cache.file_digest(path) if path is not None else None
+    if path is None:
+        return None
+    files = [path]
+    if r.kind == "sumocfg":
+        from scenarios.imported import read_sumocfg
+
+        cfg = read_sumocfg(path)
+        files += [cfg.net, *cfg.routes, *cfg.additional]
+    if r.imported:
+        files += [Path(f) for f in (*r.demand["routes"], *r.demand["trips"])]
+    digests = [cache.file_digest(f) for f in files]
+    if len(digests) == 1:
+        return digests[0]
+    import hashlib
+
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
 def source_path(r: Recipe) -> Path | None:
@@ -135,11 +153,11 @@ def source_path(r: Recipe) -> Path | None:
         if not path.is_file():
             raise ScenarioError(f"recipe {r.name!r}: {src['file']} is not in package {src['package']!r}")
         return path
-    if src["kind"] in ("file", "net"):
+    if src["kind"] in ("file", "net", "sumocfg"):
         path = Path(src["path"])
         if not path.is_file():
-            what = "OSM" if src["kind"] == "file" else "net"
-            raise ScenarioError(f"{what} file {path} does not exist")
+            what = {"file": "OSM file", "net": "net file", "sumocfg": "SUMO configuration file"}[src["kind"]]
+            raise ScenarioError(f"{what} {path} does not exist")
         return path
     return None
 
@@ -198,6 +216,9 @@ class _Build:
         self.timings[name] = time.perf_counter() - t0
 
     def run(self) -> None:
+        if self.r.imported:
+            self.run_imported()
+            return
         d = self.r.demand
         if self.r.kind == "net":
             with self.step("source", "copying SUMO net"):
@@ -232,6 +253,113 @@ class _Build:
             mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool.trips[: d["agents"]])
         shutil.rmtree(self.work, ignore_errors=True)
         self.write_manifest(veh_per_hour)
+
+    def run_imported(self) -> None:
+        """A SUMO scenario with its own demand: net (and additional files) copied, agents picked from the
+        demand, the rest written back as background (scenarios/imported.py)."""
+        from scenarios import imported
+
+        cfg = None
+        with self.step("source", "copying the SUMO scenario"):
+            if self.r.kind == "sumocfg":
+                cfg = imported.read_sumocfg(source_path(self.r))
+                self.source_info.update(path=str(cfg.path), net=str(cfg.net), sha256=self.digest)
+                self.copy_net(cfg.net)
+                self.copy_additional(cfg.additional)
+            else:
+                self.copy_net()
+        with self.step("graph", "reading the net"):
+            net, graph = self.read_net()
+        with self.step("demand", "importing the demand"):
+            info = self.import_demand(net, graph, cfg)
+        with self.step("config", "writing scenario.sumocfg"):
+            self.sumocfg(info["time"], cfg)
+        with self.step("map", "drawing the map"):
+            from scenarios import mapplot
+
+            pool = json.loads((self.out / FILES["agents"]).read_text())
+            title = f"{self.r.name}: {self.counts['edges']} edges, {self.counts['road_km']:.1f} km of road"
+            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool[:50])
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.write_manifest(0.0, imported=info)
+
+    def import_demand(self, net, graph, cfg) -> dict:
+        from scenarios import imported
+
+        d = self.r.demand
+        paths = list(cfg.routes) if cfg is not None else []
+        paths += [Path(p) for p in d["routes"]]
+        edges = {e.getID() for e in net.getEdges()}
+        for i, table in enumerate(d["trips"]):
+            xml = self.work / f"trips-{i}.xml"
+            imported.trips_csv_to_xml(Path(table), xml, edges)
+            paths.append(xml)
+        if not paths:
+            raise ScenarioError(f"{self._source_label()} names no route files: there is no demand to import")
+        demand = imported.read_demand(paths, self.r.seed)
+        imported.check_edges(demand, edges)
+        imported.check_routable(self.out / FILES["net"], demand, self.work, self.out, self.log)
+        departs = [u.depart for u in demand.units if u.depart is not None]
+        if cfg is not None and cfg.begin is not None:
+            begin = cfg.begin
+        else:
+            begin = float(int(min(departs))) if departs else 0.0
+        last = max(departs) if departs else begin
+        if d["horizon"] != "auto":
+            end = begin + float(d["horizon"])
+        elif cfg is not None and cfg.end is not None:
+            end = cfg.end
+        else:
+            end = last + imported.HORIZON_MARGIN_S
+        if end <= begin:
+            raise ScenarioError(f"{self._source_label()}: the simulation ends ({end:g} s) before it begins ({begin:g} s)")
+        w_end = last if d["agent_depart_end"] == "auto" else begin + float(d["agent_depart_end"])
+        window = (begin + float(d["agent_depart_begin"]), min(w_end, end))
+        agents = d["agents"]
+        if agents == "auto" and "agent_share" not in d:
+            eligible = imported.choose_agents(demand, graph, agents=0, share=None, seed=self.r.seed, window=window)
+            agents = min(recipes.IMPORTED_AUTO_AGENTS, eligible.eligible)
+        cap = vehicle_capacity(self.counts["lane_km"])
+        if agents != "auto" and agents > cap:
+            raise ScenarioError(
+                f"--agents {agents} is more than {self.r.name}'s roads can hold: {self.counts['lane_km']} km of "
+                f"lanes fit at most {cap} cars at once ({CAR_SPACE_M:g} m per car)"
+            )
+        choice = imported.choose_agents(
+            demand, graph, agents=None if agents == "auto" else int(agents), share=d.get("agent_share"),
+            seed=self.r.seed, window=window,
+        )  # fmt: skip
+        (self.out / FILES["agents"]).write_text(json.dumps(choice.agents, indent=1))
+        chosen = {a["id"] for a in choice.agents}
+        rest = [u for u in demand.units if u.id not in chosen]
+        background = imported.scaled(rest, float(d["scale"]), self.r.seed)
+        imported.write_background(self.out / FILES["background"], demand, background)
+        vehicles = [u for u in background if u.elem.tag in ("vehicle", "trip")]
+        self.counts.update(agents=len(choice.agents), agent_pool=len(choice.agents), background_vehicles=len(vehicles))
+        return {
+            "files": demand.files,
+            "flows_expanded": demand.flows_expanded,
+            "vehicles_by_type": imported.counts_by_type(demand.units),
+            "eligible_agents": choice.eligible,
+            "agent_window": list(window),
+            "agents_chosen": len(choice.agents),
+            "agent_share": d.get("agent_share"),
+            "scale": d["scale"],
+            "background_by_type": imported.counts_by_type(background),
+            "sumo_options": cfg.options if cfg is not None else {},
+            "dropped_options": cfg.dropped if cfg is not None else [],
+            "additional_files": [p.name for p in (cfg.additional if cfg is not None else [])],
+            "time": {"begin": begin, "end": end, "last_departure": last},
+        }
+
+    def copy_additional(self, files: list[Path]) -> None:
+        """Additional files (signal programs, detectors, vTypes) next to the net, under their own names."""
+        if not files:
+            return
+        folder = self.out / "additional"
+        folder.mkdir()
+        for i, f in enumerate(files):
+            shutil.copyfile(f, folder / f"{i:02d}-{f.name}")
 
     # ---------------------------------------------------------------- steps
     def fetch(self) -> Path:
@@ -279,8 +407,8 @@ class _Build:
                 *self.r.netconvert]  # fmt: skip
         sumotools.run(args, "netconvert", self.out, self.log)
 
-    def copy_net(self) -> None:
-        src = source_path(self.r)
+    def copy_net(self, src: Path | None = None) -> None:
+        src = src or source_path(self.r)
         dst = self.out / FILES["net"]
         opener = gzip.open if _is_gzip(src) else open
         try:
@@ -299,14 +427,17 @@ class _Build:
         from scenarios.roadgraph import RoadGraph
 
         path = self.out / FILES["net"]
-        label = self.source_info.get("path", path) if self.r.kind == "net" else "netconvert's output"
+        if self.r.kind == "sumocfg":
+            label = self.source_info.get("net", path)
+        else:
+            label = self.source_info.get("path", path) if self.r.kind == "net" else "netconvert's output"
         try:
             net = sumolib.net.readNet(str(path))
         except Exception as exc:  # sumolib raises SAX errors and assorted parse errors
             raise ScenarioError(f"{label} is not a readable SUMO net: {str(exc).strip()[:200]}") from None
         edges = [e for e in net.getEdges() if not e.isSpecial()]
         if not edges:
-            if self.r.kind == "net":
+            if self.r.kind in ("net", "sumocfg"):
                 raise ScenarioError(f"{label} has no roads")
             n = self.source_info.get("osm", {}).get("drivable_ways", "?")
             raise ScenarioError(
@@ -370,17 +501,24 @@ class _Build:
         self.counts["background_vehicles"] = n
         return float(vph)
 
-    def sumocfg(self) -> None:
-        args = [sumotools.binary("sumo"), "-n", FILES["net"], "-r", FILES["background"], "--begin", "0",
-                "--end", f"{self.r.demand['horizon']:g}", "--save-configuration", FILES["sumocfg"]]  # fmt: skip
+    def sumocfg(self, time: dict | None = None, cfg=None) -> None:
+        begin, end = (time["begin"], time["end"]) if time else (0, self.r.demand["horizon"])
+        args = [sumotools.binary("sumo"), "-n", FILES["net"], "-r", FILES["background"], "--begin", f"{begin:g}",
+                "--end", f"{end:g}"]  # fmt: skip
+        additional = sorted((self.out / "additional").glob("*")) if (self.out / "additional").is_dir() else []
+        if additional:
+            args += ["--additional-files", ",".join(f"additional/{p.name}" for p in additional)]
+        for key, value in (cfg.options.items() if cfg is not None else ()):
+            args += [f"--{key}", value]
+        args += ["--save-configuration", FILES["sumocfg"]]
         sumotools.run(args, "sumo --save-configuration", self.out, self.log)
 
     def attribution(self) -> tuple[str, str]:
-        if self.r.kind == "net":
+        if self.r.kind in ("net", "sumocfg"):
             return ("unknown: a SUMO net supplied by the user (check the licence of its source data)", "unknown")
         return (OSM_ATTRIBUTION, OSM_LICENCE)
 
-    def write_manifest(self, veh_per_hour: float) -> None:
+    def write_manifest(self, veh_per_hour: float, imported: dict | None = None) -> None:
         attribution, licence = self.attribution()
         manifest = {
             "name": self.r.name,
@@ -398,6 +536,9 @@ class _Build:
             "files": dict(FILES),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
+        if imported is not None:
+            manifest["time"] = {k: imported["time"][k] for k in ("begin", "end")}
+            manifest["import"] = imported
         tmp = self.out / "manifest.json.part"
         tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         tmp.rename(self.out / "manifest.json")

@@ -99,8 +99,25 @@ def build(
     bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N in degrees; downloaded from Overpass."),
     place: str | None = typer.Option(None, "--place", help="Place name, geocoded by Nominatim (osmnx)."),
     net: Path | None = typer.Option(None, "--net", help="Existing SUMO .net.xml / .net.xml.gz."),
+    sumocfg: Path | None = typer.Option(
+        None, "--sumocfg", help="A SUMO scenario (.sumocfg): its net, demand, additional files, begin and end."
+    ),
+    routes: str | None = typer.Option(
+        None, "--routes", help="With --net: route/trip/flow files (FILE[,FILE...]), the scenario's demand."
+    ),
+    trips: Path | None = typer.Option(
+        None, "--trips", help="With --net or --sumocfg: a CSV trips table id,from,to,depart[,vtype]."
+    ),
     as_name: str | None = typer.Option(None, "--name", help="Name for an ad-hoc scenario."),
-    agents: int | None = typer.Option(None, "--agents", min=1, help="Default number of controlled agents."),
+    agents: int | None = typer.Option(
+        None, "--agents", min=0, help="Default number of controlled agents (0: a plain run of imported demand)."
+    ),
+    agent_share: float | None = typer.Option(
+        None, "--agent-share", help="Imported demand: the share of eligible passenger vehicles that become agents."
+    ),
+    demand_scale: float | None = typer.Option(
+        None, "--demand-scale", help="Multiply the background demand (generated or imported) by this factor."
+    ),
     agent_pool: int | None = typer.Option(None, "--agent-pool", min=1, help="Routable agent trips to precompute."),
     veh_per_hour: float | None = typer.Option(None, "--veh-per-hour", min=0, help="Background vehicles per hour."),
     horizon: float | None = typer.Option(None, "--horizon", min=1, help="Simulated seconds per episode."),
@@ -122,14 +139,28 @@ def build(
         endpoints.overpass_url(overpass_url)
     if nominatim_url is not None:
         endpoints.nominatim_url(nominatim_url)
-    given = {"NAME": name, "--osm": osm, "--bbox": bbox, "--place": place, "--net": net}
+    given = {"NAME": name, "--osm": osm, "--bbox": bbox, "--place": place, "--net": net, "--sumocfg": sumocfg}
     chosen = [k for k, v in given.items() if v is not None]
     if len(chosen) > 1:
         raise ScenarioError(f"give one source, not {' and '.join(chosen)}")
+    if agent_share is not None and not 0 < agent_share <= 1:
+        raise ScenarioError(f"--agent-share must be in (0, 1], got {agent_share:g}")
+    if agent_share is not None and agents is not None:
+        raise ScenarioError("give --agents or --agent-share, not both")
+    if demand_scale is not None and not (demand_scale >= 0 and demand_scale < float("inf")):
+        raise ScenarioError(f"--demand-scale must be a number >= 0, got {demand_scale:g}")
+    route_files = [f for f in (routes or "").split(",") if f.strip()] or None
+    if routes is not None and net is None:
+        raise ScenarioError("--routes needs --net (route files name the edges of that net)")
+    if trips is not None and net is None and sumocfg is None:
+        raise ScenarioError("--trips needs --net or --sumocfg (a trips table names the edges of a SUMO net)")
+    tables = [str(trips)] if trips is not None else None
     if osm is not None:
         target = recipe.adhoc("file", str(osm), as_name)
     elif net is not None:
-        target = recipe.adhoc("net", str(net), as_name)
+        target = recipe.adhoc("net", str(net), as_name, routes=route_files, trips=tables)
+    elif sumocfg is not None:
+        target = recipe.adhoc("sumocfg", str(sumocfg), as_name, trips=tables)
     elif bbox is not None:
         target = recipe.adhoc("bbox", bbox, as_name)
     elif place is not None:
@@ -137,7 +168,7 @@ def build(
     else:
         target = name or recipe.DEFAULT_CITY
     overrides = dict(agents=agents, agent_pool=agent_pool, veh_per_hour=veh_per_hour, horizon=horizon,
-                     min_trip_m=min_trip_m, seed=seed)  # fmt: skip
+                     min_trip_m=min_trip_m, seed=seed, agent_share=agent_share, demand_scale=demand_scale)  # fmt: skip
     if as_name is not None and isinstance(target, str):
         overrides["name"] = as_name  # ad-hoc recipes already carry it
     sc = _ensure(target, force=force, overpass_url=overpass_url, nominatim_url=nominatim_url, **overrides)
@@ -145,7 +176,7 @@ def build(
     err.print(
         f"[green]{sc.name}[/]: {c.get('edges')} edges, {c.get('junctions')} junctions, {c.get('signals')} "
         f"signals, {c.get('road_km')} km; {c.get('background_vehicles')} background vehicles, "
-        f"{c.get('agent_pool')} agent trips",
+        f"{c.get('agent_pool')} agent trips" + (f" ({c.get('agents')} agents chosen from the demand)" if "agents" in c else ""),
         highlight=False,
         soft_wrap=True,
     )

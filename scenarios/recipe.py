@@ -11,11 +11,16 @@ Recipe file layout::
     description = "..."
     seed = 42
     [source]      kind = "bundled" (package, file) | "file" (path) | "bbox" (bbox = [W, S, E, N])
-                  | "place" (place) | "net" (path)
-    [netconvert]  options = ["--geometry.remove", ...]      (ignored for kind = "net")
-    [demand]      background_veh_per_hour  (number, or "auto": scaled to the km of road)
+                  | "place" (place) | "net" (path) | "sumocfg" (path: a SUMO scenario with its demand)
+    [netconvert]  options = ["--geometry.remove", ...]      (ignored for kind = "net" and "sumocfg")
+    [demand]      generated: background_veh_per_hour  (number, or "auto": scaled to the km of road)
                   agents, agent_pool, agent_depart_begin, agent_depart_end, min_trip_m, horizon
-                  background_min_distance_m (optional, default 300)
+                  background_min_distance_m (optional, default 300), scale (optional, default 1)
+                  imported (kind = "sumocfg", or routes/trips given with kind = "net"):
+                  routes = [route/trip/flow files], trips = [CSV tables], agents ("auto" or >= 0) or
+                  agent_share (0 < F <= 1), agent_depart_begin, agent_depart_end ("auto": the last
+                  departure; both relative to the scenario's begin), horizon ("auto": the .sumocfg's end,
+                  else the last departure plus a margin), scale
 """
 
 from __future__ import annotations
@@ -72,9 +77,23 @@ SOURCE_KEYS = {
     "bbox": {"bbox"},
     "place": {"place"},
     "net": {"path"},
+    "sumocfg": {"path"},
 }
 DEMAND_KEYS = set(ADHOC_DEMAND)
-DEMAND_OPTIONAL = {"background_min_distance_m": 300}
+DEMAND_OPTIONAL = {"background_min_distance_m": 300, "scale": 1}
+# Demand imported from the scenario's own files (see scenarios/imported.py): agents are picked from it.
+# "auto" agents: IMPORTED_AUTO_AGENTS, or every eligible vehicle if the demand has fewer.
+IMPORTED_DEMAND = {
+    "agents": "auto",
+    "agent_depart_begin": 0,
+    "agent_depart_end": "auto",
+    "horizon": "auto",
+    "scale": 1,
+    "routes": [],
+    "trips": [],
+}
+IMPORTED_OPTIONAL = {"agent_share"}
+IMPORTED_AUTO_AGENTS = 50
 MAX_NAME = 100
 TOP_KEYS = {"name", "description", "seed", "source", "netconvert", "demand"}
 
@@ -85,7 +104,10 @@ OVERRIDES = {
     "veh_per_hour": "background_veh_per_hour",
     "horizon": "horizon",
     "min_trip_m": "min_trip_m",
+    "agent_share": "agent_share",
+    "demand_scale": "scale",
 }
+GENERATED_ONLY = {"agent_pool", "veh_per_hour", "min_trip_m"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,11 @@ class Recipe:
     @property
     def kind(self) -> str:
         return self.source["kind"]
+
+    @property
+    def imported(self) -> bool:
+        """The demand comes from the scenario's files rather than being generated."""
+        return is_imported(self.source, self.demand)
 
     def to_dict(self) -> dict:
         """The canonical form: stored as manifest["recipe"] and hashed for the cache key."""
@@ -121,10 +148,25 @@ class Recipe:
                 f"unknown scenario override(s) {sorted(unknown)}; known: seed, name, {', '.join(OVERRIDES)}"
             )
         demand = dict(self.demand)
+        given = {k for k, v in kw.items() if v is not None}
+        if self.imported:
+            wrong = sorted(given & GENERATED_ONLY)
+            if wrong:
+                flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+                raise ScenarioError(f"{flags}: not for imported demand ({self.name} brings its own vehicles)")
+            if "agents" in given:
+                demand.pop("agent_share", None)
+            if "agent_share" in given:
+                demand["agents"] = "auto"
+        elif "agent_share" in given:
+            raise ScenarioError("--agent-share picks agents from imported demand (--sumocfg, --routes, --trips)")
+        elif kw.get("agents") == 0:
+            raise ScenarioError("--agents 0 (a plain run of the given demand) is for imported demand; "
+                                f"{self.name} generates its demand around at least one agent")
         for key, value in kw.items():
             if value is not None:
                 demand[OVERRIDES[key]] = value
-        if kw.get("agents") is not None and kw.get("agent_pool") is None:
+        if kw.get("agents") is not None and kw.get("agent_pool") is None and not self.imported:
             # asking for more agents than the pool holds grows the pool rather than failing
             demand["agent_pool"] = max(int(demand["agent_pool"]), int(kw["agents"]))
         data = self.to_dict()
@@ -170,9 +212,14 @@ def from_file(path: Path) -> Recipe:
         raise ScenarioError(f"cannot read recipe {path}: {exc}") from None
     data.setdefault("name", path.stem)
     src = data.get("source")
-    if isinstance(src, dict) and src.get("kind") in ("file", "net") and isinstance(src.get("path"), str):
+    if isinstance(src, dict) and src.get("kind") in ("file", "net", "sumocfg") and isinstance(src.get("path"), str):
         # relative paths in a recipe file are relative to that file, not to the working directory
         src["path"] = str((path.parent / Path(src["path"]).expanduser()).resolve())
+    demand = data.get("demand")
+    for key in ("routes", "trips"):
+        if isinstance(demand, dict) and isinstance(demand.get(key), list):
+            demand[key] = [str((path.parent / Path(p).expanduser()).resolve()) if isinstance(p, str) else p
+                           for p in demand[key]]  # fmt: skip
     return from_dict(data, origin=str(path))
 
 
@@ -214,11 +261,23 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
     if any("actuated" in o for o in opts):
         raise bad("actuated traffic lights are not supported (they hang libsumo); keep them static")
 
-    demand = {**DEMAND_OPTIONAL, **(data.get("demand") or {})}
-    missing, extra = DEMAND_KEYS - set(demand), set(demand) - DEMAND_KEYS
-    if missing or extra:
-        raise bad(f"[demand] needs exactly {sorted(DEMAND_KEYS)}; missing {sorted(missing)}, unknown {sorted(extra)}")
-    _check_demand(demand, bad)
+    given = data.get("demand") or {}
+    if not isinstance(given, dict):
+        raise bad("[demand] must be a table")
+    if is_imported(source, given):
+        demand = {**IMPORTED_DEMAND, **given}
+        known = set(IMPORTED_DEMAND) | IMPORTED_OPTIONAL
+        extra = set(demand) - known
+        if extra:
+            raise bad(f"[demand] of imported demand takes {sorted(known)}; unknown {sorted(extra)}")
+        _check_imported(demand, source, bad)
+    else:
+        demand = {**DEMAND_OPTIONAL, **given}
+        known = DEMAND_KEYS | set(DEMAND_OPTIONAL)
+        missing, extra = DEMAND_KEYS - set(demand), set(demand) - known
+        if missing or extra:
+            raise bad(f"[demand] needs exactly {sorted(DEMAND_KEYS)}; missing {sorted(missing)}, unknown {sorted(extra)}")
+        _check_demand(demand, bad)
 
     desc = data.get("description", "")
     if not isinstance(desc, str):
@@ -227,7 +286,42 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
                   description=desc, origin=origin)  # fmt: skip
 
 
-def _check_demand(d: dict, bad) -> None:
+def is_imported(source: dict, demand: dict) -> bool:
+    return source.get("kind") == "sumocfg" or bool(demand.get("routes")) or bool(demand.get("trips"))
+
+
+def _check_imported(d: dict, source: dict, bad) -> None:
+    if source.get("kind") not in ("net", "sumocfg"):
+        raise bad("route files and trip tables need a SUMO net (kind = net or sumocfg): their edge ids are the net's")
+    for key in ("routes", "trips"):
+        files = d[key]
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise bad(f"[demand].{key} must be a list of file paths")
+        for f in files:
+            if not Path(f).is_file():
+                raise bad(f"[demand].{key}: {f} does not exist")
+    if source.get("kind") == "net" and not (d["routes"] or d["trips"]):
+        raise bad("[demand] of a net needs routes or trips")
+    number = _number_checker(d, bad)
+    if "agent_share" in d:
+        v = d["agent_share"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise bad(f"[demand].agent_share (--agent-share) must be in (0, 1], got {v!r}")
+        if d["agents"] != "auto":
+            raise bad("[demand] takes agents or agent_share, not both")
+    if d["agents"] != "auto":
+        number("agents", 0, integer=True)
+    number("agent_depart_begin", 0)
+    if d["agent_depart_end"] != "auto":
+        number("agent_depart_end", 0)
+        if d["agent_depart_end"] < d["agent_depart_begin"]:
+            raise bad("[demand] needs agent_depart_begin <= agent_depart_end")
+    if d["horizon"] != "auto":
+        number("horizon", 1)
+    number("scale", 0)
+
+
+def _number_checker(d: dict, bad):
     def number(key: str, lo: float, integer: bool = False) -> None:
         v = d[key]
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= lo
@@ -239,6 +333,11 @@ def _check_demand(d: dict, bad) -> None:
         if float(v).is_integer():  # canonical: 900 and 900.0 must hash alike (CLI floats, TOML ints)
             d[key] = int(v)
 
+    return number
+
+
+def _check_demand(d: dict, bad) -> None:
+    number = _number_checker(d, bad)
     if d["background_veh_per_hour"] != "auto":
         number("background_veh_per_hour", 0)
     number("agents", 1, integer=True)
@@ -248,6 +347,7 @@ def _check_demand(d: dict, bad) -> None:
     number("min_trip_m", 0)
     number("horizon", 1)
     number("background_min_distance_m", 0)
+    number("scale", 0)
     if d["agent_pool"] < d["agents"]:
         raise bad(f"[demand].agent_pool ({d['agent_pool']}) must be >= agents ({d['agents']})")
     if not d["agent_depart_begin"] <= d["agent_depart_end"] < d["horizon"]:
@@ -279,20 +379,36 @@ def slug(text: str) -> str:
     return s[:48] or "city"
 
 
-def adhoc(kind: str, value: str, name: str | None = None) -> Recipe:
-    """A recipe for a command-line source, with the ad-hoc default demand."""
-    if kind in ("file", "net"):
+def adhoc(kind: str, value: str, name: str | None = None, *, routes: list[str] | None = None,
+          trips: list[str] | None = None) -> Recipe:  # fmt: skip
+    """A recipe for a command-line source, with the ad-hoc default demand (or, with route files or trip
+    tables, or for a .sumocfg, the demand imported from them)."""
+    what = {"file": "OSM file", "net": "net file", "sumocfg": "SUMO configuration file"}
+    if (routes or trips) and kind not in ("net", "sumocfg"):
+        flag = "--routes" if routes else "--trips"
+        raise ScenarioError(f"{flag} needs --net or --sumocfg: route files and trip tables name the edges of a SUMO net")
+    demand_files = {}
+    for key, flag, files in (("routes", "--routes", routes), ("trips", "--trips", trips)):
+        resolved = []
+        for f in files or []:
+            p = Path(f).expanduser().resolve()
+            if not p.is_file():
+                raise ScenarioError(f"{flag} file {f} does not exist")
+            resolved.append(str(p))
+        if resolved:
+            demand_files[key] = resolved
+    if kind in ("file", "net", "sumocfg"):
         path = Path(value).expanduser().resolve()
         if not path.is_file():
-            raise ScenarioError(f"{'OSM' if kind == 'file' else 'net'} file {value} does not exist")
+            raise ScenarioError(f"{what[kind]} {value} does not exist")
         source = {"kind": kind, "path": str(path)}
         base = path.name
-        for suffix in (".gz", ".bz2", ".pbf", ".osm", ".o5m", ".xml", ".net"):
+        for suffix in (".gz", ".bz2", ".pbf", ".osm", ".o5m", ".xml", ".net", ".sumocfg"):
             base = base.removesuffix(suffix)
         default_name = slug(base)
         if default_name in GENERIC_STEMS:  # "DRT/osm.net.xml" -> "drt-osm", more telling than "osm"
             default_name = slug(f"{path.parent.name}-{base}")
-        desc = f"{'OSM file' if kind == 'file' else 'SUMO net'} {path}"
+        desc = f"{what[kind]} {path}"
     elif kind == "bbox":
         bbox = check_bbox(value)
         source = {"kind": "bbox", "bbox": list(bbox)}
@@ -311,8 +427,8 @@ def adhoc(kind: str, value: str, name: str | None = None) -> Recipe:
         "description": desc,
         "seed": DEFAULT_SEED,
         "source": source,
-        "netconvert": {"options": [] if kind == "net" else list(DEFAULT_NETCONVERT)},
-        "demand": dict(ADHOC_DEMAND),
+        "netconvert": {"options": [] if kind in ("net", "sumocfg") else list(DEFAULT_NETCONVERT)},
+        "demand": dict(IMPORTED_DEMAND, **demand_files) if kind == "sumocfg" or demand_files else dict(ADHOC_DEMAND),
     }
     flag = "--osm" if kind == "file" else f"--{kind}"
     return from_dict(data, origin=f"{flag} {value}")

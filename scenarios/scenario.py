@@ -8,8 +8,10 @@ Folder layout::
     manifest.json      source, recipe, sumo_version, hash, counts, attribution, files
     net.net.xml        the SUMO network
     background.rou.xml background vehicles (randomTrips/duarouter)
-    agents.json        pool of controlled-agent trips, [{"id", "from", "to", "depart"}], the env takes the first N
-    scenario.sumocfg   net + background routes
+    agents.json        pool of controlled-agent trips, [{"id", "from", "to", "depart"}], the env takes the first N;
+                       in an imported scenario each also holds its vehicle as the demand files wrote it
+                       ("vehicle", SUMO XML), which runs as plain traffic whenever the env takes fewer agents
+    scenario.sumocfg   net + background routes (+ additional files and kept options of an imported .sumocfg)
     map.png            city map
     build.log          the commands the builder ran and their output (for debugging a build)
 """
@@ -39,6 +41,7 @@ class Trip:
     origin: str
     destination: str
     depart: float
+    vehicle: str | None = None  # imported demand: the vehicle's own XML, for when it is not an agent
 
 
 @dataclass
@@ -84,11 +87,27 @@ class Scenario:
         return self.manifest["recipe"]["demand"]
 
     @property
+    def imported(self) -> bool:
+        """Demand from the user's files (a .sumocfg, route files, a trips table) rather than generated."""
+        return "import" in self.manifest
+
+    @property
+    def begin(self) -> float:
+        """The simulation time an episode starts at (0 for generated demand; an imported .sumocfg's begin)."""
+        return float(self.manifest.get("time", {}).get("begin", 0.0))
+
+    @property
     def horizon(self) -> float:
+        time = self.manifest.get("time")
+        if time is not None:  # imported: resolved at build time from the files (the recipe may say "auto")
+            return float(time["end"]) - float(time["begin"])
         return float(self.demand["horizon"])
 
     @property
     def default_agents(self) -> int:
+        counts = self.manifest.get("counts", {})
+        if "agents" in counts:  # imported: the number chosen from the demand (--agents or --agent-share)
+            return int(counts["agents"])
         return int(self.demand["agents"])
 
     @property
@@ -98,12 +117,14 @@ class Scenario:
     @cached_property
     def trip_pool(self) -> list[Trip]:
         raw = json.loads(self.file("agents").read_text())
-        return [Trip(t["id"], t["from"], t["to"], float(t["depart"])) for t in raw]
+        return [Trip(t["id"], t["from"], t["to"], float(t["depart"]), t.get("vehicle")) for t in raw]
 
     def trips(self, n: int | None = None) -> list[Trip]:
         """The first n trips of the pool (n defaults to the recipe's agent count)."""
         n = self.default_agents if n is None else n
         pool = self.trip_pool
+        if n == 0 and self.imported:
+            return []  # a plain co-simulation of the imported demand
         if n <= 0:
             raise ScenarioError(f"number of agents must be positive, got {n}")
         counts = self.manifest.get("counts", {})
@@ -121,6 +142,12 @@ class Scenario:
                 f"larger pool with `cosim scenario build {self.name} --agent-pool {n}` and use the folder it prints)"
             )
         return pool[:n]
+
+    def passive_vehicles(self, agents) -> list[tuple[float, str]]:
+        """(departure, XML) of the imported vehicles in the agent pool that are not agents this time: they
+        drive exactly as their files say (generated pools hold only agent trips and return nothing)."""
+        ids = {t.id for t in agents}
+        return [(t.depart, t.vehicle) for t in self.trip_pool if t.vehicle is not None and t.id not in ids]
 
     @cached_property
     def graph(self):

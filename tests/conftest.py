@@ -37,3 +37,62 @@ def net_city(cosim_home) -> Scenario:
 
     net = sumotools.tool("game/bs3d/bs.net.xml")
     return ensure_built(recipe.adhoc("net", net, "bs3d").with_overrides(agents=20, veh_per_hour=600))
+
+
+@pytest.fixture(scope="session")
+def grid_demand(tmp_path_factory):
+    """A small SUMO scenario made with SUMO's own tools, as a user would bring one: a 4x4 grid net
+    (netgenerate), routed vehicles and unrouted trips (randomTrips), a file with a flow and trucks, and
+    a .sumocfg naming them all. Returns the folder; `grid.sumocfg` and the files it names are inside."""
+    import subprocess
+    import sys
+
+    from scenarios import sumotools
+
+    d = tmp_path_factory.mktemp("grid_demand")
+    env = sumotools.env()
+
+    def run(args):
+        subprocess.run(args, cwd=d, env=env, check=True, capture_output=True)
+
+    run([sumotools.binary("netgenerate"), "--grid", "--grid.number", "4", "--grid.length", "200",
+         "--default.lanenumber", "1", "--no-turnarounds", "-o", "grid.net.xml"])  # fmt: skip
+    random_trips = sumotools.tool("randomTrips.py")
+    run([sys.executable, random_trips, "-n", "grid.net.xml", "-r", "routes.rou.xml", "-o", "work.trips.xml",
+         "-b", "0", "-e", "600", "-p", "5", "--seed", "1", "--validate", "--prefix", "r"])  # fmt: skip
+    run([sys.executable, random_trips, "-n", "grid.net.xml", "-o", "trips.trips.xml", "-r", "work.rou.xml",
+         "-b", "0", "-e", "600", "-p", "8", "--seed", "2", "--prefix", "t"])  # fmt: skip
+    (d / "extra.rou.xml").write_text(
+        "<routes>\n"
+        '  <vType id="truck" vClass="truck" length="12"/>\n'
+        '  <vType id="car" vClass="passenger" speedFactor="0.9"/>\n'
+        '  <route id="loop" edges="A0A1 A1B1 B1B2"/>\n'
+        '  <trip id="truck0" type="truck" depart="30" from="A0A1" to="C2C3"/>\n'
+        '  <vehicle id="truck1" type="truck" depart="200" route="loop"/>\n'
+        '  <flow id="f" type="car" begin="10" end="610" period="40" from="B0B1" to="C3C2"/>\n'
+        "</routes>\n"
+    )
+    (d / "grid.sumocfg").write_text(
+        "<configuration>\n  <input>\n    <net-file value=\"grid.net.xml\"/>\n"
+        '    <route-files value="routes.rou.xml,trips.trips.xml,extra.rou.xml"/>\n  </input>\n'
+        '  <time>\n    <begin value="0"/>\n    <end value="900"/>\n  </time>\n'
+        '  <processing>\n    <time-to-teleport value="200"/>\n  </processing>\n'
+        '  <output>\n    <summary-output value="summary.xml"/>\n  </output>\n</configuration>\n'
+    )
+    # bad input (tests/test_bad_input.py): demand naming an edge the net lacks, a .sumocfg whose route
+    # file is missing, demand without any passenger car, trip tables with an unknown edge, a bad
+    # departure time and a duplicate id
+    (d / "bad-edges.rou.xml").write_text('<routes>\n  <trip id="x" depart="0" from="A0A1" to="Z9Z8"/>\n</routes>\n')
+    (d / "missing.sumocfg").write_text(
+        '<configuration><input><net-file value="grid.net.xml"/><route-files value="nofile.rou.xml"/></input>'
+        "</configuration>\n"
+    )
+    (d / "trucks.rou.xml").write_text(
+        '<routes>\n  <vType id="truck" vClass="truck"/>\n'
+        '  <trip id="k0" type="truck" depart="5" from="A0A1" to="C2C3"/>\n</routes>\n'
+    )
+    header = "id,from,to,depart\n"
+    (d / "unknown-edge.csv").write_text(header + "a,A0A1,C2C3,0\nb,A0A1,NOPE,5\n")
+    (d / "bad-depart.csv").write_text(header + "a,A0A1,C2C3,0\nb,A0A1,C2C3,soon\n")
+    (d / "duplicate-id.csv").write_text(header + "a,A0A1,C2C3,0\na,B0B1,C3C2,5\n")
+    return d

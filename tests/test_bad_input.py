@@ -6,7 +6,7 @@ print a traceback, and a failing command leaves nothing half-written where the r
 and new checks join the table (the README's Reliability section lists what is covered).
 
 Placeholders in a row's arguments and environment: ``{tmp}`` a fresh folder for the row, ``{helsinki}``
-and ``{kouvola}`` the built scenario folders, ``{home}`` the session's COSIM_HOME, ``{file}`` an existing
+and ``{kouvola}`` the built scenario folders, ``{grid}`` a small SUMO scenario with its demand files, ``{home}`` the session's COSIM_HOME, ``{file}`` an existing
 ordinary file, ``{closed}`` a 127.0.0.1 URL on which nothing listens.
 """
 
@@ -149,6 +149,38 @@ CASES: list[Case] = [
          message=r"100000 agents requested but the roads of scenario 'kouvola' hold at most \d+ cars at once"),
     Case("show-folder-not-built", ["scenario", "show", "{tmp}"],
          message=r"is not a built scenario \(no manifest\.json\)"),
+    # -- imported demand ({grid}: a netgenerate net with randomTrips demand, tests/conftest.py); every
+    # row also checks that nothing was left in the scenario cache
+    Case("import-routes-unknown-edge", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--routes",
+                                        "{grid}/bad-edges.rou.xml"],
+         message=r"the demand uses 1 edge that are not in the net \(e\.g\. 'Z9Z8', used by trip 'x'"),
+    Case("import-sumocfg-file-missing", ["scenario", "build", "--sumocfg", "{grid}/missing.sumocfg"],
+         message=r"missing\.sumocfg: route-files .*nofile\.rou\.xml does not exist"),
+    Case("import-no-passenger-vehicle", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--routes",
+                                         "{grid}/trucks.rou.xml", "--agents", "3"],
+         message=r"the demand has no passenger vehicle departing between 5 s and 5 s"),
+    Case("import-agent-share-above-one", ["scenario", "build", "--sumocfg", "{grid}/grid.sumocfg", "--agent-share",
+                                          "1.5"], message=r"--agent-share must be in \(0, 1\], got 1\.5"),
+    Case("import-agent-share-zero", ["scenario", "build", "--sumocfg", "{grid}/grid.sumocfg", "--agent-share", "0"],
+         message=r"--agent-share must be in \(0, 1\], got 0"),
+    Case("import-agent-share-generated", ["scenario", "build", "kouvola", "--agent-share", "0.5"],
+         message=r"--agent-share picks agents from imported demand"),
+    Case("import-trips-unknown-edge", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--trips",
+                                       "{grid}/unknown-edge.csv"],
+         message=r"unknown-edge\.csv line 3: to edge 'NOPE' is not in the net"),
+    Case("import-trips-bad-depart", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--trips",
+                                     "{grid}/bad-depart.csv"],
+         message=r"bad-depart\.csv line 3: depart must be a number of seconds >= 0, got 'soon'"),
+    Case("import-trips-duplicate-id", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--trips",
+                                       "{grid}/duplicate-id.csv"], message=r"duplicate-id\.csv line 3: duplicate id 'a'"),
+    Case("import-routes-without-net", ["scenario", "build", "kouvola", "--routes", "{grid}/routes.rou.xml"],
+         message=r"--routes needs --net"),
+    Case("import-trips-without-net", ["scenario", "build", "--osm", "{file}", "--trips", "{grid}/unknown-edge.csv"],
+         message=r"--trips needs --net or --sumocfg"),
+    Case("import-too-many-agents", ["scenario", "build", "--sumocfg", "{grid}/grid.sumocfg", "--agents", "500"],
+         message=r"--agents 500: the demand has only \d+ passenger vehicles departing between"),
+    Case("import-agents-zero-generated", ["scenario", "build", "kouvola", "--agents", "0"],
+         message=r"--agents 0 \(a plain run of the given demand\) is for imported demand"),
     # -- LLM backends
     # unreachable or silent backends end the run with one line naming the backend and its URL, after the
     # retry budget, instead of free-flow fallback plans that look like expert demonstrations
@@ -186,12 +218,18 @@ def _fill(text: str, ctx: dict) -> str:
     return text
 
 
+def _cache_listing(home: Path) -> set[str]:
+    root = home / "scenarios"
+    return {p.name for p in root.iterdir()} if root.is_dir() else set()
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home):
+def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home, grid_demand):
     a_file = tmp_path / "a-file.txt"
     a_file.write_text("not a folder\n")
     ctx = {"tmp": tmp_path, "helsinki": helsinki.path, "kouvola": kouvola.path, "home": cosim_home,
-           "file": a_file, "closed": closed_port_url()}  # fmt: skip
+           "file": a_file, "closed": closed_port_url(), "grid": grid_demand}  # fmt: skip
+    cache_before = _cache_listing(cosim_home)
     env = dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline")
     env.update({k: _fill(v, ctx) for k, v in case.env.items()})
     p = subprocess.run(
@@ -208,3 +246,5 @@ def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home):
         assert re.search(case.message, errors[0]), errors[0]
     if case.untouched:
         assert not Path(_fill(case.untouched, ctx)).exists()
+    if case.code == 2 and case.args[:2] == ["scenario", "build"]:  # a refused build leaves no cache entry
+        assert _cache_listing(cosim_home) == cache_before
