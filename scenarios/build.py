@@ -312,7 +312,9 @@ class _Build:
         else:
             end = last + imported.HORIZON_MARGIN_S
         if end <= begin:
-            raise ScenarioError(f"{self._source_label()}: the simulation ends ({end:g} s) before it begins ({begin:g} s)")
+            raise ScenarioError(
+                f"{self._source_label()}: the simulation ends ({end:g} s) before it begins ({begin:g} s)"
+            )
         w_end = last if d["agent_depart_end"] == "auto" else begin + float(d["agent_depart_end"])
         window = (begin + float(d["agent_depart_begin"]), min(w_end, end))
         agents = d["agents"]
@@ -508,7 +510,7 @@ class _Build:
         additional = sorted((self.out / "additional").glob("*")) if (self.out / "additional").is_dir() else []
         if additional:
             args += ["--additional-files", ",".join(f"additional/{p.name}" for p in additional)]
-        for key, value in (cfg.options.items() if cfg is not None else ()):
+        for key, value in cfg.options.items() if cfg is not None else ():
             args += [f"--{key}", value]
         args += ["--save-configuration", FILES["sumocfg"]]
         sumotools.run(args, "sumo --save-configuration", self.out, self.log)

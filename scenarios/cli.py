@@ -176,7 +176,8 @@ def build(
     err.print(
         f"[green]{sc.name}[/]: {c.get('edges')} edges, {c.get('junctions')} junctions, {c.get('signals')} "
         f"signals, {c.get('road_km')} km; {c.get('background_vehicles')} background vehicles, "
-        f"{c.get('agent_pool')} agent trips" + (f" ({c.get('agents')} agents chosen from the demand)" if "agents" in c else ""),
+        f"{c.get('agent_pool')} agent trips"
+        + (f" ({c.get('agents')} agents chosen from the demand)" if "agents" in c else ""),
         highlight=False,
         soft_wrap=True,
     )
@@ -205,11 +206,44 @@ def show(
         t.add_row(k, str(v))
     for k, v in m["recipe"]["demand"].items():
         t.add_row(f"demand.{k}", str(v))
+    for label, value in demand_provenance(m):
+        t.add_row(label, value)
     t.add_row("seed", str(m["recipe"].get("seed")))
     t.add_row("sumo", str(m.get("sumo_version")))
     t.add_row("built", str(m.get("built_at")))
     t.add_row("data", f"{m.get('attribution')} ({m.get('licence')})")
     Console().print(t)
+
+
+def demand_provenance(m: dict) -> list[tuple[str, str]]:
+    """Where the scenario's traffic comes from, as (label, value) rows: imported files with their hashes,
+    vehicles by type, the agents chosen and the background left; or the generated demand's source."""
+    rows = []
+    imp = m.get("import")
+    if imp is not None:
+        for f in imp["files"]:
+            rows.append(("demand file", f"{f['path']} (sha256 {f['sha256'][:16]}…)"))
+        rows.append(("vehicles by type", ", ".join(f"{k} {v}" for k, v in imp["vehicles_by_type"].items())))
+        if imp.get("flows_expanded"):
+            rows.append(("flows expanded", str(imp["flows_expanded"])))
+        share = f", share {imp['agent_share']:g}" if imp.get("agent_share") else ""
+        window = "–".join(f"{x:g}" for x in imp["agent_window"])
+        rows.append(("agents chosen", f"{imp['agents_chosen']} of {imp['eligible_agents']} eligible "
+                                      f"(passenger, departing {window} s{share})"))  # fmt: skip
+        rows.append(("background", f"{sum(imp['background_by_type'].values())} "
+                                   f"({', '.join(f'{k} {v}' for k, v in imp['background_by_type'].items())}), "
+                                   f"scale {imp['scale']:g}"))  # fmt: skip
+        rows.append(("time", f"begin {m['time']['begin']:g} s, end {m['time']['end']:g} s"))
+        if imp.get("sumo_options"):
+            rows.append(("sumo options kept", ", ".join(f"{k}={v}" for k, v in imp["sumo_options"].items())))
+        if imp.get("dropped_options"):
+            rows.append(("sumo options dropped", ", ".join(imp["dropped_options"])))
+    gen = m.get("generated")
+    if gen is not None:
+        rows.append(
+            ("background demand", ", ".join(f"{k}={v}" for k, v in gen.items() if not isinstance(v, dict | list)))
+        )
+    return rows
 
 
 def main() -> None:

@@ -161,8 +161,10 @@ class Recipe:
         elif "agent_share" in given:
             raise ScenarioError("--agent-share picks agents from imported demand (--sumocfg, --routes, --trips)")
         elif kw.get("agents") == 0:
-            raise ScenarioError("--agents 0 (a plain run of the given demand) is for imported demand; "
-                                f"{self.name} generates its demand around at least one agent")
+            raise ScenarioError(
+                "--agents 0 (a plain run of the given demand) is for imported demand; "
+                f"{self.name} generates its demand around at least one agent"
+            )
         for key, value in kw.items():
             if value is not None:
                 demand[OVERRIDES[key]] = value
@@ -276,7 +278,9 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
         known = DEMAND_KEYS | set(DEMAND_OPTIONAL)
         missing, extra = DEMAND_KEYS - set(demand), set(demand) - known
         if missing or extra:
-            raise bad(f"[demand] needs exactly {sorted(DEMAND_KEYS)}; missing {sorted(missing)}, unknown {sorted(extra)}")
+            raise bad(
+                f"[demand] needs exactly {sorted(DEMAND_KEYS)}; missing {sorted(missing)}, unknown {sorted(extra)}"
+            )
         _check_demand(demand, bad)
 
     desc = data.get("description", "")
@@ -386,7 +390,9 @@ def adhoc(kind: str, value: str, name: str | None = None, *, routes: list[str] |
     what = {"file": "OSM file", "net": "net file", "sumocfg": "SUMO configuration file"}
     if (routes or trips) and kind not in ("net", "sumocfg"):
         flag = "--routes" if routes else "--trips"
-        raise ScenarioError(f"{flag} needs --net or --sumocfg: route files and trip tables name the edges of a SUMO net")
+        raise ScenarioError(
+            f"{flag} needs --net or --sumocfg: route files and trip tables name the edges of a SUMO net"
+        )
     demand_files = {}
     for key, flag, files in (("routes", "--routes", routes), ("trips", "--trips", trips)):
         resolved = []

@@ -64,16 +64,16 @@ def grid_demand(tmp_path_factory):
          "-b", "0", "-e", "600", "-p", "8", "--seed", "2", "--prefix", "t"])  # fmt: skip
     (d / "extra.rou.xml").write_text(
         "<routes>\n"
-        '  <vType id="truck" vClass="truck" length="12"/>\n'
-        '  <vType id="car" vClass="passenger" speedFactor="0.9"/>\n'
+        '  <vType id="truck" vClass="truck" length="12" speedDev="0"/>\n'
+        '  <vType id="car" vClass="passenger" speedFactor="0.9" speedDev="0"/>\n'
         '  <route id="loop" edges="A0A1 A1B1 B1B2"/>\n'
+        '  <flow id="f" type="car" begin="10" end="610" period="40" from="B0B1" to="C3C2"/>\n'
         '  <trip id="truck0" type="truck" depart="30" from="A0A1" to="C2C3"/>\n'
         '  <vehicle id="truck1" type="truck" depart="200" route="loop"/>\n'
-        '  <flow id="f" type="car" begin="10" end="610" period="40" from="B0B1" to="C3C2"/>\n'
         "</routes>\n"
     )
     (d / "grid.sumocfg").write_text(
-        "<configuration>\n  <input>\n    <net-file value=\"grid.net.xml\"/>\n"
+        '<configuration>\n  <input>\n    <net-file value="grid.net.xml"/>\n'
         '    <route-files value="routes.rou.xml,trips.trips.xml,extra.rou.xml"/>\n  </input>\n'
         '  <time>\n    <begin value="0"/>\n    <end value="900"/>\n  </time>\n'
         '  <processing>\n    <time-to-teleport value="200"/>\n  </processing>\n'
