@@ -389,7 +389,7 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
         torch.manual_seed(cfg.run.seed)
         from scenarios import ensure_built
 
-        scenario = ensure_built(cfg.scenario.name)
+        scenario = ensure_built(cfg.scenario.name, **cfg.scenario.overrides())
         method = method or make_method(cfg)
         env = (env_factory or make_env)(scenario, cfg, method.control)
         try:

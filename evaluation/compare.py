@@ -267,7 +267,7 @@ def _record_routes(cfg, method, run_dir: Path) -> None:
     from evaluation.evaluate import greedy_episode
     from scenarios import ensure_built
 
-    sc = ensure_built(cfg.scenario.name)
+    sc = ensure_built(cfg.scenario.name, **cfg.scenario.overrides())
     env = make_env(sc, cfg, method.control)
     try:
         row, routes = greedy_episode(env, method, cfg.run.eval_seed, routes=True)

@@ -58,7 +58,7 @@ def provide_demos(tree, first_round: bool = False) -> Path:
     from scenarios.paths import home_dir
     from scenarios.settings import to_dict
 
-    sc = ensure_built(tree.scenario.name)
+    sc = ensure_built(tree.scenario.name, **tree.scenario.overrides())
     cfg = sed_config(tree)
     ignore = {"cache_path": None, "cache": None, "cache_file": None}  # where answers are cached, not what
     env = {k: v for k, v in to_dict(tree.env).items() if k not in ("backend", "gui", "label")}

@@ -41,7 +41,14 @@ DEFAULT_CITY = "helsinki"
 class ScenarioConfig:
     """The scenario section of an experiment's configuration tree: which city the experiment runs on."""
 
-    name: str = DEFAULT_CITY  # a shipped city, a recipe .toml, an .osm/.osm.pbf or .net.xml file, or a built folder
+    name: str = DEFAULT_CITY  # a shipped city, a recipe .toml, an .osm/.osm.pbf, .net.xml or .sumocfg file, or a built folder
+    demand_scale: float | None = None  # multiply the scenario's background demand (a stress test); null: as built
+
+    def overrides(self) -> dict:
+        """Keyword overrides for scenarios.ensure_built (a scaled demand is its own build in the cache)."""
+        if self.demand_scale is not None and not 0 <= self.demand_scale < float("inf"):
+            raise ScenarioError(f"scenario.demand_scale must be a number >= 0, got {self.demand_scale}")
+        return {"demand_scale": self.demand_scale} if self.demand_scale not in (None, 1, 1.0) else {}
 
 
 # netconvert options measured to give clean nets from raw OSM (see NOTES.md). Traffic lights stay

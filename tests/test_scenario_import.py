@@ -213,17 +213,22 @@ def test_imported_scenario_runs_by_name_in_train(grid_demand, cosim_home, tmp_pa
     import os
     import sys
 
-    import_cfg(grid_demand, agents=6, name="grid-six")
+    base = import_cfg(grid_demand, agents=6, name="grid-six")
     out = tmp_path / "run"
     p = subprocess.run(
         [sys.executable, "-m", "evaluation.cli", "train", "-s", "grid-six", "--method", "ippo", "--episodes", "2",
-         "--eval-every", "0", "--out", str(out)],
+         "--eval-every", "0", "--set", "scenario.demand_scale=2", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline"),
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r.get("phase") == "train"]
     assert len(train) == 2 and all(r["agents"] == 6 and r["mean_travel_time"] > 0 for r in train)
+    # the configuration tree's scenario.demand_scale: the run used the same scenario with twice the background
+    assert json.loads((out / "config.json").read_text())["config"]["scenario"]["demand_scale"] == 2
+    scaled = ensure_built("grid-six", demand_scale=2)
+    assert scaled.path != base.path and [t.id for t in scaled.trip_pool] == [t.id for t in base.trip_pool]
+    assert scaled.manifest["counts"]["background_vehicles"] == 2 * base.manifest["counts"]["background_vehicles"]
 
 
 def test_show_prints_the_demand_provenance(grid_demand, cosim_home):
