@@ -206,6 +206,7 @@ class _Build:
         self.timings: dict[str, float] = {}
         self.source_info: dict = {"kind": r.kind}
         self.counts: dict = {}
+        self.generated: dict | None = None  # how the background demand was made (manifest["generated"])
 
     @contextmanager
     def step(self, name: str, message: str):
@@ -250,7 +251,8 @@ class _Build:
             from scenarios import mapplot
 
             title = f"{self.r.name}: {self.counts['edges']} edges, {self.counts['road_km']:.1f} km of road"
-            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool.trips[: d["agents"]])
+            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool.trips[: d["agents"]],
+                         trip_ends=self.trip_ends())  # fmt: skip
         shutil.rmtree(self.work, ignore_errors=True)
         self.write_manifest(veh_per_hour)
 
@@ -279,7 +281,7 @@ class _Build:
 
             pool = json.loads((self.out / FILES["agents"]).read_text())
             title = f"{self.r.name}: {self.counts['edges']} edges, {self.counts['road_km']:.1f} km of road"
-            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool[:50])
+            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool[:50], trip_ends=self.trip_ends())
         shutil.rmtree(self.work, ignore_errors=True)
         self.write_manifest(0.0, imported=info)
 
@@ -476,17 +478,37 @@ class _Build:
                 )
 
     def background(self) -> float:
-        import sumolib
 
         d = self.r.demand
         vph = d["background_veh_per_hour"]
         if vph == "auto":
             vph = recipes.auto_veh_per_hour(self.counts["road_km"])
+        vph = float(vph) * float(d["scale"])
         routes = self.out / FILES["background"]
+        source = d["background"] if self.r.kind != "net" else "uniform"  # a bare net has no OSM to weigh by
+        self.generated = {"background": source, "veh_per_hour": round(vph, 3), "scale": d["scale"]}
         if vph <= 0:
             routes.write_text('<routes xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>\n')
             self.counts["background_vehicles"] = 0
             return 0.0
+        if source == "osm":
+            from scenarios import osmdemand
+
+            self.generated.update(
+                osmdemand.generate(
+                    Path(FILES["net"]), Path("work/input.osm"), Path(FILES["background"]), veh_per_hour=vph,
+                    horizon=float(d["horizon"]), seed=self.r.seed, min_distance_m=float(d["background_min_distance_m"]),
+                    work=Path("work/demand"), log=Path(self.log.name), cwd=self.out,
+                )
+            )  # fmt: skip
+            n = self._count_vehicles(routes)
+            if n == 0:
+                raise ScenarioError(
+                    f"no background trip of at least {d['background_min_distance_m']:g} m could be routed on "
+                    f"{self._source_label()} (net too small or disconnected; see {self.log.name})"
+                )
+            self.counts["background_vehicles"] = n
+            return vph
         args = [
             "-n", FILES["net"], "-r", FILES["background"], "-o", "work/background.trips.xml",
             "-b", "0", "-e", f"{d['horizon']:g}", "-p", f"{3600.0 / vph:.6g}",
@@ -494,7 +516,7 @@ class _Build:
             "--validate", "--seed", str(self.r.seed), "--vehicle-class", "passenger", "--prefix", "bg",
         ]  # fmt: skip
         sumotools.python_tool("randomTrips.py", args, "randomTrips/duarouter", self.out, self.log)
-        n = sum(1 for _ in sumolib.xml.parse_fast(str(routes), "vehicle", ["id"])) if routes.is_file() else 0
+        n = self._count_vehicles(routes)
         if n == 0:
             raise ScenarioError(
                 f"no background trip of at least {d['background_min_distance_m']:g} m could be routed on "
@@ -502,6 +524,19 @@ class _Build:
             )
         self.counts["background_vehicles"] = n
         return float(vph)
+
+    def trip_ends(self) -> dict[str, int]:
+        """Background trips starting or ending on each edge: the map shades where the demand is."""
+        from scenarios.osmdemand import trip_ends
+
+        origins, destinations = trip_ends(self.out / FILES["background"])
+        return dict(origins + destinations)
+
+    @staticmethod
+    def _count_vehicles(routes: Path) -> int:
+        import sumolib
+
+        return sum(1 for _ in sumolib.xml.parse_fast(str(routes), "vehicle", ["id"])) if routes.is_file() else 0
 
     def sumocfg(self, time: dict | None = None, cfg=None) -> None:
         begin, end = (time["begin"], time["end"]) if time else (0, self.r.demand["horizon"])
@@ -538,6 +573,8 @@ class _Build:
             "files": dict(FILES),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
+        if self.generated is not None:
+            manifest["generated"] = self.generated
         if imported is not None:
             manifest["time"] = {k: imported["time"][k] for k in ("begin", "end")}
             manifest["import"] = imported

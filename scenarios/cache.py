@@ -26,7 +26,7 @@ from scenarios.paths import cosim_home, home_dir
 TMP_PREFIX = ".tmp-"
 STALE_AFTER_S = 24 * 3600  # a temp folder this old is abandoned even if its pid was reused
 # Bump when the builder's output changes in a way the recipe does not capture: old entries then miss.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 def home() -> Path:

@@ -115,6 +115,9 @@ def build(
     agent_share: float | None = typer.Option(
         None, "--agent-share", help="Imported demand: the share of eligible passenger vehicles that become agents."
     ),
+    demand: str | None = typer.Option(
+        None, "--demand", help="Generated background: osm (weighted by homes and activities; default) or uniform."
+    ),
     demand_scale: float | None = typer.Option(
         None, "--demand-scale", help="Multiply the background demand (generated or imported) by this factor."
     ),
@@ -168,7 +171,8 @@ def build(
     else:
         target = name or recipe.DEFAULT_CITY
     overrides = dict(agents=agents, agent_pool=agent_pool, veh_per_hour=veh_per_hour, horizon=horizon,
-                     min_trip_m=min_trip_m, seed=seed, agent_share=agent_share, demand_scale=demand_scale)  # fmt: skip
+                     min_trip_m=min_trip_m, seed=seed, agent_share=agent_share, demand_scale=demand_scale,
+                     demand=demand)  # fmt: skip
     if as_name is not None and isinstance(target, str):
         overrides["name"] = as_name  # ad-hoc recipes already carry it
     sc = _ensure(target, force=force, overpass_url=overpass_url, nominatim_url=nominatim_url, **overrides)

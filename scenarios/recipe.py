@@ -15,7 +15,8 @@ Recipe file layout::
     [netconvert]  options = ["--geometry.remove", ...]      (ignored for kind = "net" and "sumocfg")
     [demand]      generated: background_veh_per_hour  (number, or "auto": scaled to the km of road)
                   agents, agent_pool, agent_depart_begin, agent_depart_end, min_trip_m, horizon
-                  background_min_distance_m (optional, default 300), scale (optional, default 1)
+                  background_min_distance_m (optional, default 300), scale (optional, default 1),
+                  background (optional: "osm", the default, or "uniform")
                   imported (kind = "sumocfg", or routes/trips given with kind = "net"):
                   routes = [route/trip/flow files], trips = [CSV tables], agents ("auto" or >= 0) or
                   agent_share (0 < F <= 1), agent_depart_begin, agent_depart_end ("auto": the last
@@ -87,7 +88,10 @@ SOURCE_KEYS = {
     "sumocfg": {"path"},
 }
 DEMAND_KEYS = set(ADHOC_DEMAND)
-DEMAND_OPTIONAL = {"background_min_distance_m": 300, "scale": 1}
+# background: "osm" weighs origins and destinations by OSM homes and activities over a morning profile
+# (scenarios/osmdemand.py); "uniform" is randomTrips at a flat rate (a bare --net always is).
+DEMAND_OPTIONAL = {"background_min_distance_m": 300, "scale": 1, "background": "osm"}
+BACKGROUND_KINDS = ("osm", "uniform")
 # Demand imported from the scenario's own files (see scenarios/imported.py): agents are picked from it.
 # "auto" agents: IMPORTED_AUTO_AGENTS, or every eligible vehicle if the demand has fewer.
 IMPORTED_DEMAND = {
@@ -113,8 +117,9 @@ OVERRIDES = {
     "min_trip_m": "min_trip_m",
     "agent_share": "agent_share",
     "demand_scale": "scale",
+    "demand": "background",
 }
-GENERATED_ONLY = {"agent_pool", "veh_per_hour", "min_trip_m"}
+GENERATED_ONLY = {"agent_pool", "veh_per_hour", "min_trip_m", "demand"}
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,10 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
             raise bad(f"[demand] of imported demand takes {sorted(known)}; unknown {sorted(extra)}")
         _check_imported(demand, source, bad)
     else:
+        if kind == "net":  # a bare SUMO net has no OSM data to weigh the demand by
+            if given.get("background", "uniform") != "uniform":
+                raise bad("a SUMO net (--net) has no OSM data: its background demand can only be uniform")
+            given = {**given, "background": "uniform"}
         demand = {**DEMAND_OPTIONAL, **given}
         known = DEMAND_KEYS | set(DEMAND_OPTIONAL)
         missing, extra = DEMAND_KEYS - set(demand), set(demand) - known
@@ -359,6 +368,8 @@ def _check_demand(d: dict, bad) -> None:
     number("horizon", 1)
     number("background_min_distance_m", 0)
     number("scale", 0)
+    if d["background"] not in BACKGROUND_KINDS:
+        raise bad(f"[demand].background (--demand) must be one of {', '.join(BACKGROUND_KINDS)}, got {d['background']!r}")
     if d["agent_pool"] < d["agents"]:
         raise bad(f"[demand].agent_pool ({d['agent_pool']}) must be >= agents ({d['agents']})")
     if not d["agent_depart_begin"] <= d["agent_depart_end"] < d["horizon"]:
