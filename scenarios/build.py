@@ -281,7 +281,9 @@ class _Build:
 
             pool = json.loads((self.out / FILES["agents"]).read_text())
             title = f"{self.r.name}: {self.counts['edges']} edges, {self.counts['road_km']:.1f} km of road"
-            mapplot.draw(net, self.out / FILES["map"], title, self.attribution()[0], pool[:50], trip_ends=self.trip_ends())
+            mapplot.draw(
+                net, self.out / FILES["map"], title, self.attribution()[0], pool[:50], trip_ends=self.trip_ends()
+            )
         shutil.rmtree(self.work, ignore_errors=True)
         self.write_manifest(0.0, imported=info)
 

@@ -42,7 +42,7 @@ DEFAULT_CITY = "helsinki"
 class ScenarioConfig:
     """The scenario section of an experiment's configuration tree: which city the experiment runs on."""
 
-    name: str = DEFAULT_CITY  # a shipped city, a recipe .toml, an .osm/.osm.pbf, .net.xml or .sumocfg file, or a built folder
+    name: str = DEFAULT_CITY  # shipped city, recipe .toml, .osm(.pbf), .net.xml or .sumocfg file, built folder
     demand_scale: float | None = None  # multiply the scenario's background demand (a stress test); null: as built
 
     def overrides(self) -> dict:
@@ -369,7 +369,9 @@ def _check_demand(d: dict, bad) -> None:
     number("background_min_distance_m", 0)
     number("scale", 0)
     if d["background"] not in BACKGROUND_KINDS:
-        raise bad(f"[demand].background (--demand) must be one of {', '.join(BACKGROUND_KINDS)}, got {d['background']!r}")
+        raise bad(
+            f"[demand].background (--demand) must be one of {', '.join(BACKGROUND_KINDS)}, got {d['background']!r}"
+        )
     if d["agent_pool"] < d["agents"]:
         raise bad(f"[demand].agent_pool ({d['agent_pool']}) must be >= agents ({d['agents']})")
     if not d["agent_depart_begin"] <= d["agent_depart_end"] < d["horizon"]:
