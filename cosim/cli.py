@@ -120,6 +120,13 @@ def bench_overhead(
     check_positive("--repeat", repeat)
     check_seed("--seed", seed)
     sc = _scenario(scenario)
+    if not sc.imported and max(ns) > len(sc.trip_pool):
+        # a generated scenario grows its agent pool for the largest count: the same background, and the
+        # pool's first trips unchanged (scenarios/trips.py samples in order)
+        from scenarios import ensure_built
+
+        print(f"{sc.name}: growing the agent pool to {max(ns)} trips", file=sys.stderr)
+        sc = ensure_built(scenario, agent_pool=max(ns))
     rows = []
     for n in ns:
         for b in backends:

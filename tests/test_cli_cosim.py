@@ -52,6 +52,16 @@ def test_bench_scaling_mode_lists_every_n(helsinki):
     assert [r["agents"] for r in rows] == [5, 10]
 
 
+def test_bench_takes_more_agents_than_the_built_pool(kouvola):
+    """A built folder with a 100-trip pool benchmarks 120 agents: the pool grows, the traffic stays."""
+    assert len(kouvola.trip_pool) < 120
+    p = cosim("bench", "overhead", "--scenario", str(kouvola.path), "--agents", "120", "--repeat", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    row = json.loads(p.stdout)
+    assert row["agents"] == 120 and row["decisions"] > 0 and "growing the agent pool to 120" in p.stderr
+    assert row["env_vehicles_finished"] == row["sumo_vehicles_finished"] > 120
+
+
 def test_bad_input_is_one_line_and_nonzero(helsinki):
     for args, needle in [
         (("simulate", "atlantis"), "unknown city"),
