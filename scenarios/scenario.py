@@ -136,6 +136,11 @@ class Scenario:
                 f"{n} agents requested but the roads of scenario {self.name!r} hold at most "
                 f"{vehicle_capacity(lane_km)} cars at once ({lane_km} km of lanes, {CAR_SPACE_M:g} m per car){also}"
             )
+        if n > len(pool) and self.imported:
+            raise ScenarioError(
+                f"{n} agents requested but {len(pool)} were picked from scenario {self.name!r}'s demand when it was "
+                f"built (build it again with --agents {n} or a larger --agent-share)"
+            )
         if n > len(pool):
             raise ScenarioError(
                 f"{n} agents requested but scenario {self.name!r} has only {len(pool)} routable trips (build a "

@@ -179,6 +179,8 @@ CASES: list[Case] = [
          message=r"--trips needs --net or --sumocfg"),
     Case("import-too-many-agents", ["scenario", "build", "--sumocfg", "{grid}/grid.sumocfg", "--agents", "500"],
          message=r"--agents 500: the demand has only \d+ passenger vehicles departing between"),
+    Case("simulate-more-agents-than-picked", ["simulate", "{grid}/grid.sumocfg", "--agents", "400"],
+         message=r"400 agents requested but 50 were picked from scenario 'grid'.s demand when it was built"),
     Case("import-agents-zero-generated", ["scenario", "build", "kouvola", "--agents", "0"],
          message=r"--agents 0 \(a plain run of the given demand\) is for imported demand"),
     # -- LLM backends
