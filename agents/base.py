@@ -42,6 +42,20 @@ class Method:
         """Learners update here; returns loss logs (floats) for the metrics row."""
         return {}
 
+    # parallel rollouts (agents/workers.py): workers run episodes with ``collect_only`` set and hand
+    # ``take_payload()`` to the learner, which calls ``learn`` on all of them once per iteration
+    collect_only: bool = False
+
+    def before_rollouts(self) -> dict:
+        """Learner-side work before the first weights go out (a warm start); its logs join the first update."""
+        return {}
+
+    def take_payload(self) -> dict | None:
+        return None
+
+    def learn(self, payloads: list) -> dict:
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 

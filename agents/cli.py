@@ -24,6 +24,23 @@ def resolve_train(config: Path | None, sets: list[str], **shortcuts) -> TrainCon
     return resolve(cls, config, sets, {TrainConfig.SHORTCUTS.get(k, k): v for k, v in shortcuts.items()})
 
 
+def parse_workers(text: str | None) -> int | None:
+    """--workers N | auto (0 in the tree: one per free core); 0, negative or not a number: one line."""
+    from agents.base import TrainError
+
+    if text is None:
+        return None
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise TrainError(f"--workers must be a positive number of processes or auto, got {text!r}")
+    return n
+
+
 def _check_own_settings(cfg) -> None:
     """RELED's settings given to a method that has none: a mistake worth one line, not silence. (A
     comparison may set them for all its methods; only the ones that use them read them.)"""
@@ -87,6 +104,14 @@ def register(app: typer.Typer) -> None:
             [], "--set", help=SET_HELP + " A bare key (lr, w0) names the one setting it ends."
         ),
         backend: str | None = typer.Option(None, "--backend", help=help_for(_T, "env.backend", "libsumo or traci.")),
+        workers: str | None = typer.Option(
+            None,
+            "--workers",
+            "-w",
+            help=help_for(
+                _T, "run.rollout_workers", "Rollout worker processes, each with its own SUMO (auto: one per free core)."
+            ),
+        ),  # fmt: skip
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a MARL method (or run a baseline) with periodic greedy evaluation and checkpoints."""
@@ -97,6 +122,7 @@ def register(app: typer.Typer) -> None:
         cfg = resolve_train(
             config, set_, scenario=scenario, method=method, episodes=episodes, seed=seed, agents=agents,
             eval_every=eval_every, eval_seed=eval_seed, horizon=horizon, backend=backend,
+            rollout_workers=parse_workers(workers),
             plans=str(plans) if plans else None, demos=str(demos.expanduser().resolve()) if demos else None,
             **{"algorithm.ppo.shared": False if independent else None},
         )  # fmt: skip

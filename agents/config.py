@@ -131,6 +131,7 @@ class RunConfig:
     eval_seed: int = 10_000  # SUMO seed of every evaluation episode
     seeds: int = 3  # compare: seeds per method (0 .. N-1)
     workers: int | None = None  # compare: parallel runs (None: one per core, at most one per run)
+    rollout_workers: int = 1  # train: processes running episodes for one learner (0: one per free core)
     executor: str = "local"  # compare: local (process pool) or ray
     out: str | None = None  # output folder (None: the command's default)
 
@@ -163,6 +164,7 @@ class TrainConfig:
         "seed": "run.seed", "eval_every": "run.eval_every", "eval_seed": "run.eval_seed", "agents": "env.n_agents",
         "horizon": "env.horizon", "backend": "env.backend", "plans": "algorithm.plans", "demos": "algorithm.demos",
         "seeds": "run.seeds", "workers": "run.workers", "executor": "run.executor", "out": "run.out",
+        "rollout_workers": "run.rollout_workers",
     }  # fmt: skip
 
     @classmethod
@@ -196,6 +198,7 @@ class TrainConfig:
             check_positive("--horizon", env.horizon)
             check_positive("--seeds", run.seeds)
             check_positive("--workers", run.workers)
+            check_positive("--workers (run.rollout_workers)", run.rollout_workers, zero_ok=True)
             check_seed("--seed", run.seed)
             check_seed("--eval-seed", run.eval_seed)
         except UserError as exc:
@@ -216,3 +219,12 @@ class TrainConfig:
     @property
     def seed(self) -> int:
         return self.run.seed
+
+    @property
+    def rollout_workers(self) -> int:
+        """Rollout worker processes for this run (0 in the tree: one per free core)."""
+        if self.run.rollout_workers > 0:
+            return int(self.run.rollout_workers)
+        from agents.workers import free_cores
+
+        return free_cores()

@@ -47,6 +47,8 @@ class PPOLearner(Method):
     """IPPO (``critic="local"``) or MAPPO (``critic="central"``)."""
 
     learns = True
+    collect_only = False  # set in rollout workers: end_episode keeps the samples (take_payload) for the learner
+    _payload: dict | None = None
 
     def __init__(self, cfg: PPOConfig, critic: str = "local", name: str = "ippo", extra_loss: ExtraLoss | None = None):
         super().__init__()
@@ -137,8 +139,9 @@ class PPOLearner(Method):
                         t[-1].done = True
 
     # -------------------------------------------------------------------------------- learning
-    def build_batch(self) -> Batch:
-        """One sequence per agent (in a fixed agent order), each ending with done; GAE over them all."""
+    def episode_payload(self) -> dict | None:
+        """This episode's samples as arrays: one sequence per agent (learner order), each ending done.
+        What a rollout worker sends to the learner; None when no agent decided."""
         steps: list[_Step] = []
         agent_idx: list[int] = []
         for name in self.agent_names:
@@ -148,44 +151,76 @@ class PPOLearner(Method):
             t[-1].done = True  # the episode is over for everyone
             steps.extend(t)
             agent_idx.extend([self.index[name]] * len(t))
-        rewards = np.array([s.reward for s in steps], dtype=np.float64)
-        values = np.array([s.value for s in steps], dtype=np.float64)
-        dones = np.array([s.done for s in steps], dtype=np.float64)
-        adv, ret = compute_gae(rewards, values, dones, self.cfg.gamma, self.cfg.gae_lambda)
-        obs = torch.from_numpy(np.stack([s.obs for s in steps]))
+        if not steps:
+            return None
+        p = {
+            "obs": np.stack([s.obs for s in steps]),
+            "mask": np.stack([s.mask for s in steps]),
+            "action": np.array([s.action for s in steps], dtype=np.int64),
+            "logp": np.array([s.logp for s in steps], dtype=np.float32),
+            "value": np.array([s.value for s in steps], dtype=np.float64),
+            "reward": np.array([s.reward for s in steps], dtype=np.float64),
+            "done": np.array([s.done for s in steps], dtype=np.float64),
+            "agent_idx": np.array(agent_idx, dtype=np.int64),
+        }
         if self.critic == "central":
-            states = np.stack(self.states)
-            rows = np.array([s.state_row for s in steps])
-            critic_in = torch.from_numpy(np.concatenate([states[rows], obs.numpy()], axis=1))
+            p["state_row"] = np.array([s.state_row for s in steps], dtype=np.int64)
+            p["states"] = np.stack(self.states)
+        return p
+
+    def batch_from(self, payloads: list[dict]) -> Batch:
+        """One PPO batch from the samples of one or more episodes; GAE runs over every agent sequence."""
+
+        def cat(key: str) -> np.ndarray:
+            return np.concatenate([p[key] for p in payloads]) if len(payloads) > 1 else payloads[0][key]
+
+        values = cat("value")
+        adv, ret = compute_gae(cat("reward"), values, cat("done"), self.cfg.gamma, self.cfg.gae_lambda)
+        obs = torch.from_numpy(cat("obs"))
+        if self.critic == "central":
+            states = np.concatenate([p["states"][p["state_row"]] for p in payloads])
+            critic_in = torch.from_numpy(np.concatenate([states, obs.numpy()], axis=1))
         else:
             critic_in = obs
         return Batch(
             obs=obs,
-            mask=torch.from_numpy(np.stack([s.mask for s in steps])),
-            actions=torch.tensor([s.action for s in steps], dtype=torch.int64),
-            logp=torch.tensor([s.logp for s in steps], dtype=torch.float32),
+            mask=torch.from_numpy(cat("mask")),
+            actions=torch.from_numpy(cat("action")),
+            logp=torch.from_numpy(cat("logp")),
             values=torch.from_numpy(values.astype(np.float32)),
             advantages=torch.from_numpy(adv),
             returns=torch.from_numpy(ret),
             critic_in=critic_in,
-            agent_idx=torch.tensor(agent_idx, dtype=torch.int64),
+            agent_idx=torch.from_numpy(cat("agent_idx")),
         )
+
+    def build_batch(self) -> Batch:
+        return self.batch_from([self.episode_payload()])
+
+    def learn(self, payloads: list[dict | None]) -> dict:
+        """One PPO update on the episodes' samples (the learner side of synchronous parallel rollouts)."""
+        payloads = [p for p in payloads if p is not None]
+        if not payloads:
+            return {"update_skipped": True}
+        t0 = time.perf_counter()
+        logs = self.ppo.update(self.batch_from(payloads))
+        self.timers["torch_update"] = self.timers.get("torch_update", 0.0) + time.perf_counter() - t0
+        logs["update_skipped"] = False
+        return logs
 
     def end_episode(self, env, train: bool, faulted: bool) -> dict:
         if not train:
             return {}
-        if faulted:  # SUMO failed mid-episode: its partial data is dropped
-            self.traj, self.states = {}, []
-            return {"update_skipped": True}
-        if not any(self.traj.values()):
-            return {"update_skipped": True}
-        t0 = time.perf_counter()
-        batch = self.build_batch()
-        logs = self.ppo.update(batch)
-        self.timers["torch_update"] += time.perf_counter() - t0
+        payload = None if faulted else self.episode_payload()  # SUMO failed mid-episode: its data is dropped
         self.traj, self.states = {}, []
-        logs["update_skipped"] = False
-        return logs
+        if self.collect_only:  # a rollout worker: the learner updates on every worker's episode at once
+            self._payload = payload
+            return {}
+        return self.learn([payload])
+
+    def take_payload(self) -> dict | None:
+        p, self._payload = self._payload, None
+        return p
 
     # -------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:

@@ -275,7 +275,21 @@ class RELEDLearner(PPOLearner):
             out[i] = dtw_distance(xy, self.expert_xy[j])
         return out
 
+    def before_rollouts(self) -> dict:
+        """The warm start, in the learner, before the first weights go out to the rollout workers."""
+        if self.pretrained:
+            return {}
+        return self.pretrain()
+
     def end_episode(self, env, train: bool, faulted: bool) -> dict:
+        if self.collect_only:  # a rollout worker: the samples and this episode's DTW go to the learner
+            dtw = None
+            if train and not faulted and self.rcfg.adaptive and any(self.traj.values()):
+                dtw = self.agent_dtw(env)
+            super().end_episode(env, train, faulted)
+            if self._payload is not None and dtw is not None:
+                self._payload["dtw"] = dtw
+            return {}
         pending, self._pending_logs = self._pending_logs, {}
         if not train:
             return pending
@@ -290,6 +304,29 @@ class RELEDLearner(PPOLearner):
         self.weights, self.dtw = w, dtw
         self._set_sample_coef()
         logs.update(super().end_episode(env, train, faulted))
+        logs.update(self._weight_logs(k))
+        return logs
+
+    def learn(self, payloads: list[dict | None]) -> dict:
+        """One iteration on several workers' episodes: the weights follow each agent's mean DTW over them."""
+        k = self.k
+        self.k += 1
+        logs: dict = {"reled_k": k}
+        good = [p for p in payloads if p is not None]
+        if not good:
+            return {**super().learn(good), **logs}
+        n = len(self.agent_names)
+        if self.rcfg.adaptive:
+            d = np.stack([p.get("dtw", np.full(n, np.nan)) for p in good])
+            seen = np.isfinite(d).sum(axis=0)
+            dtw = np.where(seen > 0, np.nansum(np.where(np.isfinite(d), d, 0.0), axis=0) / np.maximum(seen, 1), np.nan)
+        else:
+            dtw = np.full(n, np.nan)
+        w = np.zeros(n)
+        w[self.demo_idx] = reled_weights(dtw[self.demo_idx], k, self.rcfg)
+        self.weights, self.dtw = w, dtw
+        self._set_sample_coef()
+        logs.update(super().learn(good))
         logs.update(self._weight_logs(k))
         return logs
 

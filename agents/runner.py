@@ -484,6 +484,8 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             evaluate()
             checkpoint()
         last_eval: dict = {}
+        if cfg.rollout_workers > 1 and state["episode"] < cfg.run.episodes:
+            _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, task if bar else None)
         while state["episode"] < cfg.run.episodes:
             e = state["episode"] + 1
             t0 = time.perf_counter()
@@ -515,6 +517,63 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         metrics_f.close()
         if bar is not None:
             bar.stop()
+    return _summary(out, state)
+
+
+def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, task) -> None:
+    """Synchronous parallel rollouts: per iteration the N workers run the next N training episodes with the
+    current weights and the learner updates once on all of them (agents/workers.py). Rows: one per
+    episode (with the worker that ran it), one per update; evaluations run here, between iterations."""
+    from agents.workers import Job, WorkerPool, weights_bytes
+
+    warm = method.before_rollouts() if method.learns else {}
+    pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers)
+    try:
+        while state["episode"] < cfg.run.episodes:
+            first = state["episode"] + 1
+            k = min(pool.n, cfg.run.episodes - state["episode"])
+            jobs = [Job(e, episode_seed(cfg.run.seed, e), True) for e in range(first, first + k)]
+            t0 = time.perf_counter()
+            t_send = time.perf_counter()
+            weights = weights_bytes(method) if method.learns else None
+            t_send = time.perf_counter() - t_send
+            results = pool.run(jobs, weights)
+            t_rollout = time.perf_counter() - t0
+            payloads = []
+            for job, (row, payload) in zip(jobs, results):
+                state["episode"] = job.episode
+                if row.get("sumo_fault"):
+                    state["sumo_faults"] += 1
+                state["env_steps"] += int(row.get("decisions") or 0)
+                write({"phase": "train", "episode": job.episode, "env_steps": state["env_steps"],
+                       "wall_s": state["wall_s"] + t_rollout, "seed": job.seed, **row,
+                       "sumo_faults": state["sumo_faults"]})  # fmt: skip
+                payloads.append(payload)
+            t1 = time.perf_counter()
+            logs = method.learn(payloads) if method.learns else {}
+            t_update = time.perf_counter() - t1
+            logs, warm = {**warm, **logs}, {}
+            state["wall_s"] += time.perf_counter() - t0
+            decisions = sum(int(r.get("decisions") or 0) for r, _ in results)
+            write({"phase": "update", "episode": state["episode"], "env_steps": state["env_steps"],
+                   "wall_s": state["wall_s"], "episodes": k, "workers": pool.n, "workers_replaced": pool.replaced,
+                   "t_rollout_s": t_rollout, "t_update_s": t_update, "t_weights_s": t_send,
+                   "decisions_per_s": decisions / max(time.perf_counter() - t0, 1e-9), **logs})  # fmt: skip
+            last = state["episode"]
+            due = cfg.run.eval_every and (
+                any(e % cfg.run.eval_every == 0 for e in range(first, last + 1)) or last == cfg.run.episodes
+            )
+            last_eval = evaluate() if due else {}
+            checkpoint()
+            if bar is not None:
+                mtt = (last_eval or {}).get("mean_travel_time")
+                status = f"travel {mtt:.0f} s" if isinstance(mtt, (int, float)) else ""
+                bar.update(task, completed=last, status=status + f"  {pool.n} workers  faults {state['sumo_faults']}")
+    finally:
+        pool.close()
+
+
+def _summary(out: Path, state: dict) -> dict:
     rows = read_metrics(out)
     return {
         "episodes": state["episode"],

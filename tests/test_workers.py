@@ -1,0 +1,184 @@
+"""Parallel rollout workers for one training run (agents/workers.py): learning, determinism, resume and
+faults, with real worker processes each driving its own SUMO on kouvola."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.runner import TrainConfig, read_metrics, train
+from tests.test_train import _assert_same_params, _comparable
+
+SMALL = dict(scenario="kouvola", agents=20)
+
+
+def _run(out: Path, **kw) -> dict:
+    cfg = TrainConfig.of(**{**SMALL, "method": "ippo", "seed": 5, "eval_every": 4, "episodes": 4, **kw})
+    return train(cfg, out, progress=False)
+
+
+def _random_policy_travel_time(kouvola, seed: int) -> float:
+    from cosim.config import EnvConfig
+    from cosim.env import VehicleRoutingEnv
+    from cosim.policies import make_policy
+
+    env = VehicleRoutingEnv(kouvola, EnvConfig(n_agents=20))
+    try:
+        act = make_policy("random", 0)
+        obs, _ = env.reset(seed=seed)
+        while env.agents:
+            obs, *_ = env.step(act(env, obs))
+        return env.metrics["mean_travel_time"]
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_and_two_workers_learn(kouvola, cosim_home, tmp_path, workers):
+    res = _run(tmp_path / "run", rollout_workers=workers, episodes=6, eval_every=6)
+    rows = read_metrics(tmp_path / "run")
+    train_rows = [r for r in rows if r["phase"] == "train"]
+    updates = [r for r in rows if r["phase"] == ("update" if workers > 1 else "train")]
+    assert [r["episode"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    if workers > 1:
+        assert sorted({r["worker"] for r in train_rows}) == [0, 1] and len(updates) == 3
+        assert all(r["episodes"] == 2 and r["workers"] == 2 for r in updates)
+    losses = [r["policy_loss"] for r in updates]
+    assert all(math.isfinite(x) for x in losses) and len(losses) >= 3
+    random_tt = _random_policy_travel_time(kouvola, 10_000)  # the evaluation seed
+    first_eval, last_eval = rows[0], res["last_eval"]
+    assert first_eval["phase"] == "eval" and last_eval["episode"] == 6
+    assert last_eval["mean_travel_time"] < random_tt and last_eval["mean_travel_time"] < first_eval["mean_travel_time"]
+
+
+def test_same_seed_and_workers_give_identical_runs(kouvola, cosim_home, tmp_path):
+    _run(tmp_path / "a", rollout_workers=2, method="mappo")
+    _run(tmp_path / "b", rollout_workers=2, method="mappo")
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert len(a) == len(b) == 8  # evaluations after 0 and 4 episodes, 4 episodes, 2 updates
+    assert _comparable(a) == _comparable(b)
+    _assert_same_params(tmp_path / "a", tmp_path / "b")
+
+
+def test_kill_and_resume_with_two_workers_equals_uninterrupted(kouvola, cosim_home, tmp_path):
+    ref = tmp_path / "ref"
+    args = ["-s", "kouvola", "--method", "ippo", "--episodes", "6", "--seed", "5", "--eval-every", "2",
+            "--agents", "20", "--workers", "2", "--quiet"]  # fmt: skip
+    env = dict(os.environ, COSIM_HOME=str(cosim_home))
+    r = subprocess.run([sys.executable, "-m", "agents.cli", "train", *args, "--out", str(ref)],
+                       capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "train", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    killed = False
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if any(r.get("phase") == "update" and r["episode"] >= 2 for r in read_metrics(out)):
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and not killed:
+            proc.kill()
+        proc.wait(timeout=30)
+    assert killed, proc.stderr.read().decode()[-1000:]
+    assert max(r["episode"] for r in read_metrics(out)) < 6
+    r = subprocess.run([sys.executable, "-m", "agents.cli", "train", *args, "--out", str(out), "--resume"],
+                       capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _comparable(read_metrics(out)) == _comparable(read_metrics(ref))
+    _assert_same_params(out, ref)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _kill_once(match, out: Path, after_episode_rows: int = 0) -> threading.Thread:
+    """In the background: once the run has written `after_episode_rows` training rows, SIGKILL the first
+    descendant of this process whose command line `match` accepts."""
+    state = {"killed": None}
+
+    def look() -> None:
+        deadline = time.time() + 240
+        while time.time() < deadline and state["killed"] is None:
+            if sum(r.get("phase") == "train" for r in read_metrics(out)) >= after_episode_rows:
+                todo = _children(os.getpid())
+                while todo:
+                    pid = todo.pop()
+                    if match(_cmdline(pid)):
+                        time.sleep(0.5)  # mid-episode
+                        os.kill(pid, signal.SIGKILL)
+                        state["killed"] = pid
+                        return
+                    todo += _children(pid)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=look, daemon=True)
+    t.state = state
+    t.start()
+    return t
+
+
+def test_a_killed_sumo_in_a_worker_loses_one_episode(kouvola, cosim_home, tmp_path):
+    """TraCI: SUMO is the worker's child process; killing it ends that episode as a fault, nothing more."""
+    out = tmp_path / "run"
+    killer = _kill_once(lambda cmd: "sumo" in cmd.split(" ")[0] and "--remote-port" in cmd, out, after_episode_rows=2)
+    res = _run(out, rollout_workers=2, episodes=6, eval_every=0, backend="traci")
+    killer.join(5)
+    assert killer.state["killed"] is not None
+    rows = read_metrics(out)
+    train_rows = [r for r in rows if r["phase"] == "train"]
+    assert [r["episode"] for r in train_rows] == [1, 2, 3, 4, 5, 6] and res["episodes"] == 6
+    assert sum(bool(r.get("sumo_fault")) for r in train_rows) == 1 and res["sumo_faults"] == 1
+    assert all(not r["update_skipped"] for r in rows if r["phase"] == "update")  # the other episode still teaches
+
+
+def test_a_dead_worker_is_replaced_and_its_episode_run_again(kouvola, cosim_home, tmp_path):
+    out = tmp_path / "run"
+    killer = _kill_once(lambda cmd: "multiprocessing" in cmd and "spawn" in cmd, out, after_episode_rows=2)
+    _run(out, rollout_workers=2, episodes=6, eval_every=0)
+    killer.join(5)
+    assert killer.state["killed"] is not None
+    rows = read_metrics(out)
+    train_rows = [r for r in rows if r["phase"] == "train"]
+    assert [r["episode"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    assert not any(r.get("sumo_fault") for r in train_rows)  # the lost episode was run again
+    assert rows[-1]["phase"] == "update" and rows[-1]["workers_replaced"] == 1
+
+
+def test_workers_count_is_checked(tmp_path):
+    for bad in ("0", "-2", "many"):
+        r = subprocess.run([sys.executable, "-m", "agents.cli", "train", "--workers", bad, "--out", str(tmp_path / "r")],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            f"error: --workers must be a positive number of processes or auto, got {bad!r}"
+        ]
+        assert not (tmp_path / "r").exists()
