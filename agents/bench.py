@@ -60,3 +60,70 @@ def format_summary(s: dict) -> str:
 if __name__ == "__main__":
     for d in sys.argv[1:]:
         print(format_summary(summarise(d)))
+
+
+# ------------------------------------------------------------------------------------ throughput
+def throughput(scenario: str, agents: int, workers: list[int], *, method: str = "ippo", iterations: int = 4,
+               seed: int = 0, horizon: float | None = None) -> list[dict]:  # fmt: skip
+    """`cosim bench throughput`: the same training (method, scenario, agents, seed) with each worker count,
+    `iterations` x workers episodes each, no evaluation; the first iteration is a warm-up and is not
+    measured. decisions_per_s counts every decision over the training wall time, PPO updates included
+    (worker start-up and warm-up excluded, together reported as startup_s); speedup
+    is over one worker (today's in-process runner); the shares split the learner's wall time into SUMO,
+    the env's Python, inference, update, transfer (weights out, samples back, waiting for the slowest
+    worker) and the rest (runner Python)."""
+    import tempfile
+    import time
+
+    from agents.config import TrainConfig
+    from agents.runner import train
+
+    rows = []
+    base = None
+    for w in workers:
+        with tempfile.TemporaryDirectory(prefix="cosim-throughput-") as tmp:
+            cfg = TrainConfig.of(scenario=scenario, method=method, agents=agents, horizon=horizon, seed=seed,
+                                 episodes=w * iterations, eval_every=0, rollout_workers=w)  # fmt: skip
+            t0 = time.perf_counter()
+            res = train(cfg, Path(tmp) / "run", progress=False)
+            total = time.perf_counter() - t0
+            metrics = read_metrics(Path(tmp) / "run")
+        row = _split(metrics, w)
+        row.update(scenario=scenario, method=method, agents=agents, workers=w, episodes=res["episodes"],
+                   startup_s=round(total - row["wall_s"], 3))  # fmt: skip
+        base = base or row["decisions_per_s"]
+        row["speedup"] = round(row["decisions_per_s"] / base, 3)
+        row["efficiency"] = round(row["speedup"] / w, 3)
+        rows.append(row)
+    return rows
+
+
+def _split(metrics: list[dict], workers: int) -> dict:
+    """The time split after the first iteration (a warm-up: SUMO starts, caches fill, on every worker)."""
+    train = [r for r in metrics if r.get("phase") == "train"][workers:]
+    updates = [r for r in metrics if r.get("phase") == "update"][1:]
+    decisions = sum(int(r.get("decisions") or 0) for r in train)
+    if workers == 1:  # in-process: episodes back to back, each with its update
+        wall = sum(r["episode_wall_s"] for r in train)
+        parts = {
+            "sumo": sum(r.get("t_sumo_s") or 0.0 for r in train),
+            "env_python": sum(r.get("t_env_python_s") or 0.0 for r in train),
+            "inference": sum(r.get("t_torch_infer_s") or 0.0 for r in train),
+            "update": sum(r.get("t_torch_update_s") or 0.0 for r in train),
+            "transfer": 0.0,
+        }
+    else:  # per iteration: the workers' episodes side by side, then one update in the learner
+        wall = sum(u["t_rollout_s"] + u["t_update_s"] for u in updates)
+        per_worker = 1.0 / workers  # the workers' own time split, averaged over them
+        parts = {
+            "sumo": per_worker * sum(r.get("t_sumo_s") or 0.0 for r in train),
+            "env_python": per_worker * sum(r.get("t_env_python_s") or 0.0 for r in train),
+            "inference": per_worker * sum(r.get("t_torch_infer_s") or 0.0 for r in train),
+            "update": sum(u["t_update_s"] for u in updates),
+        }
+        busy = per_worker * sum(r.get("episode_wall_s") or 0.0 for r in train)
+        parts["transfer"] = max(0.0, sum(u["t_rollout_s"] for u in updates) - busy)  # pickling, pipes, waiting
+    share = {k: round(v / wall, 4) if wall else float("nan") for k, v in parts.items()}
+    share["other"] = round(1.0 - sum(share.values()), 4)
+    return {"decisions": decisions, "wall_s": round(wall, 3),
+            "decisions_per_s": round(decisions / wall, 1) if wall else float("nan"), "share": share}  # fmt: skip

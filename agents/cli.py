@@ -59,6 +59,10 @@ def _check_own_settings(cfg) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from cosim.cli import bench_app
+
+    register_bench(bench_app)
+
     @app.command("train")
     def train_cmd(
         scenario: str | None = typer.Option(
@@ -146,6 +150,49 @@ def register(app: typer.Typer) -> None:
             )
             + f"metrics in {Path(res['out']) / 'metrics.jsonl'}"
         )
+
+
+def register_bench(bench_app: typer.Typer) -> None:
+    @bench_app.command("throughput")
+    def bench_throughput(
+        scenario: str = typer.Option("helsinki", "--scenario", "-s", help="City name or a built scenario folder."),
+        agents: int = typer.Option(100, "--agents", "-n", help="Controlled agents."),
+        workers: str = typer.Option("1,2", "--workers", "-w", help="Worker counts to compare (1,2,4 or auto)."),
+        method: str = typer.Option("ippo", "--method", "-m", help="The learner trained."),
+        iterations: int = typer.Option(
+            4, "--iterations", help="Iterations per worker count (episodes = workers x it; the first is a warm-up)."
+        ),
+        seed: int = typer.Option(0, "--seed"),
+        as_json: bool = typer.Option(False, "--json", help="JSON only: a list, one object per worker count."),
+    ) -> None:
+        """Training throughput with 1..N rollout workers: decisions/s (updates included), speedup, efficiency
+        and where the time goes."""
+        import json
+
+        from agents.bench import throughput
+        from agents.workers import free_cores
+        from scenarios.errors import check_positive, check_seed
+
+        check_positive("--agents", agents)
+        check_positive("--iterations", iterations)
+        if iterations < 2:
+            from agents.base import TrainError
+
+            raise TrainError(f"--iterations must be at least 2 (the first is a warm-up), got {iterations}")
+        check_seed("--seed", seed)
+        counts = []
+        for part in workers.split(","):
+            n = parse_workers(part.strip())
+            counts.append(free_cores() if n == 0 else n)
+        if 1 not in counts:
+            counts.insert(0, 1)  # the speedup's yardstick
+        rows = throughput(scenario, agents, counts, method=method, iterations=iterations, seed=seed)
+        if not as_json:
+            for r in rows:
+                sh = "  ".join(f"{k} {v:.0%}" for k, v in r["share"].items())
+                typer.echo(f"{r['workers']} workers: {r['decisions_per_s']:.0f} decisions/s, speedup {r['speedup']:.2f}, "
+                           f"efficiency {r['efficiency']:.2f}; {sh}", err=True)  # fmt: skip
+        print(json.dumps(rows, indent=None if as_json else 1))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -182,3 +182,21 @@ def test_workers_count_is_checked(tmp_path):
             f"error: --workers must be a positive number of processes or auto, got {bad!r}"
         ]
         assert not (tmp_path / "r").exists()
+
+
+def test_bench_throughput_reports_each_worker_count(kouvola, cosim_home):
+    env = dict(os.environ, COSIM_HOME=str(cosim_home))
+    r = subprocess.run([sys.executable, "-m", "evaluation.cli", "bench", "throughput", "--scenario", "kouvola",
+                        "--agents", "10", "--workers", "2", "--iterations", "2", "--json"],
+                       capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+
+    rows = json.loads(r.stdout)
+    assert [x["workers"] for x in rows] == [1, 2]  # one worker is always there: the speedup's yardstick
+    assert rows[0]["speedup"] == 1.0 and rows[0]["episodes"] == 2 and rows[1]["episodes"] == 4
+    for x in rows:
+        assert x["decisions"] > 0 and x["decisions_per_s"] > 0 and x["efficiency"] == round(x["speedup"] / x["workers"], 3)
+        assert set(x["share"]) == {"sumo", "env_python", "inference", "update", "transfer", "other"}
+        assert all(0 <= v <= 1 for k, v in x["share"].items() if k != "other") and x["share"]["sumo"] > 0.1
+    assert rows[1]["share"]["transfer"] > 0 and rows[0]["share"]["transfer"] == 0
