@@ -108,6 +108,12 @@ def register(app: typer.Typer) -> None:
             [], "--set", help=SET_HELP + " A bare key (lr, w0) names the one setting it ends."
         ),
         backend: str | None = typer.Option(None, "--backend", help=help_for(_T, "env.backend", "libsumo or traci.")),
+        executor: str | None = typer.Option(
+            None, "--executor", help=help_for(_T, "run.executor", "Rollout workers as local processes or Ray actors.")
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help=help_for(_T, "run.ray_address", "Join this Ray cluster (host:port).")
+        ),
         workers: str | None = typer.Option(
             None,
             "--workers",
@@ -126,7 +132,7 @@ def register(app: typer.Typer) -> None:
         cfg = resolve_train(
             config, set_, scenario=scenario, method=method, episodes=episodes, seed=seed, agents=agents,
             eval_every=eval_every, eval_seed=eval_seed, horizon=horizon, backend=backend,
-            rollout_workers=parse_workers(workers),
+            rollout_workers=parse_workers(workers), executor=executor, ray_address=ray_address,
             plans=str(plans) if plans else None, demos=str(demos.expanduser().resolve()) if demos else None,
             **{"algorithm.ppo.shared": False if independent else None},
         )  # fmt: skip

@@ -132,7 +132,10 @@ class RunConfig:
     seeds: int = 3  # compare: seeds per method (0 .. N-1)
     workers: int | None = None  # compare: parallel runs (None: one per core, at most one per run)
     rollout_workers: int = 1  # train: processes running episodes for one learner (0: one per free core)
-    executor: str = "local"  # compare: local (process pool) or ray
+    executor: str = "local"  # compare's runs and train's rollout workers: local (processes) or ray
+    ray_address: str | None = (
+        None  # --executor ray: an existing cluster (host:port; else $RAY_ADDRESS, else a local one)
+    )
     out: str | None = None  # output folder (None: the command's default)
 
 
@@ -144,8 +147,8 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     # settings that may change between a run and its resumption (and that do not make another run)
-    RESUMABLE_CHANGES = ("run.episodes", "run.out", "run.seeds", "run.workers", "run.executor", "env.backend",
-                         "env.gui", "env.label")  # fmt: skip
+    RESUMABLE_CHANGES = ("run.episodes", "run.out", "run.seeds", "run.workers", "run.executor", "run.ray_address",
+                         "env.backend", "env.gui", "env.label")  # fmt: skip
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -164,7 +167,7 @@ class TrainConfig:
         "seed": "run.seed", "eval_every": "run.eval_every", "eval_seed": "run.eval_seed", "agents": "env.n_agents",
         "horizon": "env.horizon", "backend": "env.backend", "plans": "algorithm.plans", "demos": "algorithm.demos",
         "seeds": "run.seeds", "workers": "run.workers", "executor": "run.executor", "out": "run.out",
-        "rollout_workers": "run.rollout_workers",
+        "rollout_workers": "run.rollout_workers", "ray_address": "run.ray_address",
     }  # fmt: skip
 
     @classmethod

@@ -373,6 +373,14 @@ def train(
     on_row(row) sees every metrics row as it is written (W&B logging); `method` overrides the registry.
     """
     validate(cfg)
+    if cfg.run.executor == "ray":  # no Ray or an unreachable cluster: one line before any folder exists
+        from agents.raytools import require_ray
+        from agents.workers import check_ray_address
+
+        require_ray()
+        address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+        if address:
+            check_ray_address(address)
     out = Path(out)
     with run_lock(out):
         ck = prepare_out(out, cfg, resume)
@@ -484,7 +492,7 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             evaluate()
             checkpoint()
         last_eval: dict = {}
-        if cfg.rollout_workers > 1 and state["episode"] < cfg.run.episodes:
+        if (cfg.rollout_workers > 1 or cfg.run.executor == "ray") and state["episode"] < cfg.run.episodes:
             _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, task if bar else None)
         while state["episode"] < cfg.run.episodes:
             e = state["episode"] + 1
@@ -524,10 +532,16 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
     """Synchronous parallel rollouts: per iteration the N workers run the next N training episodes with the
     current weights and the learner updates once on all of them (agents/workers.py). Rows: one per
     episode (with the worker that ran it), one per update; evaluations run here, between iterations."""
-    from agents.workers import Job, WorkerPool, weights_bytes
+    from agents.workers import Job, WorkerPool, weights_bytes  # noqa: F401 (RayWorkerPool below, on demand)
 
     warm = method.before_rollouts() if method.learns else {}
-    pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers)
+    if cfg.run.executor == "ray":
+        from agents.workers import RayWorkerPool
+
+        address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+        pool = RayWorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, address=address)
+    else:
+        pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers)
     try:
         while state["episode"] < cfg.run.episodes:
             first = state["episode"] + 1

@@ -62,21 +62,53 @@ def weights_bytes(method) -> bytes | None:
 
 
 # ------------------------------------------------------------------------------------------ worker side
+class Rollouts:
+    """What a worker holds: its env (its own SUMO) and its copy of the method; runs one job at a time.
+    The same class runs in a spawned process (`_worker_main`) and as a Ray actor (`RayWorkerPool`)."""
+
+    def __init__(self, blob: bytes, index: int) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        from agents.runner import _KernelTimer, make_env
+        from scenarios import Scenario
+
+        cfg, scenario_path, method = pickle.loads(blob)
+        self.index = index
+        self.env = make_env(Scenario.load(scenario_path), cfg, method.control)
+        method.collect_only = True  # end_episode keeps the samples for the learner instead of updating
+        self.method = method
+        self.timer = _KernelTimer(self.env.kernel)
+
+    def run(self, job: Job, weights: bytes | None) -> tuple[dict, dict | None]:
+        import torch
+
+        from agents.runner import run_episode
+
+        t0 = time.perf_counter()
+        if weights is not None:
+            self.method.policy.load_state_dict(torch.load(io.BytesIO(weights)))
+        torch.manual_seed(job.seed)  # the episode's action sampling depends on it alone
+        t_load = time.perf_counter() - t0
+        row = run_episode(self.env, self.method, job.seed, train=job.train, sumo_timer=self.timer)
+        payload = self.method.take_payload() if job.train and self.method.learns else None
+        row["t_transfer_s"] = t_load
+        row["worker"] = self.index
+        return row, payload
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def _worker_main(conn, blob: bytes, index: int) -> None:
     """A worker process: build the env, then run episodes until told to stop."""
     _die_with_parent()
-    import torch
-
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    from agents.runner import _KernelTimer, make_env, run_episode
-    from scenarios import Scenario
-
     try:
-        cfg, scenario_path, method = pickle.loads(blob)
-        env = make_env(Scenario.load(scenario_path), cfg, method.control)
-        method.collect_only = True  # end_episode keeps the samples for the learner instead of updating
-        timer = _KernelTimer(env.kernel)
+        worker = Rollouts(blob, index)
     except Exception as exc:  # noqa: BLE001 - reported to the learner as one line
         conn.send(("failed", f"{type(exc).__name__}: {str(exc)[:300]}"))
         return
@@ -86,21 +118,12 @@ def _worker_main(conn, blob: bytes, index: int) -> None:
             msg = conn.recv()
             if msg[0] == "stop":
                 break
-            _, job, weights = msg
-            t0 = time.perf_counter()
-            if weights is not None:
-                method.policy.load_state_dict(torch.load(io.BytesIO(weights)))
-            torch.manual_seed(job.seed)  # the episode's action sampling depends on it alone
-            t_load = time.perf_counter() - t0
-            row = run_episode(env, method, job.seed, train=job.train, sumo_timer=timer)
-            payload = method.take_payload() if job.train and method.learns else None
-            row["t_transfer_s"] = t_load
-            row["worker"] = index
+            row, payload = worker.run(msg[1], msg[2])
             conn.send(("done", row, payload))
     except (EOFError, OSError, KeyboardInterrupt):  # the learner is gone
         pass
     finally:
-        env.close()
+        worker.close()
 
 
 def _die_with_parent() -> None:
@@ -235,3 +258,96 @@ class WorkerPool:
         for s in self.slots:
             s.proc.join(max(0.0, deadline - time.perf_counter()))
             s.kill()
+
+
+# ------------------------------------------------------------------------------------------ Ray
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray_address(address: str) -> None:
+    """An existing cluster's address (host:port of its GCS) must answer within seconds: Ray itself would
+    retry for minutes before giving up."""
+    import socket
+
+    from agents.base import TrainError
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=RAY_CONNECT_TIMEOUT_S):
+            pass
+    except (ValueError, OSError) as exc:
+        raise TrainError(f"cannot reach the Ray cluster at {address!r} ({type(exc).__name__}: {exc})") from None
+
+
+class RayWorkerPool:
+    """The same workers as Ray actors (one CPU each), on a cluster at `address` or a local one started
+    here; a dead actor is replaced and its episode run again, as with processes."""
+
+    def __init__(self, cfg, scenario_path, method, n: int, address: str | None = None) -> None:
+        from agents.base import TrainError
+        from agents.raytools import _become_subreaper, require_ray
+
+        ray = require_ray()
+        self.ray, self.n, self.replaced = ray, n, 0
+        self.started = False
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            if address:
+                check_ray_address(address)
+                ray.init(address=address, **kwargs)
+            else:
+                _become_subreaper()
+                ray.init(num_cpus=max(n, free_cores()), **kwargs)
+            self.started = True
+        try:
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            if n > cpus:
+                raise TrainError(
+                    f"--workers {n}: the Ray cluster has {cpus} CPUs, so it can place at most {cpus} workers"
+                )
+            self.blob = pickle.dumps((cfg, str(scenario_path), method))
+            self.actor_cls = ray.remote(num_cpus=1, max_restarts=0)(Rollouts)
+            self.actors = [self.actor_cls.remote(self.blob, i) for i in range(n)]
+            ray.get([a.pid.remote() for a in self.actors], timeout=START_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, jobs: list[Job], weights: bytes | None) -> list[tuple[dict, dict | None]]:
+        ray = self.ray
+        wref = ray.put(weights)
+        refs = {self.actors[i].run.remote(job, wref): i for i, job in enumerate(jobs)}
+        results: list = [None] * len(jobs)
+        tries = [0] * len(jobs)
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=EPISODE_TIMEOUT_S)
+            if not done:
+                raise TimeoutError(f"no Ray worker answered within {EPISODE_TIMEOUT_S:.0f} s")
+            ref = done[0]
+            i = refs.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the actor died (RayActorError and kin)
+                tries[i] += 1
+                if tries[i] > RESTARTS_PER_JOB:
+                    results[i] = ({"sumo_fault": True, "fault": f"Ray worker {i} failed: {type(exc).__name__}",
+                                   "decisions": 0, "worker": i, "worker_restarted": True}, None)  # fmt: skip
+                    continue
+                self.actors[i] = self.actor_cls.remote(self.blob, i)
+                self.replaced += 1
+                refs[self.actors[i].run.remote(jobs[i], wref)] = i
+        return results
+
+    def close(self) -> None:
+        ray = self.ray
+        for a in getattr(self, "actors", []):
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if self.started:
+            from agents.raytools import _ray_processes, _reap_children
+
+            pids = _ray_processes()
+            ray.shutdown()
+            _reap_children(pids)

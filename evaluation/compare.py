@@ -52,6 +52,7 @@ from pathlib import Path
 
 import typer
 
+from agents.raytools import _become_subreaper, _ray_processes, _reap_children, require_ray
 from scenarios.errors import UserError
 from scenarios.jsonio import atomic_write, read_json
 
@@ -105,17 +106,6 @@ def parse_methods(text: str) -> list[str]:
     for m in names:
         check_method(m)  # raises a UserError naming the known methods
     return names
-
-
-def require_ray():
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise CompareError(
-            "--executor ray needs Ray, which is not installed: pip install 'reled-cosim[ray]' "
-            "(or pip install ray), or use --executor local"
-        ) from None
-    return ray
 
 
 def check_demos(path: Path, scenario, n_agents: int) -> dict:
@@ -362,74 +352,6 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
             _reap_children(ray_pids)
 
 
-def _become_subreaper() -> None:
-    """Linux: orphaned descendants (Ray's workers outlive the raylet that started them) are handed to
-    this process instead of to PID 1, which in a container often never collects them: they would stay
-    as defunct `ray::IDLE` entries. `_reap_children` then collects them."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):  # not Linux: nothing to do
-        pass
-
-
-def _reap_children(pids: set[int], wait_s: float = 30.0) -> None:
-    """Collect the exit status of Ray's processes `pids` (taken just before ray.shutdown(), which stops
-    the local cluster but does not wait for all of it) as they end, for at most `wait_s`. Children that
-    are not Ray's and still run (wandb's service, say) are left alone."""
-    deadline = time.monotonic() + wait_s
-    me = os.getpid()
-    while True:
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass  # collect whatever has ended
-        except ChildProcessError:
-            return  # no children left
-        if time.monotonic() > deadline or not any(_running_or_ours(p, me) for p in pids):
-            return
-        time.sleep(0.1)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-        return state, int(ppid)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _running_or_ours(pid: int, me: int) -> bool:
-    """Still running, or ended as a child of this process (so still ours to collect)."""
-    st = _proc_stat(pid)
-    return st is not None and (st[0] != "Z" or st[1] == me)
-
-
-def _ray_processes() -> set[int]:
-    """The pids of this process's descendants that are Ray's (their command line names ray): the
-    raylet's workers are its children, not ours, until it exits and they are handed to us."""
-    parent, ray = {}, set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid = int(stat.parent.name)
-            parent[pid] = _proc_stat(pid)[1]
-            if b"ray" in (stat.parent / "cmdline").read_bytes():
-                ray.add(pid)
-        except (OSError, ValueError, TypeError):
-            continue
-    me, ours = os.getpid(), set()
-    for start in ray:
-        pid, seen = start, 0
-        while pid in parent and seen < 64:  # up the tree to us (or to PID 1)
-            pid, seen = parent[pid], seen + 1
-            if pid == me:
-                ours.add(start)
-                break
-    return ours
-
-
 # ---------------------------------------------------------------------------------------- demos
 def make_demos(tree: dict) -> str:
     """SED demonstrations through the same provider `cosim train` uses (cached under $COSIM_HOME/demos
@@ -583,7 +505,9 @@ def compare(
             gets_demos = demos_dir is not None and m in need_demos
             algorithm = replace(base.algorithm, method=m, demos=str(demos_dir) if gets_demos else None,
                                 plans=str(plans_file) if (m == "replay" and plans_file) else None)  # fmt: skip
-            cfg = replace(base, algorithm=algorithm, run=replace(base.run, seed=s))
+            # a run's rollout workers are local processes on the node that runs it (with --executor ray too:
+            # a Ray task starting actors of its own could wait forever for CPUs its siblings hold)
+            cfg = replace(base, algorithm=algorithm, run=replace(base.run, seed=s, executor="local"))
             name = f"{m}-s{s}"
             jobs.append(
                 {
@@ -593,9 +517,13 @@ def compare(
                     "routes": s == 0,
                 }
             )  # fmt: skip
-    n_workers = max(1, min(run.workers or cores(), len(jobs)))
+    # every run may drive several rollout workers (run.rollout_workers): runs x workers SUMO processes
+    # at once never exceed the cores
+    per_run = tree.rollout_workers
+    n_workers = max(1, min(run.workers or cores(), max(1, cores() // per_run), len(jobs)))
+    per = f" x {per_run} rollout workers each" if per_run > 1 else ""
     log(f"{len(jobs)} runs ({len(names)} method(s) x {seeds} seed(s), {episodes} episode(s) each) on {sc.name}, "
-        f"{n_workers} {'Ray' if executor == 'ray' else 'local'} worker(s) -> {out}")  # fmt: skip
+        f"{n_workers} {'Ray' if executor == 'ray' else 'local'} worker(s){per} -> {out}")  # fmt: skip
 
     results: dict[str, dict] = {}
 

@@ -200,3 +200,43 @@ def test_bench_throughput_reports_each_worker_count(kouvola, cosim_home):
         assert set(x["share"]) == {"sumo", "env_python", "inference", "update", "transfer", "other"}
         assert all(0 <= v <= 1 for k, v in x["share"].items() if k != "other") and x["share"]["sumo"] > 0.1
     assert rows[1]["share"]["transfer"] > 0 and rows[0]["share"]["transfer"] == 0
+
+
+def test_ray_executor_on_a_local_head_runs_two_workers(kouvola, cosim_home, tmp_path):
+    """A Ray head started here on 127.0.0.1 (as a cluster would be), joined with --ray-address: the two
+    workers are Ray actors and the run equals the one with local worker processes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    # no token authentication on this throw-away head (a real cluster's token comes in RAY_AUTH_TOKEN)
+    env = dict(os.environ, COSIM_HOME=str(cosim_home), RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.run([ray_bin, "start", "--head", "--port", str(port),
+                           "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert head.returncode == 0, head.stderr[-2000:]
+    try:
+        args = ["-s", "kouvola", "--method", "ippo", "--episodes", "4", "--seed", "5", "--eval-every", "0",
+                "--agents", "20", "--workers", "2", "--quiet"]  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", "agents.cli", "train", *args, "--executor", "ray", "--ray-address",
+                            f"127.0.0.1:{port}", "--out", str(tmp_path / "ray")],
+                           capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        too_many = subprocess.run([sys.executable, "-m", "agents.cli", "train", *args[:-3], "--workers", "3",
+                                   "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "x")],
+                                  capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=120, env=env)
+    assert too_many.returncode == 2, too_many.stderr[-2000:]
+    assert too_many.stderr.strip().splitlines()[-1] == (
+        "error: --workers 3: the Ray cluster has 2 CPUs, so it can place at most 2 workers"
+    )
+    r = subprocess.run([sys.executable, "-m", "agents.cli", "train", *args, "--out", str(tmp_path / "local")],
+                       capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    ray_rows, local_rows = read_metrics(tmp_path / "ray"), read_metrics(tmp_path / "local")
+    assert sorted({x["worker"] for x in ray_rows if x["phase"] == "train"}) == [0, 1]
+    assert _comparable(ray_rows) == _comparable(local_rows)
