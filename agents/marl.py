@@ -199,6 +199,10 @@ class PPOLearner(Method):
 
     def learn(self, payloads: list[dict | None]) -> dict:
         """One PPO update on the episodes' samples (the learner side of synchronous parallel rollouts)."""
+        return self.update_on(payloads)
+
+    def update_on(self, payloads: list[dict | None]) -> dict:
+        """The PPO update itself (subclasses that override `learn` for their own bookkeeping call this)."""
         payloads = [p for p in payloads if p is not None]
         if not payloads:
             return {"update_skipped": True}
@@ -216,7 +220,7 @@ class PPOLearner(Method):
         if self.collect_only:  # a rollout worker: the learner updates on every worker's episode at once
             self._payload = payload
             return {}
-        return self.learn([payload])
+        return self.update_on([payload])
 
     def take_payload(self) -> dict | None:
         p, self._payload = self._payload, None

@@ -314,7 +314,7 @@ class RELEDLearner(PPOLearner):
         logs: dict = {"reled_k": k}
         good = [p for p in payloads if p is not None]
         if not good:
-            return {**super().learn(good), **logs}
+            return {**self.update_on(good), **logs}
         n = len(self.agent_names)
         if self.rcfg.adaptive:
             d = np.stack([p.get("dtw", np.full(n, np.nan)) for p in good])
@@ -326,7 +326,7 @@ class RELEDLearner(PPOLearner):
         w[self.demo_idx] = reled_weights(dtw[self.demo_idx], k, self.rcfg)
         self.weights, self.dtw = w, dtw
         self._set_sample_coef()
-        logs.update(super().learn(good))
+        logs.update(self.update_on(good))
         logs.update(self._weight_logs(k))
         return logs
 

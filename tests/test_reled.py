@@ -427,3 +427,35 @@ def test_cli_demos_and_settings(demos, tmp_path):
     r = subprocess.run([*run, "--method", "ippo", "--set", "w0=1", "--out", str(tmp_path / "i")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "algorithm.reled.w0 is a setting of reled, leed" in r.stderr
+
+
+def test_reled_with_two_rollout_workers(demos, tmp_path):
+    """The warm start runs once, in the learner (before the first evaluation, as in one process); each
+    update's weights follow the workers' DTW distances."""
+    out = tmp_path / "reled2"
+    opts = {"demos": str(demos), "w0": 1.0, "eta": 0.5, "d0": 300.0, "pretrain": 100}
+    cfg = TrainConfig.of(method="reled", episodes=4, seed=0, eval_every=4, rollout_workers=2, options=opts, **SMALL)
+    train(cfg, out, progress=False)
+    rows = read_metrics(out)
+    updates = [r for r in rows if r["phase"] == "update"]
+    assert [r["reled_k"] for r in updates] == [0, 1] and [r["episode"] for r in updates] == [2, 4]
+    assert rows[0]["phase"] == "eval" and rows[0]["pretrain_steps"] == 100
+    assert all("pretrain_steps" not in r for r in rows[1:])
+    for k, r in enumerate(updates):
+        assert r["reled_decay"] == 0.5**k and math.isfinite(r["policy_loss"]) and math.isfinite(r["bc_term"])
+        d = np.array([np.nan if x is None else x for x in r["dtw"]])
+        w = np.array(r["bc_weights"])
+        fin = np.isfinite(d)
+        assert fin.any() and r["dtw_max"] > 0
+        np.testing.assert_allclose(w[fin], 0.5**k * d[fin] / (d[fin] + 300.0), rtol=1e-3, atol=1e-4)
+    assert sorted({r["worker"] for r in rows if r["phase"] == "train"}) == [0, 1]
+
+
+def test_reled_warm_start_without_evaluations_goes_out_with_the_first_weights(demos, tmp_path):
+    out = tmp_path / "reled3"
+    opts = {"demos": str(demos), "pretrain": 50}
+    cfg = TrainConfig.of(method="reled", episodes=2, seed=0, eval_every=0, rollout_workers=2, options=opts, **SMALL)
+    train(cfg, out, progress=False)
+    rows = read_metrics(out)
+    assert [r["phase"] for r in rows] == ["train", "train", "update"]
+    assert rows[-1]["pretrain_steps"] == 50 and rows[-1]["pretrain_agreement"] > rows[-1]["pretrain_agreement_before"]
