@@ -244,7 +244,7 @@ class _Build:
             (self.out / FILES["agents"]).write_text(json.dumps(pool.trips, indent=1))
             self.counts["agent_pool"] = len(pool.trips)
         with self.step("traffic", "routing background traffic (randomTrips + duarouter)"):
-            veh_per_hour = self.background()
+            veh_per_hour = self.background(graph, pool.trips[: d["agents"]])
         with self.step("config", "writing scenario.sumocfg"):
             self.sumocfg()
         with self.step("map", "drawing the map"):
@@ -479,45 +479,43 @@ class _Build:
                     f"{self.counts['lane_km']} km of lanes fit at most {cap} cars at once ({CAR_SPACE_M:g} m per car)"
                 )
 
-    def background(self) -> float:
-
+    def background(self, graph, agent_trips: list[dict]) -> float:
+        """The background traffic: OSM-weighted or uniform randomTrips at the recipe's rate; where the
+        recipe leaves the rate to the builder ("auto"), the highest rate the net carries together with
+        the agents (scenarios/calibrate.py), starting from the per-km estimate."""
         d = self.r.demand
-        vph = d["background_veh_per_hour"]
-        if vph == "auto":
-            vph = recipes.auto_veh_per_hour(self.counts["road_km"])
-        vph = float(vph) * float(d["scale"])
+        auto = d["background_veh_per_hour"] == "auto"
+        vph = recipes.auto_veh_per_hour(self.counts["road_km"]) if auto else float(d["background_veh_per_hour"])
+        vph *= float(d["scale"])
         routes = self.out / FILES["background"]
         source = d["background"] if self.r.kind != "net" else "uniform"  # a bare net has no OSM to weigh by
-        self.generated = {"background": source, "veh_per_hour": round(vph, 3), "scale": d["scale"]}
+        self.generated = {"background": source, "scale": d["scale"]}
         if vph <= 0:
             routes.write_text('<routes xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>\n')
             self.counts["background_vehicles"] = 0
+            self.generated["veh_per_hour"] = 0.0
             return 0.0
-        if source == "osm":
-            from scenarios import osmdemand
+        made: dict[float, dict] = {}  # provenance of each rate generated (the calibration tries several)
 
-            self.generated.update(
-                osmdemand.generate(
-                    Path(FILES["net"]), Path("work/input.osm"), Path(FILES["background"]), veh_per_hour=vph,
-                    horizon=float(d["horizon"]), seed=self.r.seed, min_distance_m=float(d["background_min_distance_m"]),
-                    work=Path("work/demand"), log=Path(self.log.name), cwd=self.out,
-                )
+        def make_routes(rate: float, out: Path) -> int:
+            made[rate] = self._generate(source, rate, out)
+            return self._count_vehicles(out)
+
+        if auto:
+            from scenarios import calibrate
+
+            agents = self.work / "agents.fit.rou.xml"
+            calibrate.write_trip_routes(agents, graph, agent_trips)
+            fit = calibrate.fit_rate(
+                Path(FILES["net"]), make_routes=make_routes, horizon=float(d["horizon"]), seed=self.r.seed,
+                start_vph=vph, work=Path("work/fit"), log=self.log, cwd=self.out, extra_vehicles=agents,
             )  # fmt: skip
-            n = self._count_vehicles(routes)
-            if n == 0:
-                raise ScenarioError(
-                    f"no background trip of at least {d['background_min_distance_m']:g} m could be routed on "
-                    f"{self._source_label()} (net too small or disconnected; see {self.log.name})"
-                )
-            self.counts["background_vehicles"] = n
-            return vph
-        args = [
-            "-n", FILES["net"], "-r", FILES["background"], "-o", "work/background.trips.xml",
-            "-b", "0", "-e", f"{d['horizon']:g}", "-p", f"{3600.0 / vph:.6g}",
-            "--fringe-factor", str(FRINGE_FACTOR), "--min-distance", f"{d['background_min_distance_m']:g}",
-            "--validate", "--seed", str(self.r.seed), "--vehicle-class", "passenger", "--prefix", "bg",
-        ]  # fmt: skip
-        sumotools.python_tool("randomTrips.py", args, "randomTrips/duarouter", self.out, self.log)
+            shutil.move(str(fit.pop("routes")), routes)
+            vph = float(fit["veh_per_hour"])
+            self.generated["calibration"] = fit
+        else:
+            make_routes(vph, routes)
+        self.generated.update(veh_per_hour=round(vph, 3), **made.get(vph, {}))
         n = self._count_vehicles(routes)
         if n == 0:
             raise ScenarioError(
@@ -525,7 +523,27 @@ class _Build:
                 f"{self._source_label()} (net too small or disconnected; see {self.log.name})"
             )
         self.counts["background_vehicles"] = n
-        return float(vph)
+        return vph
+
+    def _generate(self, source: str, vph: float, out: Path) -> dict:
+        """One background route file at `vph` veh/h into `out`; its provenance."""
+        d = self.r.demand
+        if source == "osm":
+            from scenarios import osmdemand
+
+            return osmdemand.generate(
+                Path(FILES["net"]), Path("work/input.osm"), out, veh_per_hour=vph, horizon=float(d["horizon"]),
+                seed=self.r.seed, min_distance_m=float(d["background_min_distance_m"]), work=Path("work/demand"),
+                log=Path(self.log.name), cwd=self.out,
+            )  # fmt: skip
+        args = [
+            "-n", FILES["net"], "-r", str(out), "-o", "work/background.trips.xml",
+            "-b", "0", "-e", f"{d['horizon']:g}", "-p", f"{3600.0 / vph:.6g}",
+            "--fringe-factor", str(FRINGE_FACTOR), "--min-distance", f"{d['background_min_distance_m']:g}",
+            "--validate", "--seed", str(self.r.seed), "--vehicle-class", "passenger", "--prefix", "bg",
+        ]  # fmt: skip
+        sumotools.python_tool("randomTrips.py", args, "randomTrips/duarouter", self.out, self.log)
+        return {"method": "uniform"}
 
     def trip_ends(self) -> dict[str, int]:
         """Background trips starting or ending on each edge: the map shades where the demand is."""
