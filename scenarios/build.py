@@ -221,7 +221,7 @@ class _Build:
             self.run_imported()
             return
         d = self.r.demand
-        if self.r.kind == "net":
+        if self.r.net_source:
             with self.step("source", "copying SUMO net"):
                 self.copy_net()
         else:
@@ -436,14 +436,14 @@ class _Build:
         if self.r.kind == "sumocfg":
             label = self.source_info.get("net", path)
         else:
-            label = self.source_info.get("path", path) if self.r.kind == "net" else "netconvert's output"
+            label = self.source_info.get("path", path) if self.r.net_source else "netconvert's output"
         try:
             net = sumolib.net.readNet(str(path))
         except Exception as exc:  # sumolib raises SAX errors and assorted parse errors
             raise ScenarioError(f"{label} is not a readable SUMO net: {str(exc).strip()[:200]}") from None
         edges = [e for e in net.getEdges() if not e.isSpecial()]
         if not edges:
-            if self.r.kind in ("net", "sumocfg"):
+            if self.r.net_source or self.r.kind == "sumocfg":
                 raise ScenarioError(f"{label} has no roads")
             n = self.source_info.get("osm", {}).get("drivable_ways", "?")
             raise ScenarioError(
@@ -488,7 +488,7 @@ class _Build:
         vph = recipes.auto_veh_per_hour(self.counts["road_km"]) if auto else float(d["background_veh_per_hour"])
         vph *= float(d["scale"])
         routes = self.out / FILES["background"]
-        source = d["background"] if self.r.kind != "net" else "uniform"  # a bare net has no OSM to weigh by
+        source = "uniform" if self.r.net_source else d["background"]  # a bare net has no OSM to weigh by
         self.generated = {"background": source, "scale": d["scale"]}
         if vph <= 0:
             routes.write_text('<routes xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>\n')

@@ -137,6 +137,11 @@ class Recipe:
         return self.source["kind"]
 
     @property
+    def net_source(self) -> bool:
+        """The source is a SUMO net (a --net file, or a net shipped in a package): no OSM steps."""
+        return is_net_source(self.source)
+
+    @property
     def imported(self) -> bool:
         """The demand comes from the scenario's files rather than being generated."""
         return is_imported(self.source, self.demand)
@@ -286,7 +291,7 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
             raise bad(f"[demand] of imported demand takes {sorted(known)}; unknown {sorted(extra)}")
         _check_imported(demand, source, bad)
     else:
-        if kind == "net":  # a bare SUMO net has no OSM data to weigh the demand by
+        if is_net_source(source):  # a bare SUMO net has no OSM data to weigh the demand by
             if given.get("background", "uniform") != "uniform":
                 raise bad("a SUMO net (--net) has no OSM data: its background demand can only be uniform")
             given = {**given, "background": "uniform"}
@@ -304,6 +309,11 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
         raise bad("description must be a string")
     return Recipe(name=name, source=source, demand=demand, seed=seed, netconvert=tuple(opts),
                   description=desc, origin=origin)  # fmt: skip
+
+
+def is_net_source(source: dict) -> bool:
+    f = str(source.get("file", ""))
+    return source.get("kind") == "net" or (source.get("kind") == "bundled" and f.endswith((".net.xml", ".net.xml.gz")))
 
 
 def is_imported(source: dict, demand: dict) -> bool:
