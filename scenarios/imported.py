@@ -205,19 +205,8 @@ def read_demand(paths: list[Path], seed: int) -> Demand:
         if root.tag != "routes":
             raise ScenarioError(f"{path} is not a SUMO route file (root element <{root.tag}>, expected <routes>)")
         info.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-        stack = list(root)
-        while stack:
-            el = stack.pop(0)
-            if el.tag == "interval":  # flows grouped by interval: the interval's times are their defaults
-                kids = []
-                for child in el:
-                    child = copy.deepcopy(child)
-                    for key in ("begin", "end"):
-                        if child.tag == "flow" and child.get(key) is None and el.get(key) is not None:
-                            child.set(key, el.get(key))
-                    kids.append(child)
-                stack[:0] = kids
-            elif el.tag in DEFINITIONS:
+        for el in _flattened(root):
+            if el.tag in DEFINITIONS:
                 defs.append(el)
             elif el.tag == "flow":
                 for v in _expand_flow(el, rng, path):
@@ -233,6 +222,22 @@ def read_demand(paths: list[Path], seed: int) -> Demand:
             raise ScenarioError(f"demand: id {u.id!r} appears twice ({ids[u.id]} and {u.source})")
         ids[u.id] = u.source
     return Demand(defs, units, info, flows)
+
+
+def _flattened(root: ET.Element):
+    """The file's top-level elements in order, with <interval> groups opened (the interval's begin and
+    end become the defaults of the flows inside it)."""
+    for el in root:
+        if el.tag != "interval":
+            yield el
+            continue
+        for child in el:
+            if child.tag == "flow":
+                child = copy.deepcopy(child)
+                for key in ("begin", "end"):
+                    if child.get(key) is None and el.get(key) is not None:
+                        child.set(key, el.get(key))
+            yield child
 
 
 def _number(text: str | None) -> float | None:

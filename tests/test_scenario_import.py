@@ -245,3 +245,31 @@ def test_show_prints_the_demand_provenance(grid_demand, cosim_home):
     assert f"extra.rou.xml (sha256 {digest}" in out
     eligible = sc.manifest["import"]["eligible_agents"]
     assert f"12 of {eligible} eligible" in out and "truck 2" in out and "time-to-teleport=200" in out
+
+
+def test_flows_are_expanded_as_sumo_spaces_them(tmp_path):
+    from scenarios import imported
+
+    f = tmp_path / "flows.rou.xml"
+    f.write_text(
+        "<routes>\n"
+        '  <flow id="p" begin="0" end="100" period="25" from="a" to="b"/>\n'
+        '  <flow id="v" begin="10" end="3610" vehsPerHour="2" from="a" to="b"/>\n'
+        '  <flow id="n" begin="0" end="60" number="3" from="a" to="b"><route edges="a b"/></flow>\n'
+        '  <interval begin="200" end="260"><flow id="i" period="30" from="a" to="b"/></interval>\n'
+        '  <flow id="r" begin="0" end="1000" probability="0.1" from="a" to="b"/>\n'
+        "</routes>\n"
+    )
+    d = imported.read_demand([f], seed=1)
+    by = {}
+    for u in d.units:
+        by.setdefault(u.id.split(".")[0], []).append((u.elem.tag, u.depart))
+    assert by["p"] == [("trip", 0.0), ("trip", 25.0), ("trip", 50.0), ("trip", 75.0)]
+    assert by["v"] == [("trip", 10.0), ("trip", 1810.0)]
+    assert by["n"] == [("vehicle", 0.0), ("vehicle", 20.0), ("vehicle", 40.0)]  # a route: vehicles
+    assert by["i"] == [("trip", 200.0), ("trip", 230.0)]  # the interval's times
+    assert 60 < len(by["r"]) < 140 and d.flows_expanded == 5
+    again = imported.read_demand([f], seed=1)
+    assert [u.depart for u in again.units] == [u.depart for u in d.units]  # random flows: the seed decides
+    other = imported.read_demand([f], seed=2)
+    assert [u.depart for u in other.units if u.id.startswith("r.")] != [u.depart for u in d.units if u.id.startswith("r.")]
