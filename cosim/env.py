@@ -68,7 +68,6 @@ class VehicleRoutingEnv(ParallelEnv):
         # imported scenarios keep their clock (cologne8 runs 07:00-08:00): signal programs and departures
         # are written against it, so the episode runs from the scenario's begin for `horizon` seconds
         self.begin = scenario.begin
-        self.end = self.begin + self.horizon
         if self.graph.max_degree > cfg.max_actions:
             raise CosimError(
                 f"scenario {scenario.name!r} has junctions with {self.graph.max_degree} continuations, "
@@ -200,7 +199,9 @@ class VehicleRoutingEnv(ParallelEnv):
         self.metrics = {}
         for attempt in (1, 2):
             try:
-                self.kernel.start(sumo_seed, self.trips, self._initial_routes, self.end, rerouting=self._rerouting)
+                self.kernel.start(
+                    sumo_seed, self.trips, self._initial_routes, self.begin + self.horizon, rerouting=self._rerouting
+                )
                 break
             except SumoFault:
                 self.kernel.fault()
@@ -270,9 +271,10 @@ class VehicleRoutingEnv(ParallelEnv):
         sched = self._scheduler
         # the scheduler changes these in place only (between episodes it makes new ones)
         heap, due, ready = sched.heap, sched.due, sched.ready
+        end = self.begin + self.horizon  # on the scenario's clock
         try:
             while True:
-                if self.time >= self.end:
+                if self.time >= end:
                     return self._finish(truncated=True)
                 ev = k.step()
                 now = self.time = ev.time
