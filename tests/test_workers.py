@@ -240,3 +240,21 @@ def test_ray_executor_on_a_local_head_runs_two_workers(kouvola, cosim_home, tmp_
     ray_rows, local_rows = read_metrics(tmp_path / "ray"), read_metrics(tmp_path / "local")
     assert sorted({x["worker"] for x in ray_rows if x["phase"] == "train"}) == [0, 1]
     assert _comparable(ray_rows) == _comparable(local_rows)
+
+
+def test_compare_gives_each_run_its_rollout_workers_within_the_cores(kouvola, cosim_home, tmp_path):
+    env = dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline")
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, "-m", "evaluation.cli", "compare", "-s", "kouvola", "--methods", "ippo",
+                        "--seeds", "2", "--episodes", "2", "--eval-every", "2", "--agents", "10",
+                        "--set", "run.rollout_workers=2", "--out", str(out)],
+                       capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    from agents.workers import free_cores
+
+    parallel = max(1, min(free_cores() // 2, 2))  # runs x 2 workers never exceed the cores
+    assert f"{parallel} local worker(s) x 2 rollout workers each" in r.stderr + r.stdout
+    for seed in (0, 1):
+        rows = read_metrics(out / "runs" / f"ippo-s{seed}")
+        assert sorted(x["worker"] for x in rows if x["phase"] == "train") == [0, 1]
+        assert [x["phase"] for x in rows].count("update") == 1
