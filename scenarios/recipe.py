@@ -219,7 +219,7 @@ def load(name_or_path: str | Path) -> Recipe:
         also = f"; built: {', '.join(built[:10])}" if built else ""
         raise ScenarioError(
             f"unknown city {text!r}; known cities: {', '.join(known)}{also} "
-            "(or use --osm FILE, --bbox W,S,E,N, --place NAME, --net FILE)"
+            "(or use --osm FILE, --bbox W,S,E,N, --place NAME, --net FILE, --sumocfg FILE)"
         )
     return from_file(known[text])
 
