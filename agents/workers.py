@@ -205,8 +205,7 @@ class WorkerPool:
         results: list = [None] * len(jobs)
         pending = {}
         for i, job in enumerate(jobs):
-            slot = self.slots[i]
-            self._send(slot, job, weights)
+            slot = self._send(self.slots[i], job, weights)
             pending[slot.conn] = i
         while pending:
             ready = wait(list(pending), timeout=5.0)
@@ -233,9 +232,16 @@ class WorkerPool:
                     self._retry(i, jobs[i], weights, pending, results, why)
         return results
 
-    def _send(self, slot: _Slot, job: Job, weights: bytes | None) -> None:
-        slot.job, slot.sent_at = job, time.perf_counter()
-        slot.conn.send(("run", job, weights))
+    def _send(self, slot: _Slot, job: Job, weights: bytes | None) -> _Slot:
+        """Hand a job to a worker; one that died while idle is replaced first. Returns the slot used."""
+        for _ in range(RESTARTS_PER_JOB + 1):
+            slot.job, slot.sent_at = job, time.perf_counter()
+            try:
+                slot.conn.send(("run", job, weights))
+                return slot
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                slot = self._replace(slot)
+        raise TrainError(f"rollout worker {slot.index} keeps dying before it can take an episode")
 
     def _retry(self, i: int, job: Job, weights, pending: dict, results: list, why: str) -> None:
         """The worker of job i is gone: replace it and run the job again, or give the episode up."""
@@ -244,8 +250,7 @@ class WorkerPool:
             results[i] = ({"sumo_fault": True, "fault": f"rollout worker {i} failed: {why}", "decisions": 0,
                            "worker": i, "worker_restarted": True}, None)  # fmt: skip
             return
-        slot = self._replace(slot)
-        self._send(slot, job, weights)
+        slot = self._send(self._replace(slot), job, weights)
         pending[slot.conn] = i
 
     def close(self) -> None:

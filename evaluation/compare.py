@@ -52,7 +52,8 @@ from pathlib import Path
 
 import typer
 
-from agents.raytools import _become_subreaper, _ray_processes, _reap_children, require_ray
+from agents.raytools import _become_subreaper, _ray_processes, _reap_children
+from agents.raytools import require_ray as _require_ray
 from scenarios.errors import UserError
 from scenarios.jsonio import atomic_write, read_json
 
@@ -318,6 +319,14 @@ def run_local(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -
                     on_done(pool.submit(run_job, j).result())
                 except BrokenProcessPool:
                     on_done(_failed(j, "the worker process died abruptly (killed, out of memory or a crash in SUMO)"))
+
+
+def require_ray():
+    """Ray, or a CompareError saying how to install it."""
+    try:
+        return _require_ray()
+    except UserError as exc:
+        raise CompareError(str(exc)) from None
 
 
 def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
