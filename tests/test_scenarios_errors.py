@@ -37,7 +37,7 @@ def helsinki_pbf() -> Path:
 
 
 def test_unknown_city_lists_known_ones(nothing_left):
-    with pytest.raises(ScenarioError, match=r"unknown city .atlantis.; known cities: adlershof, helsinki, kouvola .*--sumocfg FILE"):
+    with pytest.raises(ScenarioError, match=r"unknown city .atlantis.; known cities: adlershof, helsinki, kouvola.*--sumocfg FILE"):
         ensure_built("atlantis")
 
 
