@@ -532,7 +532,7 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
     """Synchronous parallel rollouts: per iteration the N workers run the next N training episodes with the
     current weights and the learner updates once on all of them (agents/workers.py). Rows: one per
     episode (with the worker that ran it), one per update; evaluations run here, between iterations."""
-    from agents.workers import Job, WorkerPool, weights_bytes  # noqa: F401 (RayWorkerPool below, on demand)
+    from agents.workers import Job, WorkerPool, weights_bytes
 
     warm = method.before_rollouts() if method.learns else {}
     if cfg.run.executor == "ray":
