@@ -55,6 +55,17 @@ KERNEL_OPTIONS = {"seed", "random", "begin", "end", "step-length", "no-step-log"
 PASSENGER_TYPES = {"DEFAULT_VEHTYPE", "DEFAULT_RAILTYPE", "DEFAULT_PEDTYPE", "DEFAULT_BIKETYPE"}
 
 
+def _xml_root(path: Path, tag: str, what: str) -> ET.Element:
+    """A SUMO XML file's root element, which must be <tag>, or one clear error."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise ScenarioError(f"cannot read {path}: {exc}") from None
+    if root.tag != tag:
+        raise ScenarioError(f"{path} is not {what} (root element <{root.tag}>, expected <{tag}>)")
+    return root
+
+
 # ---------------------------------------------------------------------------------------- .sumocfg
 @dataclass
 class SumoConfig:
@@ -70,12 +81,7 @@ class SumoConfig:
 
 def read_sumocfg(path: Path) -> SumoConfig:
     """The inputs and times of a SUMO configuration file (paths relative to it), or one clear error."""
-    try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise ScenarioError(f"cannot read {path}: {exc}") from None
-    if root.tag != "configuration":
-        raise ScenarioError(f"{path} is not a SUMO configuration (root element <{root.tag}>)")
+    root = _xml_root(path, "configuration", "a SUMO configuration")
     values: dict[str, tuple[str, str]] = {}
     for section in root:
         for opt in section:
@@ -190,7 +196,7 @@ class Demand:
 
 def read_demand(paths: list[Path], seed: int) -> Demand:
     """Every element of the route files in order, flows expanded into vehicles."""
-    import hashlib
+    from scenarios.cache import file_digest
 
     rng = np.random.default_rng(seed)
     defs: list[ET.Element] = []
@@ -198,13 +204,8 @@ def read_demand(paths: list[Path], seed: int) -> Demand:
     info = []
     flows = 0
     for path in paths:
-        try:
-            root = ET.parse(path).getroot()
-        except (OSError, ET.ParseError) as exc:
-            raise ScenarioError(f"cannot read demand file {path}: {exc}") from None
-        if root.tag != "routes":
-            raise ScenarioError(f"{path} is not a SUMO route file (root element <{root.tag}>, expected <routes>)")
-        info.append({"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        root = _xml_root(path, "routes", "a SUMO route file")
+        info.append({"path": str(path), "sha256": file_digest(path)})
         for el in _flattened(root):
             if el.tag in DEFINITIONS:
                 defs.append(el)
