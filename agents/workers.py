@@ -104,11 +104,11 @@ class Rollouts:
         self.env.close()
 
 
-def _worker_main(conn, blob: bytes, index: int) -> None:
+def _worker_main(conn, blob: bytes, index: int, worker_cls: type = Rollouts) -> None:
     """A worker process: build the env, then run episodes until told to stop."""
     _die_with_parent()
     try:
-        worker = Rollouts(blob, index)
+        worker = worker_cls(blob, index)
     except Exception as exc:  # noqa: BLE001 - reported to the learner as one line
         conn.send(("failed", f"{type(exc).__name__}: {str(exc)[:300]}"))
         return
@@ -140,10 +140,10 @@ def _die_with_parent() -> None:
 
 # ------------------------------------------------------------------------------------------ learner side
 class _Slot:
-    def __init__(self, ctx, blob: bytes, index: int) -> None:
+    def __init__(self, ctx, blob: bytes, index: int, worker_cls: type = Rollouts) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, blob, index), daemon=True,
+        self.proc = ctx.Process(target=_worker_main, args=(child, blob, index, worker_cls), daemon=True,
                                 name=f"cosim-worker-{index}")  # fmt: skip
         self.proc.start()
         child.close()
@@ -173,15 +173,18 @@ class _Slot:
 
 class WorkerPool:
     """N rollout worker processes; `run(jobs, weights)` runs the jobs on them and returns the results in
-    job order: (row, payload) per job."""
+    job order: (row, payload) per job. `worker_cls` is what each process holds (built from the pickled
+    (cfg, scenario path, method) and its index, answering `run(job, weights)`): a training run's
+    `Rollouts`, or SED's plan executor (`llm.sed.PlanRollouts`, whose "weights" are a plan set)."""
 
     def __init__(self, cfg, scenario_path, method, n: int, *, start_timeout: float = START_TIMEOUT_S,
-                 episode_timeout: float = EPISODE_TIMEOUT_S) -> None:  # fmt: skip
+                 episode_timeout: float = EPISODE_TIMEOUT_S, worker_cls: type = Rollouts) -> None:  # fmt: skip
         self.n = n
         self.start_timeout, self.episode_timeout = start_timeout, episode_timeout
         self.ctx = mp.get_context("spawn")
+        self.worker_cls = worker_cls
         self.blob = pickle.dumps((cfg, str(scenario_path), method))
-        self.slots = [_Slot(self.ctx, self.blob, i) for i in range(n)]
+        self.slots = [_Slot(self.ctx, self.blob, i, worker_cls) for i in range(n)]
         self.replaced = 0
         try:
             for s in self.slots:
@@ -192,7 +195,7 @@ class WorkerPool:
 
     def _replace(self, slot: _Slot) -> _Slot:
         slot.kill()
-        new = _Slot(self.ctx, self.blob, slot.index)
+        new = _Slot(self.ctx, self.blob, slot.index, self.worker_cls)
         new.restarts = slot.restarts + 1
         new.wait_ready(self.start_timeout)
         self.slots[slot.index] = new

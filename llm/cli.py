@@ -118,5 +118,50 @@ def demos(
         raise LLMError(f"{out}: {problem}; check the backend (--llm {llm})")
 
 
+def bench_sed(
+    scenario: str = typer.Option("helsinki", "--scenario", "-s", help="City name or a built scenario folder."),
+    agents: int | None = typer.Option(None, "--agents", "-n", help="Agents asked about (default: the city's)."),
+    llm: str | None = typer.Option(None, "--llm", help=_help("sed.llm", "local | openai[:model] | ollama[:model].")),
+    max_concurrency: int | None = typer.Option(
+        None, help=_help("sed.max_concurrency", "Remote backends: prompts in flight at once.")
+    ),
+    rounds: int | None = typer.Option(None, help=_help("sed.rounds", "M: SED rounds at most.")),
+    seed: int | None = typer.Option(None, help=_help("run.seed", "Seed of the LLM's sampling and the rollouts.")),
+    config: Path | None = typer.Option(None, "--config", help="TOML with any subset of the configuration tree."),
+    set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON only: one object."),
+) -> None:
+    """What SED costs per agent (LLM seconds, prompts, tokens, rollout seconds) and the kept plans' mean
+    travel time; one run without the answer cache."""
+    import json
+    import sys
+
+    from llm.bench import sed_bench
+    from scenarios import ensure_built
+    from scenarios.errors import UserError
+    from scenarios.settings import resolve
+
+    shortcuts = {"scenario.name": scenario, "env.n_agents": agents, "sed.llm": llm,
+                 "sed.max_concurrency": max_concurrency, "sed.rounds": rounds, "run.seed": seed}  # fmt: skip
+    try:
+        tree = resolve(_tree(), config, set_, shortcuts)
+        tree.check()
+    except UserError as exc:
+        raise LLMError(str(exc)) from None
+    sc = ensure_built(tree.scenario.name)
+    row = sed_bench(sc, tree, progress=lambda msg: None if as_json else print(msg, file=sys.stderr))
+    if not as_json:
+        print(
+            f"{row['agents']} agents, {row['llm']}: {row['prompts']} prompts, {row['llm_seconds']:.1f} s of LLM "
+            f"({row['seconds_per_agent_round']} s per agent and round), {row['rollout_seconds']:.1f} s of rollouts, "
+            f"kept plans {row['mean_travel_time']} s mean travel time",
+            file=sys.stderr,
+        )
+    print(json.dumps(row, indent=None if as_json else 1))
+
+
 def register(app: typer.Typer) -> None:
+    from cosim.cli import bench_app
+
     app.command("demos")(demos)
+    bench_app.command("sed")(bench_sed)

@@ -22,6 +22,9 @@ class SEDSettings:
     reasks: int = 1  # re-asks of a subset whose answer was invalid, per round
     temperature: float = 0.2
     threads: int | None = None  # local model's CPU threads (None: half the cores, at most 4)
+    prefix_cache: bool = True  # local model: start each call after the prompt prefix it shares with the last
+    max_concurrency: int = 8  # remote backends: prompts in flight at once (the local model: always one)
+    rollout_workers: int = 0  # processes for the R rollouts of a plan set (0: one per free core, at most R)
     retry_attempts: int = 4  # per call, for timeouts, lost connections and rate limits
     retry_initial_wait: float = 1.0  # s, exponential backoff with jitter
     request_timeout: float = 60.0  # s per call to a remote backend (a silent endpoint fails, not hangs)
@@ -30,7 +33,7 @@ class SEDSettings:
 
     def problems(self) -> list[str]:
         out = []
-        for name in ("k", "subset_size", "rounds", "rollouts", "retry_attempts"):
+        for name in ("k", "subset_size", "rounds", "rollouts", "retry_attempts", "max_concurrency"):
             if getattr(self, name) <= 0:
                 out.append(f"sed.{name} must be a positive number, got {getattr(self, name)}")
         if self.rollouts == 1:
@@ -39,6 +42,8 @@ class SEDSettings:
             out.append(f"sed.request_timeout must be a positive number, got {self.request_timeout}")
         if self.threads is not None and self.threads <= 0:
             out.append(f"sed.threads must be a positive number or null, got {self.threads}")
+        if self.rollout_workers < 0:
+            out.append(f"sed.rollout_workers must be >= 0 (0: one per free core), got {self.rollout_workers}")
         if self.reasks < 0:
             out.append(f"sed.reasks must be >= 0, got {self.reasks}")
         return out

@@ -1,7 +1,10 @@
 """The plan format the LLM must answer in, and the validator that turns any answer into usable routes.
 
-An answer names, per agent, one of its numbered candidate routes (or, for capable models, an explicit
-list of edge ids). Whatever comes back — invalid JSON, an empty string, unknown or missing agents,
+The answer is compact: ``{"routes": [2, 0, 1]}``, one candidate route number per agent in the order the
+prompt lists the agents, with optional short ``reasons`` in the same order. Every token a model writes
+costs a forward pass (the local model spends most of a call generating), so the answer carries only
+the decision. The longer per-agent form ``{"choices": [{"agent": …, "route": …, "edges": […]}]}`` is
+still understood: capable models may give an explicit list of edge ids there. Whatever comes back — invalid JSON, an empty string, unknown or missing agents,
 out-of-range numbers, invented edges, routes that are disconnected or end elsewhere — is caught here,
 recorded with its reason, and repaired (the agent falls back to its free-flow route, candidate 0).
 Nothing the model writes is ever executed: it is parsed as data against a pydantic schema.
@@ -27,37 +30,35 @@ class AgentChoice(BaseModel):
     reason: str = Field(default="", description="one short sentence")
 
 
+class CompactPlan(BaseModel):
+    """The form the prompt asks for (its schema is the format instructions of backends without a grammar)."""
+
+    routes: list[int] = Field(description="one route number per agent, in the order the agents are listed")
+    reasons: list[str] | None = Field(default=None, description="optional: a few words per agent, same order")
+
+
 class Plan(BaseModel):
-    choices: list[AgentChoice]
+    """Any answer the validator understands: the compact form, or the per-agent ``choices`` form."""
+
+    routes: list[int] | None = None
+    reasons: list[str] | None = None
+    choices: list[AgentChoice] | None = None
 
 
-PARSER = PydanticOutputParser(pydantic_object=Plan)
+PARSER = PydanticOutputParser(pydantic_object=CompactPlan)
 
 
-def plan_schema(agent_ids: list[str], n_routes: int) -> dict:
-    """JSON schema for one subset's answer, written in the subset of JSON Schema that llama.cpp turns
-    into a grammar: a fixed tuple with one entry per agent (its id a constant), the route number from an
-    enum, a short plain-text reason. A grammar-constrained backend (the local model) cannot leave it."""
+def plan_schema(n_agents: int, n_routes: int) -> dict:
+    """JSON schema for one subset's answer, in the subset of JSON Schema that llama.cpp turns into a
+    grammar: a tuple of exactly one route number per agent, each from an enum. A grammar-constrained
+    backend (the local model) cannot leave it; it depends only on the two sizes, so its grammar is
+    built once and shared by every prompt of that shape."""
     return {
         "type": "object",
         "properties": {
-            "choices": {
-                "type": "array",
-                "prefixItems": [
-                    {
-                        "type": "object",
-                        "properties": {
-                            "agent": {"const": a},
-                            "route": {"enum": list(range(max(n_routes, 1)))},
-                            "reason": {"type": "string", "pattern": "^[A-Za-z0-9 ,.'-]{0,30}$"},
-                        },
-                        "required": ["agent", "route", "reason"],
-                    }
-                    for a in agent_ids
-                ],
-            }
+            "routes": {"type": "array", "prefixItems": [{"enum": list(range(max(n_routes, 1)))}] * n_agents}
         },
-        "required": ["choices"],
+        "required": ["routes"],
     }
 
 
@@ -75,20 +76,27 @@ class Validation:
 
 
 def parse(text: str) -> Plan:
-    """Parse an answer; raises OutputParserException with the reason."""
+    """Parse an answer (either form); raises OutputParserException with the reason."""
     if not text or not text.strip():
         raise OutputParserException("empty answer")
     try:
-        return PARSER.parse(text)
-    except OutputParserException:
-        # models like to wrap JSON in prose or code fences: take the outermost object and try again
+        data = json.loads(text)
+    except ValueError:
+        # models like to wrap JSON in prose or code fences: take the outermost object
         m = re.search(r"\{.*\}", text, re.S)
         if m is None:
-            raise
+            raise OutputParserException(f"unparseable answer: no JSON object in {text[:80]!r}") from None
         try:
-            return Plan.model_validate(json.loads(m.group(0)))
-        except (ValueError, TypeError) as exc:
+            data = json.loads(m.group(0))
+        except ValueError as exc:
             raise OutputParserException(f"invalid plan JSON: {str(exc)[:200]}") from None
+    try:
+        plan = Plan.model_validate(data)
+    except (ValueError, TypeError) as exc:
+        raise OutputParserException(f"invalid plan JSON: {str(exc)[:200]}") from None
+    if plan.routes is None and plan.choices is None:
+        raise OutputParserException('invalid plan JSON: neither "routes" nor "choices" in the answer')
+    return plan
 
 
 def check_route(graph: RoadGraph, edges: list[str], origin: str, dest: str) -> str | None:
@@ -115,12 +123,27 @@ def validate(
     trips: dict[str, tuple[str, str]],
     error: str | None = None,
 ) -> Validation:
-    """Routes for every agent of a subset from a parsed plan (or None when parsing failed: `error`)."""
+    """Routes for every agent of a subset from a parsed plan (or None when parsing failed: `error`).
+    `candidates` lists the agents in the order of the prompt (the order of a compact answer)."""
     v = Validation(routes={}, choice={}, reasons={})
     if plan is None:
         v.problems.append(f"unparseable answer: {error}")
     seen: set[str] = set()
-    for c in plan.choices if plan else []:
+    if plan is not None and plan.routes is not None:
+        agents = list(candidates)
+        if len(plan.routes) != len(agents):
+            v.problems.append(f"{len(plan.routes)} route numbers for {len(agents)} agents")
+        reasons = plan.reasons or []
+        for i, (agent, r) in enumerate(zip(agents, plan.routes)):
+            seen.add(agent)
+            routes = candidates[agent]
+            if not 0 <= r < len(routes):
+                v.problems.append(f"agent {agent}: route {r} out of range 0..{len(routes) - 1}")
+                continue
+            v.routes[agent] = routes[r]
+            v.choice[agent] = r
+            v.reasons[agent] = str(reasons[i])[:200] if i < len(reasons) else ""
+    for c in plan.choices if plan and plan.routes is None and plan.choices else []:
         if c.agent not in candidates:
             v.problems.append(f"unknown agent id {c.agent!r}")
             continue

@@ -9,11 +9,17 @@ This project's formalisation (the paper's abstract gives no formulas):
   previous round's route choices of the agents in i's subset — the *intra-subset policy divergence*
   (round 1 is compared with everyone on the free-flow route). ``B_i = V_i + c·D_i``.
 * The plan set is accepted when every answer was valid and ``max_i B_i <= threshold``; otherwise the
-  prompts of the next round carry feedback on the agents with the highest ``B_i`` (their travel time,
-  the streets where they lost time), for up to M rounds. The best plan set seen (lowest mean travel
-  time) is kept either way.
+  next round asks again only the subsets that need it (an agent over the threshold, or an invalid
+  answer), with feedback on their agents with the highest ``B_i`` (their travel time, the streets where
+  they lost time); the other subsets keep their plans (``rounds.json`` lists both), for up to M rounds.
+  The best plan set seen (lowest mean travel time) is kept either way.
 * The kept plans, executed once more, give per-agent demonstrations ``(o, a, r)`` in exactly the env's
   observation and action format, plus the expert trajectories (positions) for RELED's DTW weights.
+
+Cost at scale: remote backends get a round's prompts concurrently (LangChain's ``batch`` with
+``sed.max_concurrency``); the local model answers one prompt at a time, reusing the prompt prefix it
+shares with the previous call (`llm.backends`); the R rollouts of a plan set run on parallel worker
+processes when more than one core is free (``sed.rollout_workers``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -31,7 +38,9 @@ import numpy as np
 from langchain_community.cache import SQLiteCache
 from langchain_core.exceptions import OutputParserException
 from langchain_core.globals import get_llm_cache, set_llm_cache
+from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableLambda
 
 from cosim import demos as demofiles
 from cosim.env import EnvConfig, VehicleRoutingEnv
@@ -41,6 +50,7 @@ from llm.config import SEDSettings
 from llm.errors import LLMError
 from llm.plans import PARSER, Validation, parse, plan_schema, validate
 from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, subset_data
+from llm.rollouts import POOL_WORTH_S, PlanRollouts, execute_plans
 from scenarios import Scenario
 from scenarios.jsonio import clean_dict
 
@@ -72,35 +82,48 @@ MAX_FALLBACK_SHARE = 0.5
 
 class CountingCache(SQLiteCache):
     """LangChain's SQLite cache that counts hits, so a re-run can show it made no new calls, and that
-    can forget the last answer: an answer that could not be used must be asked again next run, not be
-    served from the cache as the same fallback forever."""
+    can forget an answer: an answer that could not be used must be asked again next run, not be served
+    from the cache as the same fallback forever. Lookups may come from several threads at once (a
+    concurrent batch), so each is remembered by its prompt."""
 
     def __init__(self, database_path: str):
         super().__init__(database_path=database_path)
         self.hits = 0
         self.misses = 0
-        self.last: tuple[str, str] | None = None  # (prompt, llm_string) of the latest lookup
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[str, bool]] = {}  # prompt key -> (llm_string, was it a hit)
 
     def lookup(self, prompt, llm_string):
-        self.last = (prompt, llm_string)
         hit = super().lookup(prompt, llm_string)
-        if hit is None:
-            self.misses += 1
-        else:
-            self.hits += 1
+        with self._lock:
+            self._seen[prompt] = (llm_string, hit is not None)
+            if hit is None:
+                self.misses += 1
+            else:
+                self.hits += 1
         return hit
 
-    def forget_last(self) -> None:
-        if self.last is None:
-            return
+    @staticmethod
+    def key(messages) -> str:
+        """The prompt key LangChain's chat models look answers up by (message ids left out)."""
+        return dumps([m.model_copy(update={"id": None}) if getattr(m, "id", None) is not None else m for m in messages])
+
+    def was_hit(self, messages) -> bool:
+        with self._lock:
+            return self._seen.get(self.key(messages), ("", False))[1]
+
+    def forget(self, messages) -> None:
         from sqlalchemy import delete
         from sqlalchemy.orm import Session
 
-        prompt, llm_string = self.last
+        prompt = self.key(messages)
+        with self._lock:
+            seen = self._seen.pop(prompt, None)
+        if seen is None:
+            return
         table = self.cache_schema
         with Session(self.engine) as session, session.begin():
-            session.execute(delete(table).where(table.prompt == prompt, table.llm == llm_string))
-        self.last = None
+            session.execute(delete(table).where(table.prompt == prompt, table.llm == seen[0]))
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -153,9 +176,16 @@ class RoundLog:
     invalid_answers: int
     repaired: int
     accepted: bool
-    llm_calls: int
+    llm_calls: int  # requests the model answered or failed, retries included (cache hits are not calls)
     llm_seconds: float
     completion_tokens: int
+    prompts: int = 0  # prompts the model answered (a retried prompt counts once)
+    prompt_tokens: int = 0
+    prompt_eval_tokens: int = 0  # prompt tokens the local model evaluated (the rest came from its cache)
+    agents_asked: int = 0  # agent decisions asked for, re-asks included
+    asked_subsets: list[int] = field(default_factory=list)  # indices into summary.json's "subset_members"
+    kept_subsets: list[int] = field(default_factory=list)  # kept their previous round's plans, not asked
+    rollout_seconds: float = 0.0
 
 
 @dataclass
@@ -213,6 +243,15 @@ def compute_bounds(
     return bound, vol, div
 
 
+@dataclass
+class _Ask:
+    """One prompt to send: a subset, its feedback, and the reasons its previous answer was refused."""
+
+    agents: list[str]
+    feedback: str = ""
+    error_note: str | None = None
+
+
 class SED:
     """One SED run on a scenario: rounds of prompting, rollouts and bounds, then the demonstrations."""
 
@@ -231,6 +270,8 @@ class SED:
                 timeout=config.request_timeout,
                 threads=config.threads,
             )
+            if grammar:
+                model.reuse_prefix = config.prefix_cache
         else:
             grammar = False
         self.model, self.grammar = model, grammar
@@ -239,6 +280,7 @@ class SED:
             if env is not None
             else EnvConfig(n_agents=config.agents)
         )
+        self.env_config = env
         self.env = VehicleRoutingEnv(scenario, env)
         self.graph = self.env.graph
         self.trips = {t.id: (t.origin, t.destination) for t in self.env.trips}
@@ -248,60 +290,128 @@ class SED:
         self.subsets = interaction_subsets(self.candidates, config.subset_size)
         self.cache: CountingCache | None = None
         self.log: list[dict] = []  # one record per LLM call: prompt, response, problems, latency
-        self._calls = 0
+        self._backend_answered = False  # a remote backend's prompts go out concurrently once it answered
+        self._pool = None  # rollout workers, started once a rollout here has taken POOL_WORTH_S
+        self._lock = threading.Lock()
+        self._attempts = 0  # requests to the model, retries and cache hits included
+        self._hits = 0  # prompts answered from the cache
+        self._prompts = 0  # prompts the model answered (a retried prompt counts once)
         self._llm_seconds = 0.0
         self._tokens = 0
+        self._prompt_tokens = 0
+        self._prompt_eval_tokens = 0
+        self._agents_asked = 0
+        self._rollout_seconds = 0.0
 
     # ------------------------------------------------------------------ LLM
-    def _ask(self, agents: list[str], feedback: str, error_note: str | None, rnd: int) -> Validation:
-        cand_edges = {a: [r.edges for r in self.candidates[a]] for a in agents}
-        k = max(len(self.candidates[a]) for a in agents)
+    @property
+    def concurrency(self) -> int:
+        """Prompts in flight at once: the local model computes one at a time on this machine's cores."""
+        return 1 if self.grammar else max(1, self.cfg.max_concurrency)
+
+    def _messages(self, ask: _Ask) -> list:
         messages = PROMPT.format_messages(
-            data=subset_data(agents, self.candidates, self.departs),
-            feedback=feedback,
+            data=subset_data(ask.agents, self.candidates, self.departs),
+            feedback=ask.feedback,
             format_instructions="" if self.grammar else PARSER.get_format_instructions() + "\n\n",
-            agent_ids=", ".join(agents),
+            agent_ids=", ".join(ask.agents),
         )
-        if error_note:
-            messages.append(HumanMessage(content=error_note))
-        runnable = self.model.bind(json_schema=plan_schema(agents, k)) if self.grammar else self.model
-        runnable = runnable.with_retry(
+        if ask.error_note:
+            messages.append(HumanMessage(content=ask.error_note))
+        return messages
+
+    def _runnable(self, ask: _Ask):
+        """The model for one prompt (bound to its answer grammar), counting every request it makes and
+        retrying timeouts, lost connections and rate limits with backoff."""
+        k = max(len(self.candidates[a]) for a in ask.agents)
+        model = self.model.bind(json_schema=plan_schema(len(ask.agents), k)) if self.grammar else self.model
+
+        def attempt(messages):
+            with self._lock:
+                self._attempts += 1
+            return model.invoke(messages)
+
+        return RunnableLambda(attempt).with_retry(
             retry_if_exception_type=_transient_errors(),
             stop_after_attempt=self.cfg.retry_attempts,
             exponential_jitter_params={"multiplier": self.cfg.retry_initial_wait},
         )
+
+    def _ask_many(self, asks: list[_Ask], rnd: int) -> list[Validation]:
+        """Send the prompts (concurrently up to `concurrency`, through LangChain's batch) and validate
+        every answer against its own subset. A dead backend raises LLMError; any other failure is that
+        subset's invalid answer."""
+        prompts = [self._messages(a) for a in asks]
+
+        def call(i: int):
+            t0 = time.perf_counter()
+            try:
+                reply = self._runnable(asks[i]).invoke(prompts[i])
+            except Exception as exc:  # noqa: BLE001 - judged below, in order
+                reply = exc
+            return reply, time.perf_counter() - t0
+
         t0 = time.perf_counter()
+        replies = []
+        if self.concurrency == 1:
+            replies = [call(i) for i in range(len(asks))]
+        else:
+            # a run's first prompt goes alone: a refused key or a wrong URL then costs one request, not a
+            # batch of them, and ends the run before the others are sent
+            while not self._backend_answered and len(replies) < len(asks):
+                replies.append(call(len(replies)))
+                self._judge_gone(replies[-1][0])
+                self._backend_answered = not isinstance(replies[-1][0], Exception)
+            rest = list(range(len(replies), len(asks)))
+            if rest:
+                replies += RunnableLambda(call).batch(rest, config={"max_concurrency": self.concurrency})
+        self._llm_seconds += time.perf_counter() - t0
+        return [self._judge(ask, msgs, reply, dt, rnd) for ask, msgs, (reply, dt) in zip(asks, prompts, replies)]
+
+    def _judge_gone(self, reply) -> None:
+        """Raise LLMError when a failed call shows that no call to this backend can succeed."""
+        why = _backend_gone(reply, self.cfg) if isinstance(reply, Exception) else None
+        if why:
+            url = backend_url(self.cfg.llm)
+            where = f" at {url}" if url else ""
+            raise LLMError(f"the LLM backend {self.cfg.llm!r}{where} is unusable: {why}") from None
+
+    def _judge(self, ask: _Ask, messages: list, reply, dt: float, rnd: int) -> Validation:
+        agents = ask.agents
         text, error = "", None
-        if self.cache is not None:
-            self.cache.last = None
-        try:
-            reply = runnable.invoke(messages)
+        cached = self.cache is not None and self.cache.was_hit(messages)
+        usage: dict = {}
+        if isinstance(reply, Exception):
+            self._judge_gone(reply)
+            if isinstance(reply, _transient_errors()):
+                error = f"LLM call failed after {self.cfg.retry_attempts} attempts: {type(reply).__name__}: {reply}"
+            else:
+                error = f"LLM call failed: {type(reply).__name__}: {str(reply)[:200]}"
+        else:
             text = reply.content if isinstance(reply, AIMessage) else str(reply)
             if not isinstance(text, str):
                 text = json.dumps(text)
-            usage = getattr(reply, "usage_metadata", None) or {}
+            usage = dict(getattr(reply, "usage_metadata", None) or {})
+            usage["prompt_eval_tokens"] = (getattr(reply, "response_metadata", None) or {}).get("prompt_eval_tokens")
+        if cached:
+            self._hits += 1  # its one attempt was answered by the cache, not by the model
+        else:
+            self._prompts += 1
+            self._agents_asked += len(agents)
             self._tokens += int(usage.get("output_tokens", 0) or 0)
-        except Exception as exc:  # noqa: BLE001 - one bad call must not end the run (a dead backend does)
-            why = _backend_gone(exc, self.cfg)
-            if why:
-                url = backend_url(self.cfg.llm)
-                where = f" at {url}" if url else ""
-                raise LLMError(f"the LLM backend {self.cfg.llm!r}{where} is unusable: {why}") from None
-            if isinstance(exc, _transient_errors()):
-                error = f"LLM call failed after {self.cfg.retry_attempts} attempts: {type(exc).__name__}: {exc}"
-            else:
-                error = f"LLM call failed: {type(exc).__name__}: {str(exc)[:200]}"
-        dt = time.perf_counter() - t0
-        self._llm_seconds += dt
+            self._prompt_tokens += int(usage.get("input_tokens", 0) or 0)
+            p_eval = usage.get("prompt_eval_tokens")
+            self._prompt_eval_tokens += int(p_eval if p_eval is not None else usage.get("input_tokens", 0) or 0)
         plan = None
         if error is None:
             try:
                 plan = parse(text)
             except OutputParserException as exc:
                 error = str(exc).splitlines()[0][:300]
+        cand_edges = {a: [r.edges for r in self.candidates[a]] for a in agents}
         v = validate(plan, cand_edges, self.graph, self.trips, error)
         if not v.valid and self.cache is not None:
-            self.cache.forget_last()  # ask again next run instead of serving the same fallback
+            self.cache.forget(messages)  # ask again next run instead of serving the same fallback
         self.log.append(
             {
                 "round": rnd,
@@ -311,30 +421,49 @@ class SED:
                 "problems": v.problems,
                 "repaired": v.repaired,
                 "seconds": round(dt, 3),
+                "cached": cached,
+                "prompt_tokens": usage.get("input_tokens"),
+                "prompt_eval_tokens": usage.get("prompt_eval_tokens"),
+                "completion_tokens": usage.get("output_tokens"),
             }
         )
         return v
 
-    def _plan_subset(self, agents: list[str], feedback: str, rnd: int) -> tuple[Validation, int]:
-        """Ask; re-ask with the reasons when the answer is invalid; returns (validation, invalid count)."""
-        v = self._ask(agents, feedback, None, rnd)
-        invalid = 0 if v.valid else 1
+    def _ask(self, agents: list[str], feedback: str, error_note: str | None, rnd: int) -> Validation:
+        return self._ask_many([_Ask(agents, feedback, error_note)], rnd)[0]
+
+    def _plan_subsets(self, asks: list[_Ask], rnd: int) -> list[tuple[Validation, int]]:
+        """Ask every prompt; re-ask, together, those whose answer was invalid, with the reasons (at most
+        `reasks` times). Returns (validation, invalid answers) per ask."""
+        results = [(v, 0 if v.valid else 1) for v in self._ask_many(asks, rnd)]
         for _ in range(self.cfg.reasks):
-            if v.valid:
+            redo = [i for i, (v, _) in enumerate(results) if not v.valid]
+            if not redo:
                 break
-            note = (
-                "Your previous answer could not be used: "
-                + "; ".join(v.problems[:5])
-                + ". Answer again with one valid choice per agent, JSON only."
-            )
-            v = self._ask(agents, feedback, note, rnd)
-            invalid += 0 if v.valid else 1
-        return v, invalid
+            again = [
+                replace(
+                    asks[i],
+                    error_note="Your previous answer could not be used: "
+                    + "; ".join(results[i][0].problems[:5])
+                    + ". Answer again with one valid route number per agent, JSON only.",
+                )
+                for i in redo
+            ]
+            for i, v in zip(redo, self._ask_many(again, rnd)):
+                results[i] = (v, results[i][1] + (0 if v.valid else 1))
+        return results
+
+    def _plan_subset(self, agents: list[str], feedback: str, rnd: int) -> tuple[Validation, int]:
+        """Ask about one subset (re-asking when invalid); returns (validation, invalid count)."""
+        return self._plan_subsets([_Ask(agents, feedback)], rnd)[0]
 
     # ------------------------------------------------------------------ SUMO
     def rollout(self, plans: dict[str, list[str]], seed: int, record: bool = False):
         """Execute a plan set once; per-agent travel times (s) and, if asked, demonstrations."""
         env = self.env
+        if not record:
+            travel, _ = execute_plans(env, plans, seed)
+            return travel, None
         obs, infos = env.reset(seed=seed)
         demo = {"agent": [], "obs": [], "mask": [], "action": [], "reward": [], "done": []}
         last: dict[str, int] = {}
@@ -342,38 +471,66 @@ class SED:
         travel: dict[str, float] = {}
         while True:
             acts = plan_actions(env, obs, plans)
-            if record:
-                for a, act in acts.items():
-                    last[a] = len(demo["agent"])
-                    demo["agent"].append(index[a])
-                    demo["obs"].append(obs[a]["observation"])
-                    demo["mask"].append(obs[a]["action_mask"])
-                    demo["action"].append(act)
-                    demo["reward"].append(0.0)
-                    demo["done"].append(False)
+            for a, act in acts.items():
+                last[a] = len(demo["agent"])
+                demo["agent"].append(index[a])
+                demo["obs"].append(obs[a]["observation"])
+                demo["mask"].append(obs[a]["action_mask"])
+                demo["action"].append(act)
+                demo["reward"].append(0.0)
+                demo["done"].append(False)
             if not env.agents:
                 break
             obs, rew, term, trunc, infos = env.step(acts)
             for a, r in rew.items():
-                if record and a in last:
+                if a in last:
                     demo["reward"][last[a]] += r
             for a, i in infos.items():
                 if "travel_time" in i:
                     travel[a] = i["travel_time"]
-                    if record and a in last:
+                    if a in last:
                         demo["done"][last[a]] = True
             if not env.agents:
                 break
-        if not record:
-            return travel, None
         traces = {a: [[float(v) for v in self.graph.xy[self.graph.index[e]]] + [t] for t, e in env.trajectory(a)]
                   for a in env.possible_agents}  # fmt: skip
         return travel, (demo, traces, dict(env.metrics))
 
-    def _delays(self, agent: str) -> list[tuple[str, float]]:
-        """Streets where the agent lost the most time against free flow in the last rollout."""
+    def _workers(self) -> int:
+        """Rollout worker processes for R rollouts: none (all here) on one core or when asked for one."""
+        from agents.workers import free_cores
+
+        n = self.cfg.rollout_workers or free_cores()
+        return min(n, self.cfg.rollouts) if n > 1 else 0
+
+    def rollouts(self, plans: dict[str, list[str]], seeds: list[int]) -> list[tuple[dict, dict]]:
+        """Execute a plan set once per seed: (travel times, edge traces) per seed, in seed order. On the
+        rollout workers when there can be more than one and a rollout here has shown they pay for their
+        start-up (`POOL_WORTH_S`); the results are the same wherever a rollout runs. A rollout whose
+        worker failed counts as nobody arriving (the horizon for everyone), as a crash here would."""
+        t0 = time.perf_counter()
+        out, seeds = [], list(seeds)
+        while seeds and self._pool is None:
+            t1 = time.perf_counter()
+            out.append(execute_plans(self.env, plans, seeds.pop(0)))
+            if self._workers() and time.perf_counter() - t1 >= POOL_WORTH_S:
+                from agents.workers import WorkerPool
+
+                self._pool = WorkerPool(self.env_config, self.sc.path, None, self._workers(), worker_cls=PlanRollouts)
+        if seeds:
+            from agents.workers import Job
+
+            for i in range(0, len(seeds), self._pool.n):
+                jobs = [Job(episode=0, seed=s, train=False) for s in seeds[i : i + self._pool.n]]
+                for row, _ in self._pool.run(jobs, plans):
+                    out.append((row.get("travel", {}), row.get("traces", {})))
+        self._rollout_seconds += time.perf_counter() - t0
+        return out
+
+    def _delays(self, trace: list[tuple[float, str]]) -> list[tuple[str, float]]:
+        """Streets where an agent lost the most time against free flow, from its edge trace."""
         g = self.graph
-        trace = [(t, g.index[e]) for t, e in self.env.trajectory(agent)]
+        trace = [(t, g.index[e]) for t, e in trace]
         lost: dict[str, float] = {}
         for (t1, e1), (t2, e2) in zip(trace, trace[1:]):
             path = g.path(e1, e2)
@@ -406,31 +563,35 @@ class SED:
         rounds: list[RoundLog] = []
         best: tuple[float, dict, dict, int] | None = None
         accepted_round = None
+        plans: dict[str, list[str]] = {}
+        choices: dict[str, int] = {}
+        valid = [False] * len(self.subsets)
+        repaired_in = [0] * len(self.subsets)
+        ask = list(range(len(self.subsets)))  # round 1: every subset
         for rnd in range(1, cfg.rounds + 1):
-            calls0, secs0, tok0 = self._calls_now(), self._llm_seconds, self._tokens
-            plans: dict[str, list[str]] = {}
-            choices: dict[str, int] = {}
-            invalid = repaired = valid_subsets = 0
-            for i, subset in enumerate(self.subsets):
-                progress(f"round {rnd}/{cfg.rounds}: asking the LLM about subset {i + 1}/{len(self.subsets)}")
-                fb = "".join(feedback[a] for a in subset)
+            counters0 = self._counters()
+            progress(f"round {rnd}/{cfg.rounds}: asking the LLM about {len(ask)} of {len(self.subsets)} subsets")
+            asks = []
+            for i in ask:
+                fb = "".join(feedback[a] for a in self.subsets[i])
                 fb = f"Feedback from the previous round (measured in simulation):\n{fb}\n" if fb else ""
-                v, n_invalid = self._plan_subset(subset, fb, rnd)
+                asks.append(_Ask(self.subsets[i], fb))
+            invalid = 0
+            for i, (v, n_invalid) in zip(ask, self._plan_subsets(asks, rnd)):
                 invalid += n_invalid
-                repaired += len(v.repaired)
-                valid_subsets += int(v.valid)
+                repaired_in[i] = len(v.repaired)
+                valid[i] = v.valid
                 plans.update(v.routes)
                 choices.update(v.choice)
             progress(f"round {rnd}/{cfg.rounds}: executing the plans over {cfg.rollouts} traffic seeds")
-            times: dict[str, list[float]] = {a: [] for a in agents}
-            for j in range(cfg.rollouts):
-                travel, _ = self.rollout(plans, seed=cfg.seed * 1000 + j)
-                for a in agents:
-                    times[a].append(travel.get(a, self.env.horizon))
+            results = self.rollouts(plans, [cfg.seed * 1000 + j for j in range(cfg.rollouts)])
+            times = {a: [travel.get(a, self.env.horizon) for travel, _ in results] for a in agents}
+            last_traces = results[-1][1]
             bound, vol, div = compute_bounds(times, choices, previous, self.subsets, cfg.k, cfg.c)
             mean_tt = {a: float(np.mean(t)) for a, t in times.items()}
-            all_valid = valid_subsets == len(self.subsets)
+            all_valid = all(valid)
             accepted = all_valid and max(bound.values()) <= cfg.threshold
+            asked = set(ask)
             rounds.append(
                 RoundLog(
                     round=rnd,
@@ -439,13 +600,13 @@ class SED:
                     divergence=div,
                     mean_travel_time=float(np.mean(list(mean_tt.values()))),
                     travel_time=mean_tt,
-                    valid_subsets=valid_subsets,
+                    valid_subsets=sum(valid),
                     invalid_answers=invalid,
-                    repaired=repaired,
+                    repaired=sum(repaired_in),
                     accepted=accepted,
-                    llm_calls=self._calls_now() - calls0,
-                    llm_seconds=round(self._llm_seconds - secs0, 3),
-                    completion_tokens=self._tokens - tok0,
+                    asked_subsets=sorted(asked),
+                    kept_subsets=[i for i in range(len(self.subsets)) if i not in asked],
+                    **self._counters(since=counters0),
                 )
             )
             if rnd == 1:
@@ -456,19 +617,22 @@ class SED:
             if accepted:
                 accepted_round = rnd
                 break
-            # feedback for the next round: the agents with the highest bound in each subset
+            # the next round asks only the subsets that need it: an invalid answer, or an agent over the
+            # threshold; its feedback names the agents with the highest bound in each of those
+            ask = [i for i, s in enumerate(self.subsets) if not valid[i] or max(bound[a] for a in s) > cfg.threshold]
             feedback = {a: "" for a in agents}
-            for subset in self.subsets:
+            for i in ask:
+                subset = self.subsets[i]
                 worst = sorted(subset, key=lambda a: -bound[a])[: max(1, len(subset) // 2)]
                 for a in worst:
                     ff = self.candidates[a][max(choices[a], 0)].seconds
-                    lost = ", ".join(f"{n} (+{s:.0f} s)" for n, s in self._delays(a)) or "none"
+                    lost = ", ".join(f"{n} (+{s:.0f} s)" for n, s in self._delays(last_traces.get(a, []))) or "none"
                     feedback[a] = (
                         f"- {a}: route {choices[a]} took {mean_tt[a]:.0f} s on average (free flow "
                         f"{ff:.0f} s), varied by {vol[a] * 60:.0f} s between runs; time lost on: {lost}. "
                         f"Consider another route.\n"
                     )
-            previous = choices
+            previous = dict(choices)
         assert best is not None
         return SEDResult(
             plans=best[1],
@@ -482,24 +646,53 @@ class SED:
             first_round_fallback_share=rounds[0].repaired / len(agents),
         )
 
-    def _calls_now(self) -> int:
-        """Real model calls so far (cache hits excluded)."""
-        if self.cache is not None:
-            return self.cache.misses
-        return len(self.log)
+    def _counters(self, since: dict | None = None) -> dict:
+        """The cost counters of a round (the difference to `since`), named as in RoundLog."""
+        now = {
+            "llm_calls": self._attempts - self._hits,
+            "prompts": self._prompts,
+            "llm_seconds": self._llm_seconds,
+            "completion_tokens": self._tokens,
+            "prompt_tokens": self._prompt_tokens,
+            "prompt_eval_tokens": self._prompt_eval_tokens,
+            "agents_asked": self._agents_asked,
+            "rollout_seconds": self._rollout_seconds,
+        }
+        if since is None:
+            return now
+        out = {k: v - since[k] for k, v in now.items()}
+        out["llm_seconds"] = round(out["llm_seconds"], 3)
+        out["rollout_seconds"] = round(out["rollout_seconds"], 3)
+        return out
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         self.env.close()
+
+
+def cost_summary(rounds: list[RoundLog]) -> dict:
+    """What the rounds cost: tokens, LLM and rollout seconds, and the LLM seconds per agent decision
+    asked for (each prompt counts its subset's agents; re-asks count again; cache hits count nothing)."""
+    asked = sum(r.agents_asked for r in rounds)
+    llm_s = sum(r.llm_seconds for r in rounds)
+    return {
+        "prompts": sum(r.prompts for r in rounds),
+        "prompt_tokens": sum(r.prompt_tokens for r in rounds),
+        "prompt_eval_tokens": sum(r.prompt_eval_tokens for r in rounds),
+        "completion_tokens": sum(r.completion_tokens for r in rounds),
+        "agents_asked": asked,
+        "seconds_per_agent_round": round(llm_s / asked, 4) if asked else None,
+        "rollout_seconds": round(sum(r.rollout_seconds for r in rounds), 3),
+    }
 
 
 def random_choice_baseline(sed: SED, rng: np.random.Generator) -> float:
     """Mean travel time when every agent takes a uniformly random candidate route (SED's yardstick)."""
     plans = {a: sed.candidates[a][int(rng.integers(len(sed.candidates[a])))].edges for a in sed.candidates}
-    times = []
-    for j in range(sed.cfg.rollouts):
-        travel, _ = sed.rollout(plans, seed=sed.cfg.seed * 1000 + j)
-        times.append(np.mean([travel.get(a, sed.env.horizon) for a in sed.candidates]))
-    return float(np.mean(times))
+    results = sed.rollouts(plans, [sed.cfg.seed * 1000 + j for j in range(sed.cfg.rollouts)])
+    return float(np.mean([np.mean([travel.get(a, sed.env.horizon) for a in sed.candidates]) for travel, _ in results]))
 
 
 def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
@@ -605,7 +798,9 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
             "first_round_fallback_share": round(result.first_round_fallback_share, 4),
             "llm_calls": sum(r.llm_calls for r in result.rounds),
             "llm_seconds": round(sum(r.llm_seconds for r in result.rounds), 3),
+            **cost_summary(result.rounds),
             "cache_hits": sed.cache.hits if sed.cache else 0,
+            "subset_members": sed.subsets,
             "demo_samples": metrics["samples"],
             "demo_mean_travel_time": metrics["mean_travel_time"],
             "config": asdict(sed.cfg),

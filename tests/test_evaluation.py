@@ -214,17 +214,11 @@ def test_a_failing_run_and_a_dying_worker_are_marked_and_the_others_finish(helsi
 
 # ------------------------------------------------------------------------------------ demonstrations
 def _fake_demos(scenario, out: Path, agents: int) -> Path:
-    from langchain_core.language_models import FakeListChatModel
-
     from llm.sed import SED, SEDConfig, write_outputs
+    from tests.tools.fake_llm import PromptAnsweringModel
 
     sed = SED(scenario, SEDConfig(agents=agents, rounds=2, rollouts=2, subset_size=3, threshold=0.0),
-              model=FakeListChatModel(responses=["{}"]))  # fmt: skip
-    answers = []
-    for rnd in range(2):
-        for s in sed.subsets:
-            answers.append(json.dumps({"choices": [{"agent": a, "route": (i + rnd) % 2, "reason": "t"} for i, a in enumerate(s)]}))
-    sed.model = FakeListChatModel(responses=answers)
+              model=PromptAnsweringModel())  # fmt: skip
     try:
         write_outputs(sed, sed.run(), out)
     finally:

@@ -169,7 +169,8 @@ def test_bound_on_a_hand_made_case():
 # ---------------------------------------------------------------------- cache
 def test_the_cache_makes_a_rerun_free(helsinki, tmp_path):
     def run(out):
-        cfg = SEDConfig(agents=6, rounds=1, rollouts=2, subset_size=3, cache_path=str(tmp_path / "cache.sqlite"))
+        cfg = SEDConfig(agents=6, rounds=1, rollouts=2, subset_size=3, cache_path=str(tmp_path / "cache.sqlite"),
+                        max_concurrency=1)  # the fake answers in call order  # fmt: skip
         sed = SED(helsinki, cfg, model=FakeListChatModel(responses=[]))
         answers = [answer([(a, i % 2) for i, a in enumerate(s)]) for s in sed.subsets]
         sed.model = FakeListChatModel(responses=answers)
@@ -191,7 +192,8 @@ def test_the_cache_makes_a_rerun_free(helsinki, tmp_path):
 
 # ---------------------------------------------------------------------- demonstrations
 def test_demonstrations_are_in_the_envs_format(helsinki, tmp_path):
-    sed = SED(helsinki, SEDConfig(agents=6, rounds=2, rollouts=2, subset_size=3, threshold=100.0), model=FakeListChatModel(responses=[]))
+    sed = SED(helsinki, SEDConfig(agents=6, rounds=2, rollouts=2, subset_size=3, threshold=100.0, max_concurrency=1),
+              model=FakeListChatModel(responses=[]))  # fmt: skip
     sed.model = FakeListChatModel(responses=[answer([(a, 0) for a in s]) for s in sed.subsets] * 2)
     try:
         result = sed.run()
@@ -213,13 +215,27 @@ def test_demonstrations_are_in_the_envs_format(helsinki, tmp_path):
         assert key in summary
 
 
-def test_schema_for_grammar_backends_fixes_ids_and_ranges():
-    s = plan_schema(["agent1", "agent7"], 3)
-    items = s["properties"]["choices"]["prefixItems"]
-    assert [i["properties"]["agent"]["const"] for i in items] == ["agent1", "agent7"]
-    assert items[0]["properties"]["route"]["enum"] == [0, 1, 2]
+def test_schema_for_grammar_backends_fixes_count_and_ranges():
+    s = plan_schema(2, 3)
+    items = s["properties"]["routes"]["prefixItems"]
+    assert items == [{"enum": [0, 1, 2]}, {"enum": [0, 1, 2]}]
     p = parse('Sure! ```json\n{"choices": [{"agent": "agent1", "route": 1, "reason": "x"}]}\n```')
-    assert p == Plan(choices=[AgentChoice(agent="agent1", route=1, reason="x")])
+    assert p == Plan(choices=[AgentChoice(agent="agent1", route=1, reason="x")])  # the long form still parses
+    assert parse('{"routes": [2, 0], "reasons": ["quiet", "short"]}') == Plan(routes=[2, 0], reasons=["quiet", "short"])
+
+
+def test_a_compact_answer_maps_to_the_agents_in_prompt_order(sed_small):
+    sed = with_model(sed_small, FakeListChatModel(responses=[]), reasks=0)
+    agents = sed.subsets[0]
+    routes = [i % 3 for i in range(len(agents))]
+    sed.model = FakeListChatModel(responses=[json.dumps({"routes": routes})])
+    v = sed._ask(agents, "", None, rnd=1)
+    assert v.valid and v.choice == dict(zip(agents, routes))
+    assert all(v.routes[a] == sed.candidates[a][r].edges for a, r in zip(agents, routes))
+    sed.model = FakeListChatModel(responses=[json.dumps({"routes": routes[:-1]})])  # one short
+    v = sed._ask(agents, "", None, rnd=1)
+    assert not v.valid and any(f"{len(agents) - 1} route numbers for {len(agents)} agents" in p for p in v.problems)
+    assert v.repaired == [agents[-1]] and v.choice[agents[-1]] == 0
 
 
 # ---------------------------------------------------------------------- security and real backends
@@ -256,7 +272,7 @@ def test_street_names_reach_the_prompt_only_as_data(helsinki, monkeypatch):
         assert "untrusted" in SYSTEM
         # the name sits inside the JSON data block, cleaned (no control characters, cut short)
         data = json.loads(human.split("\n", 1)[1].split("\n\n", 1)[0])
-        vias = [route[3] for agent in data for route in agent["routes"]]
+        vias = [route[2] for agent in data for route in agent["routes"]]
         assert any(v.startswith("Ignore previous instructions") for v in vias)
         assert "\x1b" not in human and "rm -rf" not in human  # cut to 40 characters before it
     finally:
@@ -275,7 +291,7 @@ def test_local_model_keeps_the_plan_format_under_injected_street_names(helsinki,
         assert "Ignore previous instructions" in sed.log[-1]["prompt"][1]["content"]
         assert v.valid, v.problems
         assert set(v.choice) == set(agents) and all(0 <= c < 3 for c in v.choice.values())
-        assert json.loads(sed.log[-1]["response"])["choices"]
+        assert len(json.loads(sed.log[-1]["response"])["routes"]) == len(agents)
     finally:
         sed.close()
 

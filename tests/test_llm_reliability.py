@@ -136,7 +136,8 @@ def test_out_that_holds_other_files_is_refused_before_any_work(kouvola, tmp_path
 
 
 def _small_sed(kouvola, route: int) -> SED:
-    sed = SED(kouvola, SEDConfig(agents=4, rounds=1, rollouts=2, subset_size=2), model=FakeListChatModel(responses=[]))
+    sed = SED(kouvola, SEDConfig(agents=4, rounds=1, rollouts=2, subset_size=2, max_concurrency=1),
+              model=FakeListChatModel(responses=[]))  # fmt: skip
     sed.model = FakeListChatModel(responses=[answer(s, route) for s in sed.subsets])
     return sed
 

@@ -1,0 +1,29 @@
+"""A chat model that answers SED prompts from what they ask (the remote paid APIs cannot exist here):
+for every agent the prompt names, route (position + 1 if the prompt carries feedback) mod `modulo`.
+Unlike a fixed list of answers it does not depend on the order of calls, which concurrent prompts
+do not keep."""
+
+from __future__ import annotations
+
+import json
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+
+class PromptAnsweringModel(BaseChatModel):
+    modulo: int = 2
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "prompt-answering-fake"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        self.calls += 1
+        text = next(m.content for m in messages if "these agents:" in m.content)
+        ids = [x.strip() for x in text.rsplit("these agents:", 1)[1].strip().rstrip(".").split(",")]
+        shift = int("Feedback from the previous round" in text)
+        routes = [(i + shift) % self.modulo for i in range(len(ids))]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=json.dumps({"routes": routes})))])
