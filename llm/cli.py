@@ -55,6 +55,9 @@ def demos(
         None, help=_help("sed.cache_file", "LangChain answer cache (SQLite; null: $COSIM_HOME/llm-cache.sqlite).")
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers (sed.cache=false)."),
+    max_concurrency: int | None = typer.Option(
+        None, help=_help("sed.max_concurrency", "Remote backends: prompts in flight at once (local: one).")
+    ),
     random_baseline: bool = typer.Option(True, help="Also measure random candidate choice."),
     config: Path | None = typer.Option(
         None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
@@ -79,6 +82,7 @@ def demos(
         "scenario.name": scenario, "sed.llm": llm, "env.n_agents": agents, "sed.rounds": rounds, "sed.rollouts": rollouts,
         "sed.threshold": threshold, "sed.c": c, "sed.k": k, "sed.subset_size": subset_size, "run.seed": seed,
         "sed.request_timeout": request_timeout, "sed.cache_file": cache, "sed.cache": False if no_cache else None,
+        "sed.max_concurrency": max_concurrency,
     }  # fmt: skip
     try:
         tree = resolve(_tree(), config, set_, shortcuts)

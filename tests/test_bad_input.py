@@ -214,6 +214,13 @@ CASES: list[Case] = [
          message=r"sed\.request_timeout must be a positive number", untouched="{tmp}/d"),
     Case("demos-llm-threads", ["demos", "--scenario", "{kouvola}", "--set", "sed.threads=many", "--out", "{tmp}/d"],
          message=r"sed\.threads must be an integer or null, got 'many'", untouched="{tmp}/d"),
+    Case("demos-max-concurrency-zero", ["demos", "--scenario", "{kouvola}", "--max-concurrency", "0",
+                                        "--out", "{tmp}/d"],
+         message=r"sed\.max_concurrency must be a positive number, got 0", untouched="{tmp}/d"),
+    Case("demos-rollout-workers-negative", ["demos", "--scenario", "{kouvola}", "--set", "sed.rollout_workers=-2",
+                                            "--out", "{tmp}/d"],
+         message=r"sed\.rollout_workers must be >= 0", untouched="{tmp}/d"),
+    Case("bench-sed-unknown-scenario", ["bench", "sed", "--scenario", "atlantis"], message=r"atlantis"),
     # the on-demand demonstrations of `compare --methods reled` (cached under COSIM_HOME): the same error
     Case("compare-reled-llm-closed-port", ["compare", "-s", "{kouvola}", "--methods", "reled", "--seeds", "1",
                                            "--episodes", "1", "--agents", "4", "--llm", "openai:m",
