@@ -99,7 +99,8 @@ def _local_chat_class():
 
 def default_threads() -> int:
     """llama.cpp threads spin at barriers: with more threads than free cores (SUMO, a trainer, other
-    runs) it slows down many-fold, so it takes half the cores unless ``sed.threads`` says otherwise."""
+    runs) it slows down many-fold, so it takes half the cores, for generation and for prompt
+    evaluation alike, unless ``sed.threads`` says otherwise (on an idle machine all cores are faster)."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
@@ -111,6 +112,9 @@ def _local_model(seed: int, max_tokens: int, temperature: float, threads: int) -
         n_ctx=8192,
         n_threads=threads,
         n_batch=32,
+        # prompt evaluation (most of a call) on the same threads: llama.cpp's default is every core,
+        # and with one of two cores busy (SUMO, a trainer) that made a 2-s call take 60-80 s
+        model_kwargs={"n_threads_batch": threads},
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,

@@ -153,6 +153,11 @@ def bench_sed(
     except UserError as exc:
         raise LLMError(str(exc)) from None
     sc = ensure_built(tree.scenario.name)
+    n = tree.env.n_agents
+    if n is not None and not sc.imported and n > len(sc.trip_pool):
+        # as `bench overhead`: a generated scenario grows its agent pool (same background, same first trips)
+        print(f"{sc.name}: growing the agent pool to {n} trips", file=sys.stderr)
+        sc = ensure_built(tree.scenario.name, agent_pool=n)
     row = sed_bench(sc, tree, progress=lambda msg: None if as_json else print(msg, file=sys.stderr))
     if not as_json:
         print(

@@ -21,7 +21,7 @@ class SEDSettings:
     threshold: float = 1.0  # accept when max_i B_i <= threshold (minutes)
     reasks: int = 1  # re-asks of a subset whose answer was invalid, per round
     temperature: float = 0.2
-    threads: int | None = None  # local model's CPU threads (None: half the cores, at most 4)
+    threads: int | None = None  # local model: CPU threads for prompts and answers (None: half the cores, at most 4)
     prefix_cache: bool = True  # local model: start each call after the prompt prefix it shares with the last
     max_concurrency: int = 8  # remote backends: prompts in flight at once (the local model: always one)
     rollout_workers: int = 0  # processes for the R rollouts of a plan set (0: one per free core, at most R)

@@ -353,18 +353,15 @@ class SED:
 
         t0 = time.perf_counter()
         replies = []
-        if self.concurrency == 1:
-            replies = [call(i) for i in range(len(asks))]
-        else:
-            # a run's first prompt goes alone: a refused key or a wrong URL then costs one request, not a
-            # batch of them, and ends the run before the others are sent
-            while not self._backend_answered and len(replies) < len(asks):
-                replies.append(call(len(replies)))
-                self._judge_gone(replies[-1][0])
-                self._backend_answered = not isinstance(replies[-1][0], Exception)
-            rest = list(range(len(replies), len(asks)))
-            if rest:
-                replies += RunnableLambda(call).batch(rest, config={"max_concurrency": self.concurrency})
+        # one at a time (the local model), and a remote run's prompts until the backend has answered once:
+        # a dead backend, a refused key or a wrong URL then ends the run after one prompt's attempts
+        while len(replies) < len(asks) and (self.concurrency == 1 or not self._backend_answered):
+            replies.append(call(len(replies)))
+            self._judge_gone(replies[-1][0])
+            self._backend_answered = not isinstance(replies[-1][0], Exception)
+        rest = list(range(len(replies), len(asks)))
+        if rest:
+            replies += RunnableLambda(call).batch(rest, config={"max_concurrency": self.concurrency})
         self._llm_seconds += time.perf_counter() - t0
         return [self._judge(ask, msgs, reply, dt, rnd) for ask, msgs, (reply, dt) in zip(asks, prompts, replies)]
 
