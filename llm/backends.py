@@ -27,6 +27,9 @@ from langchain_core.language_models import BaseChatModel
 from llm.errors import LLMError
 
 LOCAL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The local model's saved states (~20 MB each: the key/value cache of one prompt and its answer), least
+# recently used dropped first: room for about a hundred SED subsets' first prompts.
+STATE_CACHE_BYTES = 2 << 30
 
 
 def local_model_path() -> Path:
@@ -53,11 +56,14 @@ def _local_chat_class():
         a llama.cpp grammar. The schema, not a grammar object, is what LangChain's cache key sees, so
         cached answers are found again in the next run.
 
-        Prompt reuse: llama.cpp keeps the previous call's key/value cache, and llama-cpp-python starts a
-        new call after the longest token prefix it shares with the previous one, so the system prompt
-        and the fixed head of the human message are evaluated once per run, not once per call (SED's
-        prompts are built shared part first). ``reuse_prefix=False`` clears that state before every call:
-        the uncached path, kept to check that reuse changes nothing but the time.
+        Prompt reuse, two ways. llama.cpp keeps the previous call's key/value cache, and llama-cpp-python
+        starts a new call after the longest token prefix it shares with the previous one, so the system
+        prompt is evaluated once per run, not once per call. And a RAM state cache (llama-cpp-python's
+        ``LlamaRAMCache``) keeps the model state after each call: a later prompt that shares a longer
+        head with an earlier call than with the last one starts from that state (SED's refinement
+        prompt for a subset repeats its first prompt up to the feedback, which comes after the road
+        data). ``reuse_prefix=False`` clears the state before every call and bypasses the state
+        cache: the uncached path, kept to check that reuse changes nothing but the time.
 
         Every answer carries ``usage_metadata`` (prompt and completion tokens) and, in
         ``response_metadata``, ``prompt_eval_tokens``: the prompt tokens actually evaluated, which is
@@ -74,8 +80,14 @@ def _local_chat_class():
             # every call samples with the run's seed: an answer depends on its prompt and the seed only,
             # not on how many calls came before in this process (what the answer cache assumes too)
             kwargs.setdefault("seed", self.seed)
-            if not self.reuse_prefix:
+            if self.reuse_prefix:
+                if self.client.cache is None:
+                    from llama_cpp import LlamaRAMCache
+
+                    self.client.set_cache(LlamaRAMCache(capacity_bytes=STATE_CACHE_BYTES))
+            else:
                 self.client.reset()
+                self.client.set_cache(None)
             before = llama_perf_context(self.client._ctx.ctx)
             n_p_eval = before.n_p_eval
             result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)

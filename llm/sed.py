@@ -571,7 +571,11 @@ class SED:
             asks = []
             for i in ask:
                 fb = "".join(feedback[a] for a in self.subsets[i])
-                fb = f"Feedback from the previous round (measured in simulation):\n{fb}\n" if fb else ""
+                fb = (
+                    f"Feedback from the previous round (measured in simulation; consider other routes):\n{fb}\n"
+                    if fb
+                    else ""
+                )
                 asks.append(_Ask(self.subsets[i], fb))
             invalid = 0
             for i, (v, n_invalid) in zip(ask, self._plan_subsets(asks, rnd)):
@@ -623,11 +627,10 @@ class SED:
                 worst = sorted(subset, key=lambda a: -bound[a])[: max(1, len(subset) // 2)]
                 for a in worst:
                     ff = self.candidates[a][max(choices[a], 0)].seconds
-                    lost = ", ".join(f"{n} (+{s:.0f} s)" for n, s in self._delays(last_traces.get(a, []))) or "none"
+                    lost = ", ".join(f"{n} +{s:.0f} s" for n, s in self._delays(last_traces.get(a, []))) or "none"
                     feedback[a] = (
-                        f"- {a}: route {choices[a]} took {mean_tt[a]:.0f} s on average (free flow "
-                        f"{ff:.0f} s), varied by {vol[a] * 60:.0f} s between runs; time lost on: {lost}. "
-                        f"Consider another route.\n"
+                        f"- {a}: route {choices[a]} took {mean_tt[a]:.0f} s (free flow {ff:.0f} s, "
+                        f"±{vol[a] * 60:.0f} s over runs); lost time on {lost}\n"
                     )
             previous = dict(choices)
         assert best is not None

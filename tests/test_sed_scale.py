@@ -167,9 +167,10 @@ def test_rollouts_on_worker_processes_equal_rollouts_here(helsinki, monkeypatch)
         assert [t for t, _ in pooled] == [t for t, _ in here]
         assert [tr for _, tr in pooled] == [tr for _, tr in here]
         assert len(pooled[0][0]) == 20  # every agent arrived and has a travel time
+        pool = sed._pool
     finally:
         sed.close()
-    assert all(not s.proc.is_alive() for s in sed._pool.slots) if sed._pool else True
+    assert all(not s.proc.is_alive() for s in pool.slots)  # closing SED stops its workers
 
 
 @pytest.mark.slow
@@ -181,7 +182,11 @@ def test_prompt_prefix_reuse_gives_the_uncached_answers(helsinki):
         assert sed.grammar
         from llm.sed import _Ask
 
-        asks = [_Ask(s) for s in sed.subsets[:3]]
+        a, b = sed.subsets[:2]
+        feedback = f"Feedback from the previous round (measured in simulation):\n- {a[0]}: route 0 took 400 s.\n\n"
+        # a, b, then a again with feedback: its head (system prompt and road data) is a's first prompt,
+        # which the state cache kept while b was asked
+        asks = [_Ask(a), _Ask(b), _Ask(a, feedback)]
 
         def answers(reuse: bool):
             sed.model.reuse_prefix = reuse
@@ -195,6 +200,7 @@ def test_prompt_prefix_reuse_gives_the_uncached_answers(helsinki):
         assert all(json.loads(r[0])["routes"] for r in reused)
         assert all(f[2] == f[1] for f in fresh)  # every prompt token evaluated
         assert all(r[2] < r[1] for r in reused[1:])  # the shared head came from the cache
+        assert reused[2][2] < reused[1][2] / 2  # a's road data too: from the state saved after a's call
     finally:
         sed.model.reuse_prefix = True
         sed.close()
