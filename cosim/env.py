@@ -333,17 +333,41 @@ class VehicleRoutingEnv(ParallelEnv):
         )
         return self.obs_fn(d, self.config.max_actions)
 
-    def _emit(self):
-        live = self.agents
-        if self._blank_for is not live:  # the live set changed: new idle templates (copying is ~8x cheaper)
+    def _blank_templates(self, live: list[str]) -> tuple[dict, dict, dict, dict]:
+        """The idle (observation, reward, flag, info) dicts of the live agents, which every step copies
+        (copying is ~8x cheaper than building). Arrivals delete their names from these templates
+        (`_drop_from_templates`) instead of rebuilding all four over every live agent at every arrival
+        step: on adlershof with 1 000 agents that rebuilding ran 0.74 G instructions per episode (973
+        arrival steps), and the episode runs 0.57 G (1.2 %) fewer without it (callgrind)."""
+        if self._blank_for is not live:
             self._blank_for = live
+            self._blank_built = len(live)
             self._blank = (
                 dict.fromkeys(live, self._idle_obs),
                 dict.fromkeys(live, 0.0),
                 dict.fromkeys(live, False),
                 dict.fromkeys(live, self._idle_info),
             )
-        idle_obs, zeros, false, idle_info = self._blank
+        return self._blank
+
+    def _drop_from_templates(self, done: set[str]) -> None:
+        """Remove arrived agents from the templates; `self.agents` is already the new live list. A dict
+        keeps the slots of deleted keys until it is rebuilt, and CPython copies a dict by one memcpy only
+        while at least 2/3 of its slots are in use: below 3/4 the templates are rebuilt (a few dozen
+        times in a 1 000-agent episode instead of at each of its ~1 000 arrival steps). Deleting keeps
+        the order of the rest, so the dicts a step returns are the same as freshly built ones."""
+        live = self.agents
+        if 4 * len(live) < 3 * self._blank_built:
+            self._blank_for = None  # rebuilt at the next step
+            return
+        for template in self._blank:
+            for name in done:
+                del template[name]
+        self._blank_for = live
+
+    def _emit(self):
+        live = self.agents
+        idle_obs, zeros, false, idle_info = self._blank_templates(live)
         obs, rew, term, trunc, infos = idle_obs.copy(), zeros.copy(), false.copy(), false.copy(), idle_info.copy()
         now = self.time
         edges = self.graph.edges
@@ -371,7 +395,9 @@ class VehicleRoutingEnv(ParallelEnv):
             done = {a.name for a in self._finished}
             self._finished = []
             self.agents = [n for n in live if n not in done]
-            if not self.agents:
+            if self.agents:
+                self._drop_from_templates(done)
+            else:
                 self._summarise(truncated=False)
         return obs, rew, term, trunc, infos
 

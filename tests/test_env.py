@@ -207,6 +207,27 @@ def test_rewards_pay_for_the_time_after_each_decision(env20):
         assert totals.get(a, 0.0) < 0 or a not in first
 
 
+def test_every_step_returns_each_agent_live_before_it_in_order_as_arrivals_thin_the_templates(env20):
+    """The idle dicts every step copies lose arrived agents by deletion and are rebuilt now and then
+    (cosim.env `_drop_from_templates`): a step's five dicts still hold exactly the agents that were live
+    before it, in `agents` order, the idle ones with the idle values."""
+    obs, _ = env20.reset(seed=0)
+    arrivals = 0
+    while env20.agents:
+        live = list(env20.agents)
+        obs, rew, term, trunc, infos = env20.step(shortest_actions(env20, obs))
+        for d in (obs, rew, term, trunc, infos):
+            assert list(d) == live
+        assert env20.agents == [a for a in live if not term[a]]
+        arrivals += sum(term.values())
+        deciding = set(env20.deciding_agents)
+        for a in live:
+            if a not in deciding and not term[a]:
+                assert not obs[a]["action_mask"].any() and rew[a] == 0.0 and infos[a] == {"deciding": False}
+                assert term[a] is False and trunc[a] is False
+    assert arrivals == 20
+
+
 def test_plan_replay_and_sumo_rerouting(helsinki):
     env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20))
     try:
