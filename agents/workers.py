@@ -175,7 +175,7 @@ class WorkerPool:
     """N rollout worker processes; `run(jobs, weights)` runs the jobs on them and returns the results in
     job order: (row, payload) per job. `worker_cls` is what each process holds (built from the pickled
     (cfg, scenario path, method) and its index, answering `run(job, weights)`): a training run's
-    `Rollouts`, or SED's plan executor (`llm.sed.PlanRollouts`, whose "weights" are a plan set)."""
+    `Rollouts`, or SED's plan executor (`llm.rollouts.PlanRollouts`, whose "weights" are a plan set)."""
 
     def __init__(self, cfg, scenario_path, method, n: int, *, start_timeout: float = START_TIMEOUT_S,
                  episode_timeout: float = EPISODE_TIMEOUT_S, worker_cls: type = Rollouts) -> None:  # fmt: skip
