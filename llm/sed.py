@@ -455,12 +455,11 @@ class SED:
         return self._plan_subsets([_Ask(agents, feedback)], rnd)[0]
 
     # ------------------------------------------------------------------ SUMO
-    def rollout(self, plans: dict[str, list[str]], seed: int, record: bool = False):
-        """Execute a plan set once; per-agent travel times (s) and, if asked, demonstrations."""
+    def record(self, plans: dict[str, list[str]], seed: int):
+        """Execute a plan set once, here, recording the demonstrations: (per-agent travel times in s,
+        (samples in the env's format, position traces, the episode's metrics)). Rollouts that only
+        measure go through `rollouts`."""
         env = self.env
-        if not record:
-            travel, _ = execute_plans(env, plans, seed)
-            return travel, None
         obs, infos = env.reset(seed=seed)
         demo = {"agent": [], "obs": [], "mask": [], "action": [], "reward": [], "done": []}
         last: dict[str, int] = {}
@@ -698,7 +697,7 @@ def random_choice_baseline(sed: SED, rng: np.random.Generator) -> float:
 def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
     """Execute a plan set once (seed = the SED seed) and store its demonstrations in the env's format
     (``cosim.demos``): what the expert did, not what the LLM said, is what the learners imitate."""
-    travel, (demo, traces, metrics) = sed.rollout(plans, seed=sed.cfg.seed, record=True)
+    travel, (demo, traces, metrics) = sed.record(plans, seed=sed.cfg.seed)
     n = len(demo["agent"])
     demofiles.write(folder, demofiles.Demonstrations(
         agents=list(sed.env.possible_agents),
