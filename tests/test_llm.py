@@ -19,6 +19,7 @@ from llm.errors import LLMError
 from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema
 from llm.sed import SED, SEDConfig, compute_bounds, write_outputs
 from tests.tools.http import send_json
+from tests.tools.openai_stub import asked_ids
 
 
 def answer(choices: list[tuple[str, int]]) -> str:
@@ -313,8 +314,7 @@ class _OpenAIStub(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"error": {"message": "rate limited", "type": "rate_limit"}}')
             return
-        text = body["messages"][-1]["content"]
-        ids = [x.strip() for x in text.rsplit("these agents:", 1)[1].strip().rstrip(".").split(",")]
+        ids = asked_ids([m["content"] for m in body["messages"]])
         reply = {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",

@@ -28,6 +28,7 @@ from langchain_core.language_models import FakeListChatModel
 from llm.errors import LLMError
 from llm.sed import SED, SEDConfig, write_outputs
 from tests.tools.http import send_json
+from tests.tools.openai_stub import asked_ids
 
 SECRET = "sk-cosim-reliability-SECRET-42"
 SMALL = ["--agents", "4", "--subset-size", "2", "--rounds", "1", "--rollouts", "2", "--no-random-baseline"]
@@ -49,12 +50,7 @@ class Stub(BaseHTTPRequestHandler):
         type(self).requests += 1
         if self.mode == "401":
             return self._send(401, {"error": {"message": "invalid key", "type": "invalid_request_error"}})
-        text = body["messages"][-1]["content"]
-        if "these agents:" in text:
-            ids = [x.strip() for x in text.rsplit("these agents:", 1)[1].strip().rstrip(".").split(",")]
-        else:  # a re-ask: the agent ids are in the first user message
-            first = next(m["content"] for m in body["messages"] if "these agents:" in m["content"])
-            ids = [x.strip() for x in first.rsplit("these agents:", 1)[1].strip().rstrip(".").split(",")]
+        ids = asked_ids([m["content"] for m in body["messages"]])
         content = answer(ids, 1) if self.mode == "plans" else "I would take the ring road, it is nice."
         self._send(200, {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],

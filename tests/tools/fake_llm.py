@@ -22,8 +22,9 @@ class PromptAnsweringModel(BaseChatModel):
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         self.calls += 1
-        text = next(m.content for m in messages if "these agents:" in m.content)
-        ids = [x.strip() for x in text.rsplit("these agents:", 1)[1].strip().rstrip(".").split(",")]
-        shift = int("Feedback from the previous round" in text)
+        from tests.tools.openai_stub import asked_ids
+
+        ids = asked_ids([m.content for m in messages])
+        shift = int(any("Feedback from the previous round" in m.content for m in messages))
         routes = [(i + shift) % self.modulo for i in range(len(ids))]
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=json.dumps({"routes": routes})))])

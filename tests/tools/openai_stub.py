@@ -21,9 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tests.tools.http import send_json
 
 
-def asked_ids(messages: list[dict]) -> list[str]:
-    """The agent ids a prompt asks about (its first user message names them; a re-ask adds a message)."""
-    first = next(m["content"] for m in messages if "these agents:" in m["content"])
+def asked_ids(texts: list[str]) -> list[str]:
+    """The agent ids an SED prompt asks about, from its messages' texts (the first user message names
+    them; a re-ask adds a message)."""
+    first = next(t for t in texts if "these agents:" in t)
     return [x.strip() for x in first.rsplit("these agents:", 1)[1].strip().rstrip(".").split(",")]
 
 
@@ -35,7 +36,7 @@ class DelayedStub(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server API
         arrived = time.perf_counter()
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        ids = asked_ids(body["messages"])
+        ids = asked_ids([m["content"] for m in body["messages"]])
         feedback = "Feedback from the previous round" in body["messages"][1]["content"]
         time.sleep(self.delay)
         routes = [(i + int(feedback)) % 2 for i in range(len(ids))]
