@@ -27,6 +27,13 @@ def run_episode(env, policy, seed=0, record=None):
 
 
 @pytest.fixture
+def env5(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=5))
+    yield env
+    env.close()
+
+
+@pytest.fixture
 def env20(helsinki):
     env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20))
     yield env
@@ -207,25 +214,42 @@ def test_rewards_pay_for_the_time_after_each_decision(env20):
         assert totals.get(a, 0.0) < 0 or a not in first
 
 
-def test_every_step_returns_each_agent_live_before_it_in_order_as_arrivals_thin_the_templates(env20):
-    """The idle dicts every step copies lose arrived agents by deletion and are rebuilt now and then
-    (cosim.env `_drop_from_templates`): a step's five dicts still hold exactly the agents that were live
-    before it, in `agents` order, the idle ones with the idle values."""
-    obs, _ = env20.reset(seed=0)
-    arrivals = 0
-    while env20.agents:
-        live = list(env20.agents)
-        obs, rew, term, trunc, infos = env20.step(shortest_actions(env20, obs))
+def test_agents_are_live_from_departure_to_arrival_and_an_arrival_waits_for_the_next_return(env5):
+    """An agent joins `agents` in the step its vehicle departs and leaves with the step that reports its
+    arrival; a step's five dicts hold exactly the agents live before it plus those that joined during
+    it, in `agents` order, the idle ones with the idle values; an arrival between two returns is
+    reported by the next one; `agents` is empty only once every agent has arrived (so a loop `while
+    env.agents` sees them all). Five agents: few enough that at times none of them drives."""
+    env = env5
+    obs, _ = env.reset(seed=0)
+    state = env._by_name
+    assert 0 < len(env.agents) < 5 and list(obs) == env.agents
+    assert all(state[a].depart_time >= 0 for a in env.agents)
+    ever, held, gaps = set(env.agents), 0, 0
+    while env.agents:
+        before, t0 = list(env.agents), env.time
+        obs, rew, term, trunc, infos = env.step(shortest_actions(env, obs))
+        joined = [a for a in obs if a not in before]
         for d in (obs, rew, term, trunc, infos):
-            assert list(d) == live
-        assert env20.agents == [a for a in live if not term[a]]
-        arrivals += sum(term.values())
-        deciding = set(env20.deciding_agents)
-        for a in live:
+            assert list(d) == before + joined
+        assert not ever & set(joined) and all(t0 < state[a].depart_time <= env.time for a in joined)
+        ever |= set(joined)
+        assert env.agents == [a for a in before + joined if not term[a]]
+        done = [a for a in term if term[a]]
+        assert all(state[a].arrival_time <= env.time for a in done)
+        held += sum(state[a].arrival_time < env.time for a in done)
+        for t in sorted({state[a].depart_time for a in joined} | {state[a].arrival_time for a in done}):
+            n = len(before) + sum(state[a].depart_time <= t for a in joined)
+            if t < env.time and n == sum(state[a].arrival_time <= t for a in done):
+                gaps += 1  # nobody was driving at t: returning at each arrival would have ended the loop
+                break
+        deciding = set(env.deciding_agents)
+        for a in before + joined:
             if a not in deciding and not term[a]:
                 assert not obs[a]["action_mask"].any() and rew[a] == 0.0 and infos[a] == {"deciding": False}
                 assert term[a] is False and trunc[a] is False
-    assert arrivals == 20
+    assert ever == set(env.possible_agents) and env.metrics["arrived"] == 5
+    assert held > 0 and gaps > 0  # both cases happened in this episode
 
 
 def test_plan_replay_and_sumo_rerouting(helsinki):
