@@ -169,13 +169,18 @@ def _start_build(cosim_home: Path, seed: int) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
 
 
-def _wait_for_midway(proc: subprocess.Popen, timeout: float = 30.0) -> Path:
-    """Wait until the build has a temp folder with the OSM converted (netconvert about to run or running)."""
+def _stop_midway(proc: subprocess.Popen, timeout: float = 30.0) -> Path:
+    """Freeze the build's process group at a moment it is verifiably midway: a temp folder with the OSM
+    converted (netconvert about to run or running), no finished entry yet. The caller signals the frozen
+    group and lets it go on; checking while the group runs would let a slow test process send its signal
+    after the build had already finished (seen once in a loaded full run: exit 0)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        os.killpg(proc.pid, signal.SIGSTOP)
         for tmp in cache.root().glob(cache.TMP_PREFIX + "kouvola-*"):
             if (tmp / "work" / "input.osm").is_file():
                 return tmp
+        os.killpg(proc.pid, signal.SIGCONT)
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.01)
     raise AssertionError("build never reached the middle")
@@ -190,7 +195,7 @@ def _expected_entry(seed: int) -> Path:
 
 def test_kill_9_midway_then_rebuild(cosim_home):
     proc = _start_build(cosim_home, seed=7)
-    tmp = _wait_for_midway(proc)
+    tmp = _stop_midway(proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     final = _expected_entry(7)
@@ -204,8 +209,9 @@ def test_kill_9_midway_then_rebuild(cosim_home):
 
 def test_ctrl_c_midway_leaves_nothing(cosim_home):
     proc = _start_build(cosim_home, seed=8)
-    tmp = _wait_for_midway(proc)
+    tmp = _stop_midway(proc)
     os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert not tmp.exists() and not _expected_entry(8).exists()
