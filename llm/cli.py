@@ -9,12 +9,6 @@ import typer
 from llm.errors import LLMError
 
 
-def default_cache() -> str:
-    from scenarios.paths import home_dir
-
-    return str(home_dir() / "llm-cache.sqlite")
-
-
 def _tree():
     from scenarios.settings import experiment_class
 

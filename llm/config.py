@@ -31,6 +31,15 @@ class SEDSettings:
     cache: bool = True  # LangChain's SQLite answer cache: a re-run makes no calls
     cache_file: str | None = None  # None: $COSIM_HOME/llm-cache.sqlite
 
+    def cache_location(self) -> str | None:
+        """Where LangChain's answer cache lives (None: no cache); read when a run starts, so it follows
+        the COSIM_HOME of that moment."""
+        if not self.cache:
+            return None
+        from scenarios.paths import home_dir
+
+        return self.cache_file or str(home_dir() / "llm-cache.sqlite")
+
     def problems(self) -> list[str]:
         out = []
         for name in ("k", "subset_size", "rounds", "rollouts", "retry_attempts", "max_concurrency"):

@@ -68,9 +68,7 @@ class SEDConfig(SEDSettings):
     def from_settings(cls, settings: SEDSettings, agents: int | None, seed: int) -> SEDConfig:
         from dataclasses import fields as _fields
 
-        from scenarios.paths import home_dir
-
-        path = (settings.cache_file or str(home_dir() / "llm-cache.sqlite")) if settings.cache else None
+        path = settings.cache_location()
         own = {f.name: getattr(settings, f.name) for f in _fields(SEDSettings)}
         return cls(**own, agents=agents, seed=seed, cache_path=path)
 

@@ -43,10 +43,12 @@ def test_relative_is_taken_from_the_current_folder_once(home, monkeypatch):
 
 def test_llm_cache_and_demonstrations_follow_cosim_home(home, monkeypatch):
     from evaluation.demos_provider import demos_root
-    from llm.cli import default_cache
+    from llm.config import SEDSettings
 
     monkeypatch.setenv("COSIM_HOME", "")
-    assert default_cache() == str(home / "user" / ".cache" / "cosim" / "llm-cache.sqlite")
+    assert SEDSettings().cache_location() == str(home / "user" / ".cache" / "cosim" / "llm-cache.sqlite")
+    assert SEDSettings(cache_file="/x.sqlite").cache_location() == "/x.sqlite"
+    assert SEDSettings(cache=False).cache_location() is None
     monkeypatch.setenv("COSIM_HOME", "~/x")
     assert demos_root() == home / "user" / "x" / "demos"
     assert list((home / "work").iterdir()) == []
