@@ -170,8 +170,8 @@ def _start_build(cosim_home: Path, seed: int) -> subprocess.Popen:
 
 
 def _stop_midway(proc: subprocess.Popen, timeout: float = 30.0) -> Path:
-    """Freeze the build's process group at a moment it is verifiably midway: a temp folder with the OSM
-    converted (netconvert about to run or running), no finished entry yet. The caller signals the frozen
+    """Freeze the build's process group at a moment it is verifiably midway: its temp folder (renamed only
+    when the build is published) holds the converted OSM, so netconvert is about to run or running. The caller signals the frozen
     group and lets it go on; checking while the group runs would let a slow test process send its signal
     after the build had already finished (seen once in a loaded full run: exit 0)."""
     deadline = time.monotonic() + timeout
