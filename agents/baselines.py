@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.base import Method, TrainError
-from cosim.policies import plan_actions, random_actions, shortest_actions
+from cosim.policies import plan_actions, plan_problem, random_actions, shortest_actions
 
 
 class RandomMethod(Method):
@@ -65,6 +65,11 @@ class ReplayMethod(Method):
     def __init__(self, plans: dict[str, list[str]]):
         super().__init__()
         self.plans = plans
+
+    def setup(self, env) -> None:
+        problem = plan_problem(self.plans, env.graph, env.trips)
+        if problem:
+            raise TrainError(f"{self.name}: {problem}")
 
     def act(self, env, obs, train):
         return plan_actions(env, obs, self.plans)

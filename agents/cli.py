@@ -143,6 +143,9 @@ def register(app: typer.Typer) -> None:
         name, run = cfg.scenario.name, cfg.run
         out_dir = out or (Path(run.out) if run.out else Path("runs") / f"{name}-{cfg.algorithm.method}-s{run.seed}")
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(run, out=str(out_dir)))
+        if resume and not (Path(out_dir) / "config.json").is_file():
+            raise TrainError(f"--resume: {out_dir} holds no run to continue (no config.json); "
+                             "leave out --resume to start one")  # fmt: skip
         res = train(cfg, out_dir, resume=resume, progress=not quiet)
         ev = res["last_eval"] or res["last_train"]
         mtt, arr = ev.get("mean_travel_time"), ev.get("arrival_rate")

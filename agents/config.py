@@ -210,9 +210,28 @@ class TrainConfig:
             raise TrainError(f"--backend must be libsumo or traci, got {env.backend!r}")
         if run.executor not in ("local", "ray"):
             raise TrainError(f"--executor must be local or ray, got {run.executor!r}")
+        self._check_rollout_workers()
         problems = self.algorithm.ppo.problems() + self.algorithm.reled.problems()
         if problems:
             raise TrainError("; ".join(problems))
+
+    def _check_rollout_workers(self) -> None:
+        """One rule for rollout workers: each runs one episode per iteration on its own core, so more
+        workers than episodes would idle and more local workers than cores would only contend (a Ray
+        cluster counts its own CPUs when the workers are placed)."""
+        from agents.base import TrainError
+
+        n, episodes = self.run.rollout_workers, self.run.episodes
+        if n > episodes:
+            raise TrainError(f"--workers {n} is more than --episodes {episodes}: each worker runs one episode per "
+                             "iteration, so the extra ones would have nothing to do")  # fmt: skip
+        if self.run.executor == "local" and n > 1:
+            from agents.workers import free_cores
+
+            cores = free_cores()
+            if n > cores:
+                raise TrainError(f"--workers {n} is more than the {cores} cores this process may use (one SUMO per "
+                                 f"worker); use at most {cores}, or --workers auto")  # fmt: skip
 
     # read-only shortcuts for the code that drives a run
     @property
@@ -230,4 +249,4 @@ class TrainConfig:
             return int(self.run.rollout_workers)
         from agents.workers import free_cores
 
-        return free_cores()
+        return max(1, min(free_cores(), self.run.episodes))

@@ -37,7 +37,7 @@ import numpy as np
 from agents.base import Method, TrainError
 from agents.config import TrainConfig
 from agents.methods import make_method
-from scenarios.jsonio import atomic_write, clean
+from scenarios.jsonio import atomic_write, clean, remove_stale_temps
 from scenarios.settings import diff
 
 CHECKPOINT = "checkpoint.pt"
@@ -142,20 +142,28 @@ def _config_diff(old: dict, new: dict) -> str:
 
 
 def _read_rows(path: Path, keep: int) -> list[str]:
-    """The first `keep` complete, parseable lines of metrics.jsonl (later ones were written after the
-    checkpoint and will be recomputed)."""
-    if not path.exists():
+    """The first `keep` lines of metrics.jsonl: the rows the checkpoint covers (later ones were written
+    after it and will be recomputed). Each must be intact: a damaged or missing row among them would
+    silently drop those episodes from the run's record, so it is a one-line error naming the line."""
+    if keep == 0:
         return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines(keepends=True):
-        if len(rows) >= keep or not line.endswith("\n"):
-            break
+    fix = "repair it, or start over with another --out"
+    try:
+        lines = path.read_text(errors="replace").splitlines(keepends=True)
+    except OSError as exc:
+        raise TrainError(f"{path} cannot be read ({exc.strerror or exc}); the checkpoint covers {keep} rows of it: "
+                         f"{fix}") from None  # fmt: skip
+    for n, line in enumerate(lines[:keep], start=1):
         try:
-            json.loads(line)
+            ok = line.endswith("\n") and isinstance(json.loads(line), dict)
         except json.JSONDecodeError:
-            break
-        rows.append(line)
-    return rows
+            ok = False
+        if not ok:
+            raise TrainError(f"{path} line {n} is damaged ({line.strip()[:40]!r}); the checkpoint covers lines 1-{keep}: "
+                             f"{fix}")  # fmt: skip
+    if len(lines) < keep:
+        raise TrainError(f"{path} has {len(lines)} lines but the checkpoint covers {keep}: it was cut short; {fix}")
+    return lines[:keep]
 
 
 # --------------------------------------------------------------------------------------- timing
@@ -295,6 +303,18 @@ def _versions() -> dict:
     return out
 
 
+# What a run folder holds before its config.json exists: the lock, and what `cosim compare` puts there
+# around a run (W&B's folder, its run record, the example routes). With anything else and no
+# config.json, a folder is someone else's: `cosim train` refuses it rather than overwrite their files.
+RUN_FOLDER_EXTRAS = frozenset({LOCK, ".started", "run.json", "routes.json", "wandb"})
+
+
+def is_earlier_run(names: set[str]) -> bool:
+    """Whether a folder holding these names is an earlier `cosim train` output (scenarios/outputs.py)."""
+    names = {n for n in names if not (n.startswith(".") and n.endswith(".tmp"))}  # atomic writes cut short
+    return CONFIG in names or names <= RUN_FOLDER_EXTRAS
+
+
 @contextmanager
 def run_lock(out: Path):
     """Hold the run folder for one writer: a second `cosim train` (or a compare run) into the same
@@ -303,8 +323,9 @@ def run_lock(out: Path):
     The lock is an flock on ``out/.lock`` (released by the OS if the process dies, so a killed run never
     leaves a stale lock). A folder this call created is removed again if the run fails before it wrote
     its config.json: bad input never leaves a half-written run behind."""
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} exists and is not a directory")
+    from scenarios.outputs import check_output
+
+    check_output(out, "cosim train", is_earlier_run, error=TrainError)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -324,6 +345,7 @@ def run_lock(out: Path):
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
+        remove_stale_temps(out)  # a checkpoint half-written by a killed run
         try:
             yield
         finally:
@@ -338,8 +360,9 @@ def run_lock(out: Path):
 
 def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Check the run directory; returns the checkpoint to resume from (None: start fresh)."""
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} exists and is not a directory")
+    from scenarios.outputs import check_output
+
+    check_output(out, "cosim train", is_earlier_run, error=TrainError)
     ck_path, cfg_path = out / CHECKPOINT, out / CONFIG
     has_run = ck_path.exists() or cfg_path.exists()
     if not has_run:

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import pickle
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
@@ -138,6 +139,29 @@ def _die_with_parent() -> None:
         pass
 
 
+@contextmanager
+def children_ignore_ctrl_c():
+    """Processes started inside this block ignore SIGINT for their whole life: Ctrl-C in a terminal goes
+    to the whole process group, and a worker that gets it while Python starts or imports torch prints a
+    KeyboardInterrupt traceback of its own. The learner alone handles Ctrl-C (one `error: interrupted`
+    line) and stops its workers; they also die with it (PR_SET_PDEATHSIG). An ignored disposition
+    survives exec, a handled one does not. Meanwhile SIGINT is blocked here, not lost: a Ctrl-C during
+    the start is delivered when the block ends."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 # ------------------------------------------------------------------------------------------ learner side
 class _Slot:
     def __init__(self, ctx, blob: bytes, index: int, worker_cls: type = Rollouts) -> None:
@@ -145,7 +169,8 @@ class _Slot:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, blob, index, worker_cls), daemon=True,
                                 name=f"cosim-worker-{index}")  # fmt: skip
-        self.proc.start()
+        with children_ignore_ctrl_c():
+            self.proc.start()
         child.close()
         self.job: Job | None = None
         self.sent_at = 0.0

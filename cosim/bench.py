@@ -32,6 +32,9 @@ from cosim.errors import CosimError
 from cosim.kernel import sumo_binary, write_agent_routes
 from cosim.policies import shortest_actions
 from scenarios import Scenario
+from scenarios.sumotools import TOOL_TIME_LIMIT_S
+
+CALLGRIND_TIME_LIMIT_S = 4 * 3600.0  # valgrind runs a 1 000-agent episode in ~20 min
 
 
 def _bare_cmd(env: VehicleRoutingEnv, seed: int, end: float, tmp: str) -> list[str]:
@@ -45,7 +48,10 @@ def _bare_sumo(env: VehicleRoutingEnv, seed: int, end: float) -> tuple[float, di
         stats = Path(tmp) / "stats.xml"
         cmd = _bare_cmd(env, seed, end, tmp) + ["--statistic-output", str(stats)]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:  # the same time limit as every tool the builder runs
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIME_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            raise CosimError(f"bare sumo did not finish within {TOOL_TIME_LIMIT_S:g} s") from None
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"bare sumo failed: {proc.stderr.strip()[-500:]}")
@@ -124,16 +130,24 @@ def _valgrind() -> str:
 def callgrind_instructions(cmd: list[str]) -> int:
     """Instructions that `cmd` and its child processes execute, counted by callgrind."""
     with tempfile.TemporaryDirectory(prefix="cosim-callgrind-") as tmp:
-        proc = subprocess.run(
-            [_valgrind(), "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p", *cmd],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONHASHSEED": "0"},  # same dict layouts, same count
-        )
+        try:
+            proc = _callgrind(cmd, tmp)
+        except subprocess.TimeoutExpired:
+            raise CosimError(f"callgrind did not finish within {CALLGRIND_TIME_LIMIT_S:g} s") from None
     counts = re.findall(r"Collected : ([\d,]+)", proc.stderr)
     if proc.returncode != 0 or not counts:
         raise RuntimeError(f"callgrind run failed: {proc.stderr.strip()[-500:]}")
     return sum(int(c.replace(",", "")) for c in counts)
+
+
+def _callgrind(cmd: list[str], tmp: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_valgrind(), "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={tmp}/cg.%p", *cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # same dict layouts, same count
+        timeout=CALLGRIND_TIME_LIMIT_S,
+    )
 
 
 def _instructions(env: VehicleRoutingEnv, seed: int, end: float) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from cosim.errors import CosimError
-from scenarios.errors import check_positive, check_seed
+from scenarios.errors import RunFailed, check_positive, check_seed
 
 bench_app = typer.Typer(help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True)
 
@@ -49,6 +49,7 @@ def simulate(
 
     from cosim.config import EnvConfig
     from cosim.env import VehicleRoutingEnv
+    from cosim.errors import SumoFault
     from cosim.policies import make_policy
     from scenarios.settings import experiment_class, resolve
 
@@ -65,7 +66,10 @@ def simulate(
     backend = env_cfg.backend
     try:
         t0 = time.perf_counter()
-        obs, _ = env.reset(seed=seed)
+        try:
+            obs, _ = env.reset(seed=seed)
+        except SumoFault as exc:
+            raise RunFailed(f"SUMO could not start the episode: {str(exc).strip()[:300]}") from None
         while env.agents:
             obs, *_ = env.step(act(env, obs))
         metrics = dict(env.metrics, wall_s=round(time.perf_counter() - t0, 3), policy=policy, backend=backend)
@@ -73,6 +77,9 @@ def simulate(
         env.close()
     if as_json:
         print(json.dumps(_clean(metrics)))
+    if metrics.get("sumo_fault"):  # no metrics to speak of: never a success
+        raise RunFailed(f"SUMO failed during the episode: {getattr(env, 'last_fault', '?')}")
+    if as_json:
         return
     from rich.console import Console
     from rich.table import Table

@@ -133,6 +133,7 @@ class VehicleRoutingEnv(ParallelEnv):
             self.decision_edges(d)
         self._scheduler = DecisionScheduler(self.kernel, g, self.decision_edges, self.free_flow_path, self._set_route)
         self.faults = 0
+        self.last_fault: str | None = None  # what SUMO said when it last failed, and when
         self.episode = 0
         self.metrics: dict = {}
 
@@ -423,6 +424,7 @@ class VehicleRoutingEnv(ParallelEnv):
 
     def _fault(self, exc: Exception):
         self.faults += 1
+        self.last_fault = f"{str(exc).strip()[:300] or type(exc).__name__} (at {self.time - self.begin:g} s)"
         self.kernel.fault()
         return self._finish(truncated=True, fault=True)
 

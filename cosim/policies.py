@@ -35,6 +35,29 @@ def plan_actions(env, obs: dict, plans: dict[str, list[str]]) -> dict:
     return out
 
 
+def plan_problem(plans: dict[str, list[str]], graph, trips) -> str | None:
+    """What is wrong with route plans for these agents on this net (None: nothing). A plan must belong
+    to one of the agents, name only passenger roads of the net, lead from each edge to the next, and go
+    from the agent's origin to its destination: a plan that does not would be silently ignored at every
+    decision (plan_actions falls back to the free-flow choice), and the run would still say "replay"."""
+    by_id = {t.id: t for t in trips}
+    for agent, plan in plans.items():
+        trip = by_id.get(agent)
+        if trip is None:
+            return f"the plan of agent {agent!r}: no such agent among this run's {len(by_id)}"
+        unknown = [e for e in plan if e not in graph.index]
+        if unknown:
+            return f"the plan of agent {agent!r} names edge {unknown[0]!r}, which is not a road of the net for cars"
+        if not plan or plan[0] != trip.origin or plan[-1] != trip.destination:
+            ends = f"{plan[0]!r} -> {plan[-1]!r}" if plan else "nothing"
+            return (f"the plan of agent {agent!r} goes {ends}; its trip goes {trip.origin!r} -> "
+                    f"{trip.destination!r}")  # fmt: skip
+        for a, b in zip(plan, plan[1:]):
+            if graph.index[b] not in graph.succ[graph.index[a]]:
+                return f"the plan of agent {agent!r} is not connected: edge {a!r} does not lead to {b!r}"
+    return None
+
+
 def make_policy(name: str, seed: int = 0):
     """policy(env, obs) -> actions for the deciding agents."""
     if name == "shortest":

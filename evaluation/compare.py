@@ -152,8 +152,9 @@ def _diff(old: dict, new: dict) -> str:
 
 def prepare_out(out: Path, identity: dict) -> bool:
     """Check --out; True when it holds this very comparison (resume), False when it is new/empty."""
-    if out.exists() and not out.is_dir():
-        raise CompareError(f"--out {out} exists and is not a folder")
+    from scenarios.outputs import check_output
+
+    check_output(out, "cosim compare", lambda names: COMPARE_FILE in names, error=CompareError)
     stored = out / COMPARE_FILE
     if stored.exists():
         doc = _read_json(stored)
@@ -168,8 +169,6 @@ def prepare_out(out: Path, identity: dict) -> bool:
                 "or repeat that comparison's exact settings to resume it"
             )
         return True
-    if out.exists() and any(out.iterdir()):
-        raise CompareError(f"--out {out} is not empty and holds no comparison ({COMPARE_FILE}); choose another --out")
     return False
 
 

@@ -36,42 +36,22 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any
+
+from scenarios.secrets import MASK, SECRET_NAME, redact, secret_values  # noqa: F401 - re-exported
 
 DEFAULT_PROJECT = "reled-cosim"
-SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
-MASK = "***"
 _STEP_KEYS = ("episode", "env_steps", "wall_s")
 _TIME_KEYS = ("t_sumo_s", "t_env_python_s", "t_torch_infer_s", "t_torch_update_s", "t_python_s")
 
 
 # ------------------------------------------------------------------------------------------ secrets
-def secret_values() -> list[str]:
-    """Values of the environment variables that look like secrets (long enough to be one)."""
-    return sorted(
-        {v for k, v in os.environ.items() if SECRET_NAME.search(k) and v and len(v) >= 8}, key=len, reverse=True
-    )
-
-
-def scrub(obj: Any, secrets: list[str] | None = None) -> Any:
-    """A copy of `obj` with secret-named keys dropped and secret values masked (recursively)."""
-    secrets = secret_values() if secrets is None else secrets
-    if isinstance(obj, dict):
-        return {k: scrub(v, secrets) for k, v in obj.items() if not (isinstance(k, str) and SECRET_NAME.search(k))}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(scrub(v, secrets) for v in obj)
-    if isinstance(obj, str):
-        for s in secrets:
-            if s in obj:
-                obj = obj.replace(s, MASK)
-        return obj
-    return obj
+# one redactor for the whole suite (scenarios/secrets.py); `scrub` is its name here
+scrub = redact
 
 
 # ------------------------------------------------------------------------------------------- config

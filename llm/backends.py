@@ -155,7 +155,9 @@ def make_chat_model(
         model = model or os.environ.get("COSIM_OPENAI_MODEL", "gpt-4o-mini")
         kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "timeout": timeout}
         if os.environ.get("OPENAI_BASE_URL"):
-            kwargs["base_url"] = os.environ["OPENAI_BASE_URL"]
+            kwargs["base_url"] = _checked_url(
+                "OPENAI_BASE_URL", os.environ["OPENAI_BASE_URL"], "an OpenAI-compatible API"
+            )
         if not os.environ.get("OPENAI_API_KEY"):
             raise LLMError("the openai backend needs OPENAI_API_KEY in the environment")
         return init_chat_model(f"openai:{model}", max_retries=0, **kwargs), False
@@ -163,7 +165,9 @@ def make_chat_model(
         model = model or os.environ.get("COSIM_OLLAMA_MODEL", "llama3.1")
         kwargs = {"temperature": temperature, "num_predict": max_tokens, "client_kwargs": {"timeout": timeout}}
         if os.environ.get("OLLAMA_HOST"):
-            kwargs["base_url"] = os.environ["OLLAMA_HOST"]
+            host = os.environ["OLLAMA_HOST"]  # Ollama's own clients take host:port without a scheme
+            _checked_url("OLLAMA_HOST", host if "://" in host else f"http://{host}", "Ollama")
+            kwargs["base_url"] = host
         return init_chat_model(f"ollama:{model}", **kwargs), False
     if model:
         try:
@@ -171,6 +175,18 @@ def make_chat_model(
         except (ImportError, ValueError) as exc:
             raise LLMError(f"cannot make chat model {name!r}: {exc}") from None
     raise LLMError(f"unknown LLM backend {name!r} (local, openai[:model], ollama[:model] or provider:model)")
+
+
+def _checked_url(origin: str, url: str, what: str) -> str:
+    """An endpoint from the environment, refused before any connection when it is not an http(s) URL
+    with a host (the HTTP clients would otherwise guess: "http//host" became a request to another host)."""
+    from scenarios.errors import ScenarioError
+    from scenarios.osm import check_url
+
+    try:
+        return check_url(url, origin, what)
+    except ScenarioError as exc:
+        raise LLMError(str(exc)) from None
 
 
 def backend_url(name: str) -> str | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -53,6 +54,7 @@ from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, s
 from llm.rollouts import POOL_WORTH_S, PlanRollouts, execute_plans
 from scenarios import Scenario
 from scenarios.jsonio import clean_dict
+from scenarios.secrets import redact
 
 
 @dataclass
@@ -136,6 +138,18 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
         import httpx
 
         kinds += [httpx.TimeoutException, httpx.ConnectError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(kinds)
+
+
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [TimeoutError]
+    try:
+        import httpx
+        import openai
+
+        kinds += [openai.APITimeoutError, httpx.TimeoutException]
     except ImportError:  # pragma: no cover
         pass
     return tuple(kinds)
@@ -288,6 +302,8 @@ class SED:
         self.subsets = interaction_subsets(self.candidates, config.subset_size)
         self.cache: CountingCache | None = None
         self.log: list[dict] = []  # one record per LLM call: prompt, response, problems, latency
+        # lines the user must see whatever the progress display (retries of a silent server); secrets masked
+        self.notice = lambda msg: print(msg, file=sys.stderr, flush=True)
         self._backend_answered = False  # a remote backend's prompts go out concurrently once it answered
         self._pool = None  # rollout workers, started once a rollout here has taken POOL_WORTH_S
         self._lock = threading.Lock()
@@ -324,16 +340,33 @@ class SED:
         k = max(len(self.candidates[a]) for a in ask.agents)
         model = self.model.bind(json_schema=plan_schema(len(ask.agents), k)) if self.grammar else self.model
 
+        tries, t_first = [0], time.perf_counter()
+
         def attempt(messages):
             with self._lock:
                 self._attempts += 1
-            return model.invoke(messages)
+            tries[0] += 1
+            try:
+                return model.invoke(messages)
+            except _transient_errors() as exc:
+                self._say_retry(exc, tries[0], time.perf_counter() - t_first)
+                raise
 
         return RunnableLambda(attempt).with_retry(
             retry_if_exception_type=_transient_errors(),
             stop_after_attempt=self.cfg.retry_attempts,
             exponential_jitter_params={"multiplier": self.cfg.retry_initial_wait},
         )
+
+    def _say_retry(self, exc: BaseException, k: int, waited: float) -> None:
+        """One progress line per failed try of a call, so a silent server is not minutes of silence."""
+        n = self.cfg.retry_attempts
+        url = backend_url(self.cfg.llm)
+        what = (f"no answer within {self.cfg.request_timeout:g} s"
+                if isinstance(exc, _timeout_errors()) else f"{type(exc).__name__}: {str(exc)[:120]}")  # fmt: skip
+        then = "retrying" if k < n else "giving up"
+        self.notice(redact(f"LLM {self.cfg.llm!r}{f' at {url}' if url else ''}: {what} (try {k}/{n}, "
+                           f"{waited:.0f} s waited); {then}"))  # fmt: skip
 
     def _ask_many(self, asks: list[_Ask], rnd: int) -> list[Validation]:
         """Send the prompts (concurrently up to `concurrency`, through LangChain's batch) and validate
@@ -382,6 +415,7 @@ class SED:
                 error = f"LLM call failed after {self.cfg.retry_attempts} attempts: {type(reply).__name__}: {reply}"
             else:
                 error = f"LLM call failed: {type(reply).__name__}: {str(reply)[:200]}"
+            error = redact(error)  # a server's error message may echo the key it was sent
         else:
             text = reply.content if isinstance(reply, AIMessage) else str(reply)
             if not isinstance(text, str):
@@ -408,19 +442,21 @@ class SED:
         if not v.valid and self.cache is not None:
             self.cache.forget(messages)  # ask again next run instead of serving the same fallback
         self.log.append(
-            {
-                "round": rnd,
-                "agents": agents,
-                "prompt": [{"role": m.type, "content": m.content} for m in messages],
-                "response": text,
-                "problems": v.problems,
-                "repaired": v.repaired,
-                "seconds": round(dt, 3),
-                "cached": cached,
-                "prompt_tokens": usage.get("input_tokens"),
-                "prompt_eval_tokens": usage.get("prompt_eval_tokens"),
-                "completion_tokens": usage.get("output_tokens"),
-            }
+            redact(
+                {  # a server's text may echo a secret (an API key in an error message)
+                    "round": rnd,
+                    "agents": agents,
+                    "prompt": [{"role": m.type, "content": m.content} for m in messages],
+                    "response": text,
+                    "problems": v.problems,
+                    "repaired": v.repaired,
+                    "seconds": round(dt, 3),
+                    "cached": cached,
+                    "prompt_tokens": usage.get("input_tokens"),
+                    "prompt_eval_tokens": usage.get("prompt_eval_tokens"),
+                    "completion_tokens": usage.get("output_tokens"),
+                }
+            )
         )
         return v
 
@@ -712,40 +748,12 @@ def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
 
 
 def check_out(out: Path) -> Path:
-    """The absolute output folder, checked before any work: it must be new, empty or an earlier
-    demonstrations folder (replaced whole), and its parent must be writable. Never the current folder
-    or one holding it. Raises LLMError with one line otherwise: an output must not delete what it did
-    not write, and a bad --out must not cost an LLM and SUMO run first."""
-    out = Path(os.path.abspath(out))
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise LLMError(f"--out {out} exists and is not a folder; choose another --out")
-    try:
-        cwd = Path.cwd()
-    except OSError:  # the current folder was deleted
-        cwd = None
-    if cwd is not None and (out == cwd or out in cwd.parents):
-        raise LLMError(f"--out {out} is the current folder or holds it; name a folder for the demonstrations")
-    if out.is_dir():
-        try:
-            names = set(os.listdir(out))
-        except OSError as exc:
-            raise LLMError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
-        if names and not demofiles.is_earlier_output(names):
-            shown = ", ".join(sorted(names - demofiles.OUTPUT_NAMES or names)[:3])
-            raise LLMError(
-                f"--out {out} is not empty and is not an earlier `cosim demos` output (it holds {shown}); "
-                "choose another --out"
-            )
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise LLMError(f"--out {out}: {parent} is a file, not a folder")
-    try:  # a real try, not os.access: root passes that check on read-only and virtual file systems
-        os.rmdir(tempfile.mkdtemp(prefix=".cosim-probe-", dir=parent))
-    except OSError as exc:
-        raise LLMError(f"--out {out} cannot be written ({parent}: {exc.strerror or exc})") from None
-    return out
+    """The absolute output folder, checked before any work (scenarios/outputs.py: new, empty or an
+    earlier demonstrations folder, which is replaced whole): a bad --out must not cost an LLM and SUMO
+    run first, and an output must not delete what it did not write."""
+    from scenarios.outputs import check_output
+
+    return check_output(out, "cosim demos", demofiles.is_earlier_output, error=LLMError)
 
 
 def _move_into_place(new: Path, out: Path) -> None:

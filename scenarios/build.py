@@ -294,31 +294,52 @@ class _Build:
         paths = list(cfg.routes) if cfg is not None else []
         paths += [Path(p) for p in d["routes"]]
         edges = {e.getID() for e in net.getEdges()}
+        rows: dict[str, str] = {}  # trips-table trip id -> "trips table FILE line N"
         for i, table in enumerate(d["trips"]):
             xml = self.work / f"trips-{i}.xml"
-            imported.trips_csv_to_xml(Path(table), xml, edges)
+            rows.update(imported.trips_csv_to_xml(Path(table), xml, edges))
             paths.append(xml)
         if not paths:
             raise ScenarioError(f"{self._source_label()} names no route files: there is no demand to import")
         demand = imported.read_demand(paths, self.r.seed)
         imported.check_edges(demand, edges)
-        imported.check_routable(self.out / FILES["net"], demand, self.work, self.out, self.log)
-        departs = [u.depart for u in demand.units if u.depart is not None]
+        imported.check_routes(demand, net)
+        dated = [u for u in demand.units if u.depart is not None]
+        departs = [u.depart for u in dated]
         if cfg is not None and cfg.begin is not None:
             begin = cfg.begin
         else:
             begin = float(int(min(departs))) if departs else 0.0
         last = max(departs) if departs else begin
         if d["horizon"] != "auto":
-            end = begin + float(d["horizon"])
+            end, how = begin + float(d["horizon"]), f"begin {begin:g} s + --horizon {float(d['horizon']):g} s"
         elif cfg is not None and cfg.end is not None:
-            end = cfg.end
+            end, how = cfg.end, f"the end in {cfg.path.name}"
         else:
-            end = last + imported.HORIZON_MARGIN_S
+            end, how = last + imported.HORIZON_MARGIN_S, "the last departure + 30 min"
         if end <= begin:
             raise ScenarioError(
                 f"{self._source_label()}: the simulation ends ({end:g} s) before it begins ({begin:g} s)"
             )
+
+        def where(u) -> str:
+            return rows.get(u.id) or f"{u.elem.tag} {u.id!r} in {u.source}"
+
+        if end - begin > imported.MAX_HORIZON_S:
+            latest = max(dated, key=lambda u: u.depart)
+            raise ScenarioError(
+                f"{where(latest)}: departure {latest.depart:g} s makes the simulation {end - begin:g} s long ({how}), "
+                f"more than the {imported.MAX_HORIZON_S:g} s (7 days) a scenario may last; departures are seconds "
+                "(milliseconds or a date by mistake?)"
+            )
+        late = [u for u in dated if u.id in rows and u.depart > end]
+        if late:
+            u = min(late, key=lambda u: u.depart)
+            raise ScenarioError(
+                f"{where(u)}: departure {u.depart:g} s is after the simulation's end {end:g} s ({how}): the trip "
+                f"would never drive{f' (and {len(late) - 1} more rows)' if len(late) > 1 else ''}"
+            )
+        imported.check_routable(self.out / FILES["net"], demand, (begin, end), self.work, self.out, self.log)
         w_end = last if d["agent_depart_end"] == "auto" else begin + float(d["agent_depart_end"])
         window = (begin + float(d["agent_depart_begin"]), min(w_end, end))
         agents = d["agents"]
@@ -598,6 +619,9 @@ class _Build:
         if imported is not None:
             manifest["time"] = {k: imported["time"][k] for k in ("begin", "end")}
             manifest["import"] = imported
+        extra = sorted(str(p.relative_to(self.out)) for p in (self.out / "additional").glob("*")) if (
+            self.out / "additional").is_dir() else []  # fmt: skip
+        manifest["sha256"] = cache.digests(self.out, [*FILES.values(), *extra])  # verified by every cache hit
         tmp = self.out / "manifest.json.part"
         tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         tmp.rename(self.out / "manifest.json")

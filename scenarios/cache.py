@@ -26,7 +26,8 @@ from scenarios.paths import cosim_home, home_dir
 TMP_PREFIX = ".tmp-"
 STALE_AFTER_S = 24 * 3600  # a temp folder this old is abandoned even if its pid was reused
 # Bump when the builder's output changes in a way the recipe does not capture: old entries then miss.
-BUILDER_VERSION = 2
+# 3: the manifest holds every file's sha256, which a cache hit verifies.
+BUILDER_VERSION = 3
 
 
 def home() -> Path:
@@ -61,12 +62,48 @@ def entry(name: str, digest: str) -> Path:
 
 
 def complete(folder: Path) -> bool:
-    """A published entry with its manifest and every file it names (a few stats: cache-hit cost)."""
+    """A published entry with its manifest and every file it names, each with the bytes it was built with."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        return all((folder / f).is_file() for f in manifest["files"].values())
+        return not damaged(folder, manifest)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+
+
+def digests(folder: Path, names) -> dict[str, str]:
+    """sha256 of each named file in folder, for the manifest."""
+    return {name: file_digest(folder / name) for name in sorted(names)}
+
+
+_verified: dict[tuple, bool] = {}  # (file, size, mtime, digest) already checked in this process
+
+
+def damaged(folder: Path, manifest: dict) -> list[str]:
+    """The files of a built folder that are missing, or whose bytes differ from the digests its manifest
+    recorded (a truncated net or agents.json would otherwise fail mid-run with a parser's traceback).
+    Hashing costs ~10 ms for a city of 10 000 vehicles; a file is hashed once per process while its size
+    and time stamp stay the same. A manifest without digests (a folder built elsewhere by hand) is checked
+    for presence only."""
+    names = list(manifest["files"].values())
+    recorded = manifest.get("sha256") or {}
+    bad = []
+    for name in dict.fromkeys([*names, *recorded]):
+        path = folder / name
+        try:
+            st = path.stat()
+        except OSError:
+            bad.append(name)
+            continue
+        if name not in recorded or not path.is_file():
+            if not path.is_file():
+                bad.append(name)
+            continue
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, recorded[name])
+        if key not in _verified:
+            _verified[key] = file_digest(path) == recorded[name]
+        if not _verified[key]:
+            bad.append(name)
+    return bad
 
 
 def new_temp(name: str, digest: str) -> Path:

@@ -9,6 +9,13 @@ class UserError(Exception):
     """Bad input or an impossible request: the message is meant for the user, as is."""
 
 
+class RunFailed(UserError):
+    """A run that could not do its work (SUMO died in the only episode asked for): one `error:` line and
+    exit status 1, never a success with empty metrics."""
+
+    exit_code = 1
+
+
 class ScenarioError(UserError):
     """A scenario cannot be found, built or loaded."""
 
@@ -31,18 +38,33 @@ def check_positive(flag: str, value, zero_ok: bool = False) -> None:
 
 def run_app(app, argv: list[str] | None = None) -> None:
     """Run a typer app with the command line's error contract: a UserError becomes one `error: …` line
-    on stderr and exit status 2; Ctrl-C exits 130. Used by `cosim` and by each layer's own
-    `python -m <layer>.cli` entry point."""
+    on stderr and exit status 2; Ctrl-C is one `error: interrupted` line and exit status 130; secrets
+    are masked in both and in every log record. Used by `cosim` and by each layer's own
+    `python -m <layer>.cli` entry point. Click's own handling is off (standalone_mode=False): typer turns
+    Ctrl-C into a silent exit status 130 (it returns 130 in this mode, which nothing else here returns)."""
     import sys
 
+    import click
+
+    from scenarios.secrets import redact, redact_logging
+
+    redact_logging()
     try:
-        app(argv)
+        code = app(argv, standalone_mode=False)
+        if code == 130:
+            raise KeyboardInterrupt
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, click.exceptions.Abort):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except click.exceptions.ClickException as exc:  # usage errors: click's own message and status
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def standalone(register, help: str, argv: list[str] | None = None) -> None:

@@ -48,6 +48,9 @@ FLOW_ONLY = ("begin", "end", "period", "vehsPerHour", "probability", "number")
 DEFAULT_FLOW_END = 86400.0  # SUMO's default end of a flow without one
 # A horizon left to the builder covers the demand: the last departure plus this long to finish trips.
 HORIZON_MARGIN_S = 1800.0
+# The longest simulation a scenario may hold: a week of traffic. A longer one is a departure in
+# milliseconds or a date, and routing towards it would take duarouter and SUMO for ever.
+MAX_HORIZON_S = 7 * 86400.0
 # Options of an imported .sumocfg that the co-simulation keeps (the rest are inputs it rewrites,
 # outputs it must not write into the cache, or settings the kernel owns: seed, begin, end, step length).
 KEPT_SECTIONS = {"processing", "routing", "mesoscopic"}
@@ -55,14 +58,15 @@ KERNEL_OPTIONS = {"seed", "random", "begin", "end", "step-length", "no-step-log"
 PASSENGER_TYPES = {"DEFAULT_VEHTYPE", "DEFAULT_RAILTYPE", "DEFAULT_PEDTYPE", "DEFAULT_BIKETYPE"}
 
 
-def _xml_root(path: Path, tag: str, what: str) -> ET.Element:
-    """A SUMO XML file's root element, which must be <tag>, or one clear error."""
+def _xml_root(path: Path, tag: str | tuple[str, ...], what: str) -> ET.Element:
+    """A SUMO XML file's root element, which must be <tag> (or one of several), or one clear error."""
+    tags = (tag,) if isinstance(tag, str) else tag
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
         raise ScenarioError(f"cannot read {path}: {exc}") from None
-    if root.tag != tag:
-        raise ScenarioError(f"{path} is not {what} (root element <{root.tag}>, expected <{tag}>)")
+    if root.tag not in tags:
+        raise ScenarioError(f"{path} is not {what} (root element <{root.tag}>, expected <{tags[0]}>)")
     return root
 
 
@@ -81,7 +85,9 @@ class SumoConfig:
 
 def read_sumocfg(path: Path) -> SumoConfig:
     """The inputs and times of a SUMO configuration file (paths relative to it), or one clear error."""
-    root = _xml_root(path, "configuration", "a SUMO configuration")
+    # <configuration> as people write it; <sumoConfiguration> as `sumo --save-configuration` writes it
+    # (the scenario.sumocfg of every build here among them)
+    root = _xml_root(path, ("configuration", "sumoConfiguration"), "a SUMO configuration")
     values: dict[str, tuple[str, str]] = {}
     for section in root:
         for opt in section:
@@ -123,10 +129,11 @@ def read_sumocfg(path: Path) -> SumoConfig:
 
 
 # ---------------------------------------------------------------------------------------- trips table
-def trips_csv_to_xml(csv_path: Path, out: Path, edges: set[str]) -> int:
-    """A trips table (id,from,to,depart[,vtype]) as a SUMO trip file; every row is checked first."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+def trips_csv_to_xml(csv_path: Path, out: Path, edges: set[str]) -> dict[str, str]:
+    """A trips table (id,from,to,depart[,vtype]) as a SUMO trip file; every row is checked first.
+    Returns where each trip came from ("trips table FILE line N", by id) for later messages."""
+    try:  # utf-8-sig: a spreadsheet's CSV starts with a byte-order mark, which is not part of the first column
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             rows = list(reader)
             header = {h.strip() for h in reader.fieldnames or ()}
@@ -139,7 +146,7 @@ def trips_csv_to_xml(csv_path: Path, out: Path, edges: set[str]) -> int:
         )
     if not rows:
         raise ScenarioError(f"trips table {csv_path} has no rows")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     trips = []
     for line, row in enumerate(rows, start=2):
         row = {(k or "").strip(): v for k, v in row.items()}
@@ -149,7 +156,7 @@ def trips_csv_to_xml(csv_path: Path, out: Path, edges: set[str]) -> int:
             raise ScenarioError(f"{where}: empty id")
         if tid in seen:
             raise ScenarioError(f"{where}: duplicate id {tid!r}")
-        seen.add(tid)
+        seen[tid] = where
         for key in ("from", "to"):
             if (row[key] or "").strip() not in edges:
                 raise ScenarioError(f"{where}: {key} edge {row[key]!r} is not in the net")
@@ -169,7 +176,7 @@ def trips_csv_to_xml(csv_path: Path, out: Path, edges: set[str]) -> int:
         ET.SubElement(root, "trip", attrs)
     ET.indent(root)
     ET.ElementTree(root).write(out, encoding="unicode")
-    return len(trips)
+    return seen
 
 
 # ---------------------------------------------------------------------------------------- demand files
@@ -342,10 +349,51 @@ def _edges_named(el: ET.Element) -> list[str]:
     return out
 
 
-def check_routable(net: Path, demand: Demand, work: Path, cwd: Path, log: Path) -> None:
-    """duarouter routes the trips that have no route: one it cannot route is an error now (SUMO would
-    abort the run with it). Its routes are not used: SUMO routes trips at insertion, as the original run."""
-    trips = [u.elem for u in demand.units if u.elem.tag in ("trip", "flow")]
+def check_routes(demand: Demand, net) -> None:
+    """Every route the demand spells out is connected in the net, each edge leading to the next: SUMO
+    refuses a disconnected route when it loads the vehicle, which would end every run at that moment."""
+    following: dict[str, set[str]] = {}
+    checked: set[tuple[str, ...]] = set()
+
+    def first_gap(edges: tuple[str, ...]) -> tuple[str, str] | None:
+        for a, b in zip(edges, edges[1:]):
+            nxt = following.get(a)
+            if nxt is None:
+                nxt = following[a] = {e.getID() for e in net.getEdge(a).getOutgoing()}
+            if b not in nxt:
+                return a, b
+        return None
+
+    def spelled():
+        for el in demand.definitions:
+            for r in [el] if el.tag == "route" else el.iter("route"):
+                yield f"route {r.get('id')!r}", r
+        for u in demand.units:
+            if u.elem.tag == "vehicle":
+                for r in u.elem.iter("route"):
+                    yield f"vehicle {u.id!r} in {u.source}", r
+
+    for owner, r in spelled():
+        edges = tuple((r.get("edges") or "").split())
+        if edges in checked:
+            continue
+        gap = first_gap(edges)
+        if gap is not None:
+            raise ScenarioError(
+                f"{owner}: the route is not connected: edge {gap[0]!r} does not lead to {gap[1]!r} in the net"
+            )
+        checked.add(edges)
+
+
+def check_routable(net: Path, demand: Demand, window: tuple[float, float], work: Path, cwd: Path, log: Path) -> None:
+    """duarouter routes the trips that have no route and depart within the simulation's (begin, end): one
+    it cannot route is an error now (SUMO would abort the run with it). Trips departing outside the window
+    never drive, and are not routed (duarouter would step its clock towards them, for ever where a
+    departure is a typo). Its routes are not used: SUMO routes trips at insertion, as the original run."""
+    trips = [
+        u.elem for u in demand.units
+        if u.elem.tag in ("trip", "flow") and (u.depart is None or window[0] <= u.depart <= window[1])
+    ]  # fmt: skip
     if not trips:
         return
     probe = work / "routable.trips.xml"

@@ -26,6 +26,35 @@ def atomic_write(path: str | Path, data: str | bytes, durable: bool = False) -> 
     os.replace(tmp, path)
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary siblings that atomic_write left in folder when its process was killed
+    between writing and renaming (``.NAME.PID.tmp`` whose PID is gone)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_json(path: str | Path, default: Any = None) -> Any:
     """The file's JSON, or `default` when it is missing, unreadable or not JSON."""
     try:

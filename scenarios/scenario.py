@@ -51,15 +51,20 @@ class Scenario:
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
-        """A built folder, checked complete: a file deleted from it would otherwise fail much later, as
-        a traceback from SUMO or sumolib in the middle of a run."""
+        """A built folder, checked complete and intact (each file against the digest its manifest
+        recorded): a file deleted or damaged would otherwise fail much later, as a traceback from SUMO,
+        sumolib or a JSON parser in the middle of a run."""
+        from scenarios.cache import damaged
+
         path = Path(path)
         manifest = read_manifest(path)
-        missing = [f for f in manifest["files"].values() if not (path / f).is_file()]
-        if missing:
+        bad = damaged(path, manifest)
+        if bad:
+            missing = [f for f in bad if not (path / f).is_file()]
+            what = "incomplete" if missing else "damaged"
+            detail = f"{', '.join(missing)} missing" if missing else f"{', '.join(bad)} changed since it was built"
             raise ScenarioError(
-                f"scenario {path} is incomplete: {', '.join(missing)} missing; rebuild it with "
-                f"`cosim scenario build {path} --force`"
+                f"scenario {path} is {what}: {detail}; rebuild it with `cosim scenario build {path} --force`"
             )
         return cls(path=path, manifest=manifest)
 

@@ -1,5 +1,6 @@
 """Where SUMO is, for every layer: its home folder, its binaries, its Python tools and its version; and
-running its programs (netconvert, sumo, duarouter) and tools (randomTrips.py) for the builder.
+running its programs (netconvert, sumo, duarouter) and tools (randomTrips.py) for the builder, each
+within a time limit.
 
 One rule for all: the eclipse-sumo wheel this package depends on comes first, a SUMO_HOME from the
 environment only where that wheel is missing. So the net and routes the builder writes, the SUMO the
@@ -96,12 +97,65 @@ def condense(output: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def run(args: list[str], what: str, cwd: Path, log: Path) -> str:
-    """Run one program in cwd, append its output to log; ScenarioError with the condensed error if it fails."""
-    proc = subprocess.run(
-        args, cwd=cwd, env=env(), capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL
-    )
-    out = proc.stdout + proc.stderr
+# Every external tool call has a time limit: a tool that hangs (duarouter stepping towards a departure
+# in year 33 000, a netconvert on a planet file) must end a build with a message, not hold it forever.
+# One hour covers the largest builds measured (adlershof's whole build: ~25 s); callers pass less or more.
+TOOL_TIME_LIMIT_S = 3600.0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (children first), read from /proc: randomTrips.py starts duarouter,
+    and a time limit must stop both."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill a tool and everything it started, and reap it."""
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        pass
+
+
+def run(args: list[str], what: str, cwd: Path, log: Path, time_limit: float | None = None) -> str:
+    """Run one program in cwd, append its output to log; ScenarioError with the condensed error if it fails
+    or runs past its time limit (default TOOL_TIME_LIMIT_S; the program and its children are killed)."""
+    limit = TOOL_TIME_LIMIT_S if time_limit is None else float(time_limit)
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"$ {' '.join(args)}\n[stopped after the time limit of {limit:g} s]\n\n")
+        raise ScenarioError(f"{what} did not finish within its time limit of {limit:g} s and was stopped") from None
+    except BaseException:  # Ctrl-C (or any error here): the tool and its children must not outlive us
+        _stop(proc)
+        raise
+    out = stdout + stderr
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"$ {' '.join(args)}\n{out}\n[exit {proc.returncode}]\n\n")
     if proc.returncode != 0:
@@ -113,5 +167,5 @@ def run(args: list[str], what: str, cwd: Path, log: Path) -> str:
     return out
 
 
-def python_tool(relpath: str, args: list[str], what: str, cwd: Path, log: Path) -> str:
-    return run([sys.executable, tool(relpath), *args], what, cwd, log)
+def python_tool(relpath: str, args: list[str], what: str, cwd: Path, log: Path, time_limit: float | None = None) -> str:
+    return run([sys.executable, tool(relpath), *args], what, cwd, log, time_limit)

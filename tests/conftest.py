@@ -95,4 +95,12 @@ def grid_demand(tmp_path_factory):
     (d / "unknown-edge.csv").write_text(header + "a,A0A1,C2C3,0\nb,A0A1,NOPE,5\n")
     (d / "bad-depart.csv").write_text(header + "a,A0A1,C2C3,0\nb,A0A1,C2C3,soon\n")
     (d / "duplicate-id.csv").write_text(header + "a,A0A1,C2C3,0\na,B0B1,C3C2,5\n")
+    # issue 26: a departure in epoch milliseconds, one after an explicit horizon, a spreadsheet's CSV
+    # (byte-order mark) with an unknown edge, and a vehicle whose route edges do not connect
+    (d / "epoch-ms.csv").write_text(header + "a,A0A1,C2C3,0\nb,A0A1,C2C3,1000000000000\n")
+    (d / "late.csv").write_text(header + "a,A0A1,C2C3,0\nb,A0A1,C2C3,5000\n")
+    (d / "bom-unknown-edge.csv").write_text("\ufeff" + header + "a,A0A1,C2C3,0\nb,A0A1,NOPE,5\n", encoding="utf-8")
+    (d / "disconnected.rou.xml").write_text(
+        '<routes>\n  <vehicle id="gap" depart="0"><route edges="A0A1 C2C3"/></vehicle>\n</routes>\n'
+    )
     return d

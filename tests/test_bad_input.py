@@ -12,10 +12,13 @@ ordinary file, ``{closed}`` a 127.0.0.1 URL on which nothing listens.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,8 @@ class Case:
     env: dict = field(default_factory=dict)
     untouched: str | None = None  # a path (with placeholders) that must not exist afterwards
     timeout: float = 120
+    setup: Callable[[dict], None] | None = None  # prepares files from the placeholders' values
+    after: Callable[[dict], None] | None = None  # checks files afterwards (e.g. the user's are unchanged)
 
 
 def closed_port_url() -> str:
@@ -38,6 +43,58 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"  # nothing listens there once the socket is closed
+
+
+# ---- set-ups and checks of the rows that need files ---------------------------------------------------
+USER_METRICS = '{"my": "own results"}\n'
+
+
+def _user_metrics(ctx: dict) -> None:
+    (ctx["tmp"] / "mine").mkdir()
+    (ctx["tmp"] / "mine" / "metrics.jsonl").write_text(USER_METRICS)
+
+
+def _user_metrics_kept(ctx: dict) -> None:
+    assert (ctx["tmp"] / "mine" / "metrics.jsonl").read_text() == USER_METRICS
+    assert sorted(os.listdir(ctx["tmp"] / "mine")) == ["metrics.jsonl"]
+
+
+def _damaged_copy(name: str) -> Callable[[dict], None]:
+    """A copy of the built kouvola folder with one file cut to half its bytes (a disk that filled up)."""
+
+    def setup(ctx: dict) -> None:
+        shutil.copytree(ctx["kouvola"], ctx["tmp"] / "kv")
+        f = ctx["tmp"] / "kv" / name
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+    return setup
+
+
+def _sumo_refuses(ctx: dict) -> None:
+    """A copy of kouvola whose background holds a vehicle on a route SUMO refuses (two edges that do
+    not connect), with the manifest's digests updated: the build's checks passed, SUMO fails at run time."""
+    import sumolib
+
+    from scenarios import cache
+
+    folder = ctx["tmp"] / "kv"
+    shutil.copytree(ctx["kouvola"], folder)
+    net = sumolib.net.readNet(str(folder / "net.net.xml"))
+    edges = [e for e in net.getEdges() if e.allows("passenger")]
+    a = edges[0]
+    b = next(e for e in edges if e not in a.getOutgoing() and e is not a)
+    bg = folder / "background.rou.xml"
+    broken = f'<routes>\n    <vehicle id="broken" depart="0.00"><route edges="{a.getID()} {b.getID()}"/></vehicle>'
+    bg.write_text(bg.read_text().replace("<routes>", broken, 1))  # first: SUMO reads a route file in time order
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"]["background.rou.xml"] = cache.file_digest(bg)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _plan_with_unknown_edge(ctx: dict) -> None:
+    trip = json.loads((ctx["kouvola"] / "agents.json").read_text())[0]
+    plan = {trip["id"]: [trip["from"], "no-such-edge", trip["to"]]}
+    (ctx["tmp"] / "plans.json").write_text(json.dumps(plan))
 
 
 # ---- the table -------------------------------------------------------------------------------------
@@ -82,6 +139,13 @@ CASES: list[Case] = [
     Case("simulate-seed", ["simulate", "{kouvola}", "--seed", "-1"], message=r"--seed must be in 0\.\."),
     Case("bench-seed", ["bench", "overhead", "--scenario", "{kouvola}", "--seed", "3000000000"],
          message=r"--seed must be in 0\.\."),
+    # one rule for rollout workers against cores and episodes (issue 26)
+    Case("train-workers-beyond-cores", ["train", "-s", "{kouvola}", "--workers", "1000", "--episodes", "2000",
+                                        "--out", "{tmp}/run"],
+         message=r"--workers 1000 is more than the \d+ cores this process may use", untouched="{tmp}/run"),
+    Case("train-workers-beyond-episodes", ["train", "-s", "{kouvola}", "--workers", "2", "--episodes", "1",
+                                           "--out", "{tmp}/run"],
+         message=r"--workers 2 is more than --episodes 1", untouched="{tmp}/run"),
     # -- the configuration tree: --config and --set, the same for every command (nothing written)
     Case("train-config-missing", ["train", "-s", "{kouvola}", "--config", "{tmp}/none.toml", "--out", "{tmp}/run"],
          message=r"--config .*none\.toml does not exist", untouched="{tmp}/run"),
@@ -107,9 +171,30 @@ CASES: list[Case] = [
          message=r"env\.max_actions must be an integer, got 'six'"),
     # -- files and folders: COSIM_HOME, --out, names
     Case("train-out-is-a-file", ["train", "-s", "{kouvola}", "--episodes", "1", "--out", "{file}"],
-         message=r"--out .*a-file\.txt exists and is not a directory"),
+         message=r"--out .*a-file\.txt exists and is not a folder"),
     Case("train-out-unwritable", ["train", "-s", "{kouvola}", "--episodes", "1", "--out", "/proc/cosim-run"],
          message=r"--out /proc/cosim-run cannot be written"),
+    # one output-folder policy for train, compare and demos: a folder of the user's own files is refused
+    Case("train-out-holds-user-files", ["train", "-s", "{kouvola}", "--episodes", "1", "--out", "{tmp}/mine"],
+         setup=_user_metrics, after=_user_metrics_kept,
+         message=r"--out .*mine is not empty and is not an earlier `cosim train` output \(it holds metrics\.jsonl\)"),
+    Case("compare-out-holds-user-files", ["compare", "-s", "{kouvola}", "--methods", "shortest", "--out", "{tmp}/mine"],
+         setup=_user_metrics, after=_user_metrics_kept,
+         message=r"--out .*mine is not empty and is not an earlier `cosim compare` output \(it holds metrics\.jsonl\)"),
+    Case("train-resume-nothing", ["train", "-s", "{kouvola}", "--episodes", "1", "--resume", "--out", "{tmp}/run"],
+         message=r"--resume: .*run holds no run to continue \(no config\.json\)", untouched="{tmp}/run"),
+    Case("train-replay-unknown-edge", ["train", "-s", "{kouvola}", "--method", "replay", "--plans", "{tmp}/plans.json",
+                                       "--episodes", "1", "--out", "{tmp}/run"], setup=_plan_with_unknown_edge,
+         message=r"replay: the plan of agent '[^']+' names edge 'no-such-edge', which is not a road of the net",
+         untouched="{tmp}/run"),
+    # a built folder verifies its files against the digests in its manifest
+    *[Case(f"simulate-damaged-{name.split('.')[0]}", ["simulate", "{tmp}/kv"], setup=_damaged_copy(name),
+           message=rf"scenario .*kv is damaged: {name.replace('.', '[.]')} changed since it was built; rebuild it with "
+                   r"`cosim scenario build .*kv --force`")
+      for name in ("net.net.xml", "agents.json")],
+    # SUMO failing at run time is an `error:` and exit 1, never exit 0 with NaN metrics
+    Case("simulate-sumo-refuses-a-route", ["simulate", "{tmp}/kv", "--json"], setup=_sumo_refuses, code=1,
+         message=r"SUMO (failed during the episode|could not start the episode): .*broken"),
     # `cosim demos --out`: checked before the scenario, the LLM and SUMO (the LLM here is unreachable, so a
     # check made after the run would end with another error); an output never deletes what it did not write
     Case("demos-out-is-a-file", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "{file}"],
@@ -191,6 +276,23 @@ CASES: list[Case] = [
          message=r"--agents 500: the demand has only \d+ passenger vehicles departing between"),
     Case("simulate-more-agents-than-picked", ["simulate", "{grid}/grid.sumocfg", "--agents", "400"],
          message=r"400 agents requested but 50 were picked from scenario 'grid'.s demand when it was built"),
+    # departures that are not seconds, or after the horizon; a spreadsheet's CSV; a disconnected route;
+    # the .sumocfg this project writes (issue 26)
+    Case("import-trips-epoch-ms", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--trips",
+                                   "{grid}/epoch-ms.csv"], timeout=60,
+         message=r"epoch-ms\.csv line 3: departure 1e\+12 s makes the simulation .* more than the 604800 s \(7 days\)"),
+    Case("import-trips-after-horizon", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--trips",
+                                        "{grid}/late.csv", "--horizon", "600"], timeout=60,
+         message=r"late\.csv line 3: departure 5000 s is after the simulation's end 600 s \(begin 0 s \+ --horizon 600 s\)"),
+    Case("import-trips-byte-order-mark", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--trips",
+                                          "{grid}/bom-unknown-edge.csv"],
+         message=r"bom-unknown-edge\.csv line 3: to edge 'NOPE' is not in the net"),
+    Case("import-routes-disconnected", ["scenario", "build", "--net", "{grid}/grid.net.xml", "--routes",
+                                        "{grid}/disconnected.rou.xml"],
+         message=r"vehicle 'gap' in .*disconnected\.rou\.xml: the route is not connected: edge 'A0A1' does not lead "
+                 r"to 'C2C3'"),
+    Case("import-own-sumocfg", ["scenario", "build", "--sumocfg", "{kouvola}/scenario.sumocfg", "--agents", "5",
+                                "--name", "kouvola-reimported"], code=0),
     Case("import-agents-zero-generated", ["scenario", "build", "kouvola", "--agents", "0"],
          message=r"--agents 0 \(a plain run of the given demand\) is for imported demand"),
     # -- LLM backends
@@ -207,6 +309,9 @@ CASES: list[Case] = [
          message=r"LLM backend 'ollama:m' at http://127\.0\.0\.1:\d+ is unusable: cannot connect"),
     Case("demos-openai-no-key", ["demos", "--scenario", "{kouvola}", "--llm", "openai", "--out", "{tmp}/d"],
          env={"OPENAI_API_KEY": ""}, message=r"needs OPENAI_API_KEY", untouched="{tmp}/d"),
+    Case("demos-openai-url-malformed", ["demos", "--scenario", "{kouvola}", "--llm", "openai:m", "--out", "{tmp}/d"],
+         env={"OPENAI_API_KEY": "x", "OPENAI_BASE_URL": "http//127.0.0.1:9/v1"}, untouched="{tmp}/d",
+         message=r"OPENAI_BASE_URL: 'http//127\.0\.0\.1:9/v1' is not a URL"),
     Case("demos-unknown-backend", ["demos", "--scenario", "{kouvola}", "--llm", "gpt5", "--out", "{tmp}/d"],
          message=r"unknown LLM backend 'gpt5'", untouched="{tmp}/d"),
     Case("demos-request-timeout-zero", ["demos", "--scenario", "{kouvola}", "--request-timeout", "0",
@@ -248,6 +353,8 @@ def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home, grid_dem
     a_file.write_text("not a folder\n")
     ctx = {"tmp": tmp_path, "helsinki": helsinki.path, "kouvola": kouvola.path, "home": cosim_home,
            "file": a_file, "closed": closed_port_url(), "grid": grid_demand}  # fmt: skip
+    if case.setup is not None:
+        case.setup(ctx)
     cache_before = _cache_listing(cosim_home)
     env = dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline")
     env.update({k: _fill(v, ctx) for k, v in case.env.items()})
@@ -257,7 +364,7 @@ def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home, grid_dem
     )  # fmt: skip
     assert "Traceback" not in p.stderr, p.stderr[-3000:]
     assert p.returncode == case.code, (p.returncode, p.stderr[-3000:])
-    if case.code == 2:
+    if case.message:
         errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, p.stderr[-3000:]
         import re
@@ -265,5 +372,7 @@ def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home, grid_dem
         assert re.search(case.message, errors[0]), errors[0]
     if case.untouched:
         assert not Path(_fill(case.untouched, ctx)).exists()
+    if case.after is not None:
+        case.after(ctx)
     if case.code == 2 and case.args[:2] == ["scenario", "build"]:  # a refused build leaves no cache entry
         assert _cache_listing(cosim_home) == cache_before

@@ -347,7 +347,7 @@ def test_out_folders_that_are_not_this_comparison_are_refused(helsinki, tmp_path
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    with pytest.raises(CompareError, match="not empty and holds no comparison"):
+    with pytest.raises(CompareError, match="not empty and is not an earlier `cosim compare` output"):
         compare("helsinki", "shortest", 1, 1, busy, log=lambda m: None)
     afile = tmp_path / "file"
     afile.write_text("x")

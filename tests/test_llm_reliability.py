@@ -40,7 +40,8 @@ def answer(ids: list[str], route: int) -> str:
 
 class Stub(BaseHTTPRequestHandler):
     """An OpenAI-compatible chat endpoint: `mode` "plans" answers route 1 for every agent asked about,
-    "prose" answers text that is no plan, "401" refuses the key. Counts the requests it gets."""
+    "prose" answers text that is no plan, "401" refuses the key, "500-echo" fails with the key in its
+    message. Counts the requests it gets."""
 
     mode = "plans"
     requests = 0
@@ -50,6 +51,9 @@ class Stub(BaseHTTPRequestHandler):
         type(self).requests += 1
         if self.mode == "401":
             return self._send(401, {"error": {"message": "invalid key", "type": "invalid_request_error"}})
+        if self.mode == "500-echo":  # a server that puts the key it was sent into its error message
+            key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            return self._send(500, {"error": {"message": f"internal error while serving key {key}", "type": "server"}})
         ids = asked_ids([m["content"] for m in body["messages"]])
         content = answer(ids, 1) if self.mode == "plans" else "I would take the ring road, it is nice."
         self._send(200, {
@@ -185,8 +189,28 @@ def test_an_endpoint_that_never_answers_is_bounded_by_the_request_timeout(kouvol
     out = tmp_path / "demos"
     args = ["demos", "--scenario", str(kouvola.path), "--llm", "openai:m", *SMALL, "--request-timeout", "0.5",
             "--out", str(out)]  # fmt: skip
-    line = error_line(cosim(args, tmp_path / "home", timeout=180, OPENAI_BASE_URL=silent + "/v1"))
+    p = cosim(args, tmp_path / "home", timeout=180, OPENAI_BASE_URL=silent + "/v1")
+    line = error_line(p)
     assert "no answer within 0.5 s" in line and silent in line and not out.exists()
+    # a progress line per try, so that a default 60-s timeout is not minutes of silence (issue 26, row 10)
+    tries = [x for x in p.stderr.splitlines() if x.startswith("LLM 'openai:m' at ")]
+    assert [x.split("(try ")[1].split(",")[0] for x in tries] == ["1/4", "2/4", "3/4", "4/4"], p.stderr[-3000:]
+    assert all("no answer within 0.5 s" in x and "s waited" in x for x in tries)
+    assert tries[-1].endswith("giving up") and all(x.endswith("retrying") for x in tries[:-1])
+
+
+def test_a_key_echoed_by_the_server_is_stored_nowhere(kouvola, tmp_path, stub):
+    """Every text from a server passes the one redactor before it is logged or stored (issue 26, row 11)."""
+    Stub.mode = "500-echo"
+    out = tmp_path / "demos"
+    args = ["demos", "--scenario", str(kouvola.path), "--llm", "openai:m", *SMALL, "--out", str(out)]
+    p = cosim(args, tmp_path / "home", OPENAI_BASE_URL=stub)
+    assert "not expert demonstrations" in error_line(p) and Stub.requests >= 2
+    log = (out / "llm_log.jsonl").read_text()
+    assert "internal error while serving key ***" in log  # the server's message is kept, masked
+    stored = [f for f in [*out.rglob("*"), *(tmp_path / "home").rglob("*")] if f.is_file()]
+    assert stored and not [f for f in stored if SECRET.encode() in f.read_bytes()]
+    assert SECRET not in p.stdout + p.stderr
 
 
 def test_ollama_with_nothing_listening_fails_fast(kouvola, tmp_path):

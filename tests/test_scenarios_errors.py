@@ -299,3 +299,50 @@ def test_unreadable_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text("[]")
     with pytest.raises(ScenarioError, match=r"manifest\.json is not a scenario manifest"):
         Scenario.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ issue 26
+def test_a_damaged_cache_entry_is_rebuilt_not_served(cosim_home):
+    """A cache entry whose net or agent pool lost bytes (a full disk, a stray editor) is not a cache hit:
+    the next build of that recipe rebuilds it, and the damaged folder given by path is one error line."""
+    r = recipe.load("kouvola").with_overrides(seed=11)
+    sc = ensure_built(r)
+    good = {f: (sc.path / f).read_bytes() for f in ("net.net.xml", "agents.json")}
+    for name in good:
+        f = sc.path / name
+        f.write_bytes(good[name][: len(good[name]) // 2])
+        with pytest.raises(ScenarioError, match=rf"is damaged: {name.replace('.', '[.]')} changed since it was built; "
+                                                r"rebuild it with `cosim scenario build .* --force`"):  # fmt: skip
+            Scenario.load(sc.path)
+        again = ensure_built(r)  # rebuilt: intact again (netconvert stamps its output, so not byte-equal)
+        assert again.path == sc.path and Scenario.load(again.path).path == sc.path  # verified against its digests
+        assert len((again.path / name).read_bytes()) > len(good[name]) * 0.9
+        assert [t.id for t in again.trip_pool] == [t.id for t in sc.trip_pool]
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_tool_past_its_time_limit_is_stopped_with_its_children(tmp_path, grid_demand):
+    """Every external tool runs within a time limit. The real hang from the probe: duarouter on a trip
+    departing at 1e12 s steps its clock towards it for ever. Started by a shell (as randomTrips.py starts
+    duarouter), the tool and its child are both stopped at the limit."""
+    trips = tmp_path / "epoch-ms.trips.xml"
+    trips.write_text('<routes>\n  <trip id="a" depart="0" from="A0A1" to="C2C3"/>\n'
+                     '  <trip id="b" depart="1000000000000" from="A0A1" to="C2C3"/>\n</routes>\n')
+    cmd = f"{sumotools.binary('duarouter')} -n {grid_demand / 'grid.net.xml'} --route-files {trips} -o {tmp_path / 'o.xml'}"
+    t0 = time.monotonic()
+    with pytest.raises(ScenarioError, match=r"^duarouter did not finish within its time limit of 3 s and was stopped$"):
+        sumotools.run(["sh", "-c", cmd + "; true"], "duarouter", tmp_path, tmp_path / "build.log", time_limit=3)
+    assert time.monotonic() - t0 < 30
+    assert _processes_with(str(trips)) == []
+    assert "stopped after the time limit of 3 s" in (tmp_path / "build.log").read_text()

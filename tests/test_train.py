@@ -176,6 +176,38 @@ def test_kill_and_resume_equals_uninterrupted(reference, tmp_path):
     assert r.returncode == 0 and len(read_metrics(out)) == len(read_metrics(reference))
 
 
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while Path(f"/proc/{pid}").exists():
+        pid += 1
+    return pid
+
+
+def test_resume_refuses_a_damaged_metrics_row_and_clears_killed_writes(helsinki, tmp_path):
+    """A damaged row among those the checkpoint covers is one error naming the line (the episodes it
+    recorded would otherwise vanish from the run's record while training went on); a checkpoint that a
+    killed run left half-written (`.checkpoint.pt.PID.tmp`) is cleared at the next start."""
+    out = tmp_path / "run"
+    args = ["-s", "helsinki", "--method", "random", "--seed", "5", "--eval-every", "0", "--agents", "15",
+            "--horizon", "600", "--quiet", "--out", str(out)]  # fmt: skip
+    assert _cli(*args, "--episodes", "3").returncode == 0
+    stale = out / f".checkpoint.pt.{_dead_pid()}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    metrics = out / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    damaged = lines[0] + '{"phase": "train", "episode": 2, "env_st\n' + lines[2]
+    metrics.write_text(damaged)
+    r = _cli(*args, "--episodes", "5", "--resume")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {metrics} line 2 is damaged (")
+    assert "the checkpoint covers lines 1-3" in r.stderr and metrics.read_text() == damaged
+    assert not stale.exists()
+    metrics.write_text("".join(lines))  # repaired: the run goes on from its checkpoint
+    assert _cli(*args, "--episodes", "5", "--resume").returncode == 0
+    assert [row["episode"] for row in read_metrics(out)] == [1, 2, 3, 4, 5]
+
+
 # ------------------------------------------------------------------------------------- faults
 def test_sumo_fault_loses_one_episode(helsinki, tmp_path):
     def faulty_env(scenario, cfg, control):

@@ -258,3 +258,47 @@ def test_compare_gives_each_run_its_rollout_workers_within_the_cores(kouvola, co
         rows = read_metrics(out / "runs" / f"ippo-s{seed}")
         assert sorted(x["worker"] for x in rows if x["phase"] == "train") == [0, 1]
         assert [x["phase"] for x in rows].count("update") == 1
+
+
+def test_ctrl_c_while_workers_start_is_one_line_and_leaves_no_worker(kouvola, tmp_path):
+    """Ctrl-C reaches the whole process group: the learner, and its workers while they start Python and
+    import torch and SUMO. Only the learner reacts — one `error: interrupted` line, exit status 130 —
+    and its workers end with it, without a traceback of their own (issue 26, row 8)."""
+    from scenarios.sumotools import descendants
+
+    proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "train", "-s", "kouvola", "--method", "ippo",
+                             "--episodes", "4", "--agents", "10", "--workers", "2", "--quiet", "--out",
+                             str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+    def workers() -> list[int]:
+        out = []
+        for pid in descendants(proc.pid):
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    out.append(pid)
+            except OSError:
+                pass
+        return out
+
+    deadline = time.monotonic() + 120
+    while len(workers()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    started = workers()
+    assert len(started) == 2, proc.communicate(timeout=60)
+    time.sleep(0.3)  # they are importing torch and SUMO now
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines() == ["error: interrupted"], err[-3000:]
+
+    def alive(pid: int) -> bool:  # a zombie waiting for a reaper has ended too
+        try:
+            return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in started)
