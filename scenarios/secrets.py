@@ -17,7 +17,8 @@ import os
 import re
 from typing import Any
 
-SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+# "TOKEN" but not "TOKENS": an API token is a secret, the LLM log's prompt_tokens and sed.max_tokens are counts
+SECRET_NAME = re.compile(r"KEY|TOKEN(?!S)|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 MASK = "***"
 MIN_SECRET_LEN = 8  # shorter values ("1", "true") are settings, not secrets, and would mask everything
 
