@@ -54,6 +54,7 @@ import typer
 
 from agents.raytools import _become_subreaper, _ray_processes, _reap_children
 from agents.raytools import require_ray as _require_ray
+from agents.workers import children_ignore_ctrl_c
 from scenarios.errors import UserError
 from scenarios.jsonio import atomic_write, read_json
 
@@ -282,31 +283,62 @@ def _pool(workers: int):
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
-    )
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+        initializer=_ignore_ctrl_c,
+    )  # fmt: skip
+
+
+def _ignore_ctrl_c() -> None:
+    """A run's process leaves Ctrl-C to the comparison, which stops it (see run_local): a KeyboardInterrupt
+    traceback from every run process is not what a user who pressed Ctrl-C should read."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_local(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
-    """The grid on a local process pool (one process per run); survives worker processes dying."""
+    """The grid on a local process pool (one process per run); survives worker processes dying. The run
+    processes ignore Ctrl-C (no traceback from each); the comparison stops them and says so once."""
+    try:
+        _run_local(list(jobs), workers, on_done)
+    except KeyboardInterrupt:  # also while a pool shuts down, or a replacement process starts
+        _kill_children()
+        raise
+
+
+def _kill_children() -> None:
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(5)
+
+
+def _run_local(todo: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    todo = list(jobs)
     while todo:
         token = uuid.uuid4().hex
         for j in todo:
             j["token"] = token
         broken: list[dict] = []
         with _pool(max(1, min(workers, len(todo)))) as pool:
-            futures = {pool.submit(run_job, j): j for j in todo}
-            for f in as_completed(futures):
-                j = futures[f]
-                try:
-                    on_done(f.result())
-                except BrokenProcessPool:
-                    broken.append(j)
-                except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be pickled
-                    on_done(_failed(j, f"{type(exc).__name__}: {str(exc)[:300]}"))
+            try:
+                with children_ignore_ctrl_c():  # the processes start here, ignoring Ctrl-C from the first
+                    futures = {pool.submit(run_job, j): j for j in todo}
+                for f in as_completed(futures):
+                    j = futures[f]
+                    try:
+                        on_done(f.result())
+                    except BrokenProcessPool:
+                        broken.append(j)
+                    except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be pickled
+                        on_done(_failed(j, f"{type(exc).__name__}: {str(exc)[:300]}"))
+            except KeyboardInterrupt:  # the runs ignore Ctrl-C: stop them, their folders resume next time
+                _kill_children()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         # the pool broke: the runs that had started are suspects; each is retried alone in a fresh process
         started = [j for j in broken if (Path(j["dir"]) / ".started").exists()
                    and (Path(j["dir"]) / ".started").read_text() == token]  # fmt: skip

@@ -260,45 +260,68 @@ def test_compare_gives_each_run_its_rollout_workers_within_the_cores(kouvola, co
         assert [x["phase"] for x in rows].count("update") == 1
 
 
+def _spawned(pid: int) -> list[int]:
+    """The multiprocessing children (spawned Python processes) below pid."""
+    from scenarios.sumotools import descendants
+
+    out = []
+    for child in descendants(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                out.append(child)
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper has ended too)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, timeout: float = 120) -> tuple[list[int], str]:
+    """Wait until ready() holds, send SIGINT to the command's process group (as Ctrl-C in a terminal does)
+    and return the processes it had spawned then, and its stderr; they must all have ended by now."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert ready(), proc.communicate(timeout=60)
+    started = _spawned(proc.pid)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in started)
+    return started, err
+
+
 def test_ctrl_c_while_workers_start_is_one_line_and_leaves_no_worker(kouvola, tmp_path):
     """Ctrl-C reaches the whole process group: the learner, and its workers while they start Python and
     import torch and SUMO. Only the learner reacts — one `error: interrupted` line, exit status 130 —
     and its workers end with it, without a traceback of their own (issue 26, row 8)."""
-    from scenarios.sumotools import descendants
-
     proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "train", "-s", "kouvola", "--method", "ippo",
                              "--episodes", "4", "--agents", "10", "--workers", "2", "--quiet", "--out",
                              str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-
-    def workers() -> list[int]:
-        out = []
-        for pid in descendants(proc.pid):
-            try:
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    out.append(pid)
-            except OSError:
-                pass
-        return out
-
-    deadline = time.monotonic() + 120
-    while len(workers()) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    started = workers()
-    assert len(started) == 2, proc.communicate(timeout=60)
-    time.sleep(0.3)  # they are importing torch and SUMO now
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    started, err = _interrupt_when(proc, lambda: len(_spawned(proc.pid)) >= 2)
+    assert len(started) == 2
     assert proc.returncode == 130, err[-3000:]
     assert err.strip().splitlines() == ["error: interrupted"], err[-3000:]
 
-    def alive(pid: int) -> bool:  # a zombie waiting for a reaper has ended too
-        try:
-            return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-        except (OSError, IndexError):
-            return False
 
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(alive(pid) for pid in started)
+def test_ctrl_c_during_a_comparison_stops_its_runs_with_one_line(kouvola, tmp_path):
+    """The same for `cosim compare`: its run processes ignore Ctrl-C, the comparison stops them."""
+    out = tmp_path / "cmp"
+    proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "compare", "-s", "kouvola", "--methods",
+                             "ippo,mappo", "--seeds", "1", "--episodes", "30", "--agents", "10", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, WANDB_MODE="offline"))  # fmt: skip
+    started, err = _interrupt_when(proc, lambda: len(list(out.glob("runs/*/metrics.jsonl"))) >= 2)
+    assert len(started) >= 2
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == "error: interrupted" and err.count("error:") == 1, err[-3000:]
