@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 
 class TrainError(UserError):

@@ -13,7 +13,7 @@ import typer
 
 from agents.config import TrainConfig
 from agents.methods import METHODS
-from scenarios.settings import CONFIG_HELP, SET_HELP, experiment_class, help_for, resolve
+from core.settings import CONFIG_HELP, SET_HELP, experiment_class, help_for, resolve
 
 _T = TrainConfig
 
@@ -47,7 +47,7 @@ def _check_own_settings(cfg) -> None:
     from agents.base import TrainError
     from agents.config import RELEDSettings
     from agents.methods import RELED_FAMILY as reled_family
-    from scenarios.settings import to_dict
+    from core.settings import to_dict
 
     if cfg.algorithm.method in reled_family:
         return
@@ -179,8 +179,8 @@ def register_bench(bench_app: typer.Typer) -> None:
         import json
 
         from agents.bench import throughput
-        from agents.workers import free_cores
-        from scenarios.errors import check_positive, check_seed
+        from core.errors import check_positive, check_seed
+        from core.procs import free_cores
 
         check_positive("--agents", agents)
         check_positive("--iterations", iterations)
@@ -205,7 +205,7 @@ def register_bench(bench_app: typer.Typer) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from scenarios.errors import standalone
+    from core.errors import standalone
 
     standalone(register, "MARL training (the same commands as `cosim train`).", argv)
 

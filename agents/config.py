@@ -7,7 +7,7 @@ the whole tree it was given to the demonstrations provider.
 
 Every default is written once, here or in the section's own dataclass. Commands resolve the tree from
 the defaults, ``--config FILE``, their shortcut flags and ``--set section.key=value``
-(`scenarios.settings.resolve`), write it to the run's ``config.json`` and to W&B, and compare resumes
+(`core.settings.resolve`), write it to the run's ``config.json`` and to W&B, and compare resumes
 against it.
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from core.settings import nest, to_dict, update
 from cosim.config import EnvConfig
 from scenarios.recipe import ScenarioConfig
-from scenarios.settings import nest, to_dict, update
 
 
 @dataclass
@@ -187,12 +187,11 @@ class TrainConfig:
         return update(cls(), data)
 
     def check(self) -> None:
-        """Ranges and names the types cannot say, checked before any work: one-line TrainError."""
+        """Ranges and names the types cannot say, checked before any work: one-line TrainError. (The
+        method's name is the method registry's to check: agents.runner.validate.)"""
         from agents.base import TrainError
-        from agents.methods import check_method
-        from scenarios.errors import UserError, check_positive, check_seed
+        from core.errors import UserError, check_positive, check_seed
 
-        check_method(self.algorithm.method)
         run, env = self.run, self.env
         try:
             check_positive("--episodes", run.episodes)
@@ -226,7 +225,7 @@ class TrainConfig:
             raise TrainError(f"--workers {n} is more than --episodes {episodes}: each worker runs one episode per "
                              "iteration, so the extra ones would have nothing to do")  # fmt: skip
         if self.run.executor == "local" and n > 1:
-            from agents.workers import free_cores
+            from core.procs import free_cores
 
             cores = free_cores()
             if n > cores:
@@ -247,6 +246,6 @@ class TrainConfig:
         """Rollout worker processes for this run (0 in the tree: one per free core)."""
         if self.run.rollout_workers > 0:
             return int(self.run.rollout_workers)
-        from agents.workers import free_cores
+        from core.procs import free_cores
 
         return max(1, min(free_cores(), self.run.episodes))

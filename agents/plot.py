@@ -26,7 +26,7 @@ def _label(run_dir: Path) -> str:
         return run_dir.name
 
 
-def _rolling(y: np.ndarray, k: int) -> np.ndarray:
+def rolling(y: np.ndarray, k: int) -> np.ndarray:
     out = np.full_like(y, np.nan, dtype=float)
     for i in range(len(y)):
         w = y[max(0, i - k + 1) : i + 1]
@@ -60,7 +60,7 @@ def plot_runs(
             xs = np.array([r[x] for r in tr], dtype=float)
             ys = np.array([np.nan if r.get(metric) is None else r[metric] for r in tr], dtype=float)
             ax.plot(xs, ys, color=c, alpha=0.25, lw=1)
-            ax.plot(xs, _rolling(ys, window), color=c, lw=1.8, label=f"{_label(d)} train ({window}-ep. mean)")
+            ax.plot(xs, rolling(ys, window), color=c, lw=1.8, label=f"{_label(d)} train ({window}-ep. mean)")
         if ev:
             ax.plot(
                 [r[x] for r in ev],

@@ -20,7 +20,6 @@ A SUMO fault loses one episode: the env truncates it, the learner drops its data
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import io
 import json
@@ -36,9 +35,10 @@ import numpy as np
 
 from agents.base import Method, TrainError
 from agents.config import TrainConfig
+from agents.episode import make_env, run_episode
 from agents.methods import make_method
-from scenarios.jsonio import atomic_write, clean, remove_stale_temps
-from scenarios.settings import diff
+from core.jsonio import atomic_write, clean, remove_stale_temps
+from core.settings import diff
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -47,16 +47,6 @@ CHECKPOINT_FORMAT = 2  # 2: the configuration tree (sections) instead of flat se
 LOCK = ".lock"
 
 # the kernel calls that talk to SUMO: their time is the "sumo" share of an episode
-_SUMO_CALLS = (
-    "start",
-    "step",
-    "positions",
-    "edge_traffic",
-    "occupancies",
-    "set_route",
-    "speed_factor",
-    "trip_statistics",
-)
 
 
 _clean = clean
@@ -82,6 +72,10 @@ def episode_seed(seed: int, episode: int) -> int:
 
 
 def validate(cfg: TrainConfig) -> None:
+    """The whole tree, before any work: the method's name, then every range and name (one line each)."""
+    from agents.methods import check_method
+
+    check_method(cfg.algorithm.method)
     cfg.check()
 
 
@@ -166,89 +160,6 @@ def _read_rows(path: Path, keep: int) -> list[str]:
     return lines[:keep]
 
 
-# --------------------------------------------------------------------------------------- timing
-class _KernelTimer:
-    """Accumulates the wall time of every call into SUMO (the kernel's SUMO-facing methods)."""
-
-    def __init__(self, kernel) -> None:
-        self.seconds = 0.0
-        for name in _SUMO_CALLS if kernel is not None else ():
-            fn = getattr(kernel, name, None)
-            if callable(fn):
-                setattr(kernel, name, self._wrap(fn))
-
-    def _wrap(self, fn):
-        clock = time.perf_counter
-
-        def timed(*args, **kwargs):
-            t0 = clock()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += clock() - t0
-
-        return timed
-
-
-# ------------------------------------------------------------------------------------- episodes
-def run_episode(env, method: Method, seed: int, train: bool, sumo_timer: _KernelTimer | None = None) -> dict:
-    """One episode; returns the env's metrics plus return and the time split (seconds)."""
-    from cosim.errors import SumoFault
-
-    clock = time.perf_counter
-    sumo = sumo_timer or _KernelTimer(None)
-    t_start = clock()
-    sumo0 = sumo.seconds
-    method.timers = dict.fromkeys(method.timers, 0.0)
-    method.begin_episode(env, train)
-    returns = dict.fromkeys(env.possible_agents, 0.0)
-    t_env = sumo_env = 0.0  # time inside env.reset/env.step, and the SUMO part of it
-
-    def in_env(fn, *args, **kwargs):
-        nonlocal t_env, sumo_env
-        t0, s0 = clock(), sumo.seconds
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            t_env += clock() - t0
-            sumo_env += sumo.seconds - s0
-
-    try:
-        obs, infos = in_env(env.reset, seed=seed)
-    except SumoFault as exc:  # SUMO failed to start twice
-        metrics = {"sumo_fault": True, "fault": str(exc)[:200], "decisions": 0}
-    else:
-        while env.agents:
-            actions = method.act(env, obs, train)
-            obs, rew, term, trunc, infos = in_env(env.step, actions)
-            for a, r in rew.items():
-                if r:
-                    returns[a] += r
-            if train:
-                method.observe(env, rew, term, trunc, infos)
-        metrics = dict(env.metrics)
-    faulted = bool(metrics.get("sumo_fault"))
-    logs = method.end_episode(env, train, faulted)
-    wall = clock() - t_start
-    sumo_s = sumo.seconds - sumo0
-    torch_s = sum(method.timers.values())
-    row = {k: v for k, v in metrics.items() if k not in ("episode",)}
-    row["return"] = float(np.mean(list(returns.values()))) if returns else 0.0
-    row.update(logs)
-    # the time split: t_sumo + t_env_python + t_torch_infer + t_torch_update + t_python = episode_wall
-    row.update(
-        episode_wall_s=wall,
-        t_env_s=t_env,  # inside env.reset/env.step: SUMO + the env's Python
-        t_sumo_s=sumo_s,  # inside SUMO calls, wherever made (MAPPO's env.state() reads SUMO too)
-        t_env_python_s=t_env - sumo_env,
-        t_torch_infer_s=method.timers.get("torch_infer", 0.0),
-        t_torch_update_s=method.timers.get("torch_update", 0.0),
-        t_python_s=wall - t_env - torch_s - (sumo_s - sumo_env),  # runner + method Python
-        decisions_per_s=(metrics.get("decisions", 0) / wall) if wall > 0 else 0.0,
-    )
-    return row
-
-
 # ------------------------------------------------------------------------------------------ train
 def _determinism() -> tuple[int, bool]:
     """Single-threaded, deterministic torch (bitwise-reproducible updates); returns the old settings."""
@@ -284,12 +195,6 @@ def _progress(enabled: bool):
     )
 
 
-def make_env(scenario, cfg: TrainConfig, control: str):
-    from cosim import VehicleRoutingEnv
-
-    return VehicleRoutingEnv(scenario, dataclasses.replace(cfg.env, control=control))
-
-
 def _versions() -> dict:
     import torch
 
@@ -323,7 +228,7 @@ def run_lock(out: Path):
     The lock is an flock on ``out/.lock`` (released by the OS if the process dies, so a killed run never
     leaves a stale lock). A folder this call created is removed again if the run fails before it wrote
     its config.json: bad input never leaves a half-written run behind."""
-    from scenarios.outputs import check_output
+    from core.outputs import check_output
 
     check_output(out, "cosim train", is_earlier_run, error=TrainError)
     created = not out.exists()
@@ -360,7 +265,7 @@ def run_lock(out: Path):
 
 def prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Check the run directory; returns the checkpoint to resume from (None: start fresh)."""
-    from scenarios.outputs import check_output
+    from core.outputs import check_output
 
     check_output(out, "cosim train", is_earlier_run, error=TrainError)
     ck_path, cfg_path = out / CHECKPOINT, out / CONFIG
@@ -397,8 +302,8 @@ def train(
     """
     validate(cfg)
     if cfg.run.executor == "ray":  # no Ray or an unreachable cluster: one line before any folder exists
-        from agents.raytools import require_ray
         from agents.workers import check_ray_address
+        from core.raytools import require_ray
 
         require_ray()
         address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
@@ -457,7 +362,8 @@ def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
 
 
 def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
-    timer = _KernelTimer(env.kernel) if hasattr(env, "kernel") else None
+    if hasattr(env, "kernel"):
+        env.kernel.count_sumo_time()  # the time split of every row
     metrics_f = open(out / METRICS, "a")
 
     def write(row: dict) -> None:
@@ -485,7 +391,7 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
 
     def evaluate() -> dict:
         t0 = time.perf_counter()
-        row = run_episode(env, method, cfg.run.eval_seed, train=False, sumo_timer=timer)
+        row = run_episode(env, method, cfg.run.eval_seed, train=False)
         state["wall_s"] += time.perf_counter() - t0
         if row.get("sumo_fault"):
             state["sumo_faults"] += 1
@@ -520,7 +426,7 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         while state["episode"] < cfg.run.episodes:
             e = state["episode"] + 1
             t0 = time.perf_counter()
-            row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True, sumo_timer=timer)
+            row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True)
             state["wall_s"] += time.perf_counter() - t0
             state["episode"] = e
             if row.get("sumo_fault"):
@@ -555,7 +461,8 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
     """Synchronous parallel rollouts: per iteration the N workers run the next N training episodes with the
     current weights and the learner updates once on all of them (agents/workers.py). Rows: one per
     episode (with the worker that ran it), one per update; evaluations run here, between iterations."""
-    from agents.workers import Job, WorkerPool, weights_bytes
+    from agents.workers import Rollouts, weights_bytes
+    from core.procs import Job, WorkerPool
 
     warm = method.before_rollouts() if method.learns else {}
     if cfg.run.executor == "ray":
@@ -564,7 +471,7 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
         address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
         pool = RayWorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, address=address)
     else:
-        pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers)
+        pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, worker_cls=Rollouts)
     try:
         while state["episode"] < cfg.run.episodes:
             first = state["episode"] + 1

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
+from core.errors import RunFailed, check_positive, check_seed
 from cosim.errors import CosimError
-from scenarios.errors import RunFailed, check_positive, check_seed
 
 bench_app = typer.Typer(help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True)
 
@@ -47,11 +47,11 @@ def simulate(
     import dataclasses
     import time
 
+    from core.settings import experiment_class, resolve
     from cosim.config import EnvConfig
     from cosim.env import VehicleRoutingEnv
     from cosim.errors import SumoFault
     from cosim.policies import make_policy
-    from scenarios.settings import experiment_class, resolve
 
     check_seed("--seed", seed)
     check_positive("--agents", agents, zero_ok=True)  # 0: a plain run of an imported scenario's demand
@@ -94,7 +94,7 @@ def simulate(
 
 def _clean(d: dict) -> dict:
     """JSON has no NaN: report missing values as null."""
-    from scenarios.jsonio import clean_dict
+    from core.jsonio import clean_dict
 
     return clean_dict(d)
 

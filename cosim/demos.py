@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,6 +1,6 @@
 """Errors of the co-simulation layer."""
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 
 class CosimError(UserError):

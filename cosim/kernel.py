@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,6 +198,7 @@ class SumoKernel:
         self.conn = None  # libsumo module or a traci Connection
         self._proc = None  # the SUMO child process (TraCI)
         self.faults = 0
+        self.sumo_seconds = 0.0  # wall time inside SUMO, counted once count_sumo_time() was called
         self.workdir = Path(tempfile.mkdtemp(prefix="cosim-kernel-"))
         self._agents: frozenset[str] = frozenset()
         self._fast: dict | None = None  # libsumo: its hot calls, direct (see _LIBSUMO_CALLS)
@@ -211,6 +213,32 @@ class SumoKernel:
         """True for libsumo, where an extra query is a C++ call; over TraCI each one is a socket round
         trip, so the env asks only what the subscriptions already bring."""
         return self.backend == "libsumo"
+
+    # the methods that call into SUMO, timed by count_sumo_time()
+    SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "set_route", "speed_factor",
+                  "trip_statistics")  # fmt: skip
+
+    def count_sumo_time(self) -> None:
+        """From now on add the wall time of every call into SUMO to `sumo_seconds` (the training rows'
+        time split). Off by default: timing costs two clock reads per call, which the overhead benchmark
+        would count as the env's."""
+        if getattr(self, "_counting", False):
+            return
+        self._counting = True
+        clock = time.perf_counter
+
+        def timed(fn):
+            def call(*args, **kwargs):
+                t0 = clock()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.sumo_seconds += clock() - t0
+
+            return call
+
+        for name in self.SUMO_CALLS:
+            setattr(self, name, timed(getattr(self, name)))
 
     def sumo_options(
         self, seed: int, route_files: Sequence[Path], end: float, tripinfo: Path | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from scenarios.errors import run_app
+from core.errors import run_app
 
 app = typer.Typer(
     name="cosim",
@@ -22,8 +22,8 @@ app = typer.Typer(
 
 def _register() -> None:
     # the whole configuration tree first: every command's --help shows its defaults
+    from core.settings import set_experiment_class
     from evaluation.config import ExperimentConfig
-    from scenarios.settings import set_experiment_class
 
     set_experiment_class(ExperimentConfig)
     # agents/ may not import llm/: the top layer hands it the SED pipeline for on-the-fly demos
@@ -82,8 +82,8 @@ def demo(
     no_open: bool = typer.Option(False, "--no-open", help="Do not open the report in a browser."),
 ) -> None:
     """The main job: build the city, SED demos with the local LLM, RELED vs baselines, report (see README)."""
+    from core.settings import resolve
     from evaluation.demo import preset, run
-    from scenarios.settings import resolve
 
     shortcuts = {"scenario.name": scenario, "env.n_agents": agents, "run.seeds": seeds, "run.episodes": episodes,
                  "run.out": out, "run.workers": workers, "sed.llm": llm}  # fmt: skip

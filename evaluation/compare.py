@@ -52,11 +52,11 @@ from pathlib import Path
 
 import typer
 
-from agents.raytools import _become_subreaper, _ray_processes, _reap_children
-from agents.raytools import require_ray as _require_ray
-from agents.workers import children_ignore_ctrl_c
-from scenarios.errors import UserError
-from scenarios.jsonio import atomic_write, read_json
+from core.errors import UserError
+from core.jsonio import atomic_write, read_json
+from core.procs import children_ignore_ctrl_c
+from core.raytools import become_subreaper, ray_processes, reap_children
+from core.raytools import require_ray as _require_ray
 
 COMPARE_FILE = "compare.json"
 CONFIG_FILE = "config.json"
@@ -146,14 +146,14 @@ def comparison_id(identity: dict) -> str:
 
 
 def _diff(old: dict, new: dict) -> str:
-    from scenarios.settings import diff
+    from core.settings import diff
 
     return diff(old, new)
 
 
 def prepare_out(out: Path, identity: dict) -> bool:
     """Check --out; True when it holds this very comparison (resume), False when it is new/empty."""
-    from scenarios.outputs import check_output
+    from core.outputs import check_output
 
     check_output(out, "cosim compare", lambda names: COMPARE_FILE in names, error=CompareError)
     stored = out / COMPARE_FILE
@@ -210,9 +210,9 @@ def run_job(job: dict) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ".started").write_text(job.get("token", ""))
         from agents.methods import make_method
+        from core.settings import from_dict
         from evaluation.config import ExperimentConfig
         from evaluation.tracking import tracked_train
-        from scenarios.settings import from_dict
 
         cfg = from_dict(ExperimentConfig, job["cfg"])
         prior = _completed(run_dir, cfg.run.episodes)
@@ -254,7 +254,7 @@ def run_job(job: dict) -> dict:
 
 def _record_routes(cfg, method, run_dir: Path) -> None:
     """Every agent's route in one greedy episode on the evaluation seed (for the report's map)."""
-    from agents.runner import make_env
+    from agents.episode import make_env
     from evaluation.evaluate import greedy_episode
     from scenarios import ensure_built
 
@@ -370,7 +370,7 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
         if address:
             ray.init(address=address, **kwargs)
         else:
-            _become_subreaper()
+            become_subreaper()
             ray.init(num_cpus=workers, **kwargs)
         started = True
     try:
@@ -387,18 +387,18 @@ def run_ray(jobs: list[dict], workers: int, on_done: Callable[[dict], None]) -> 
                     on_done(_failed(j, f"Ray task failed: {type(exc).__name__}: {first}"))
     finally:
         if started:
-            ray_pids = _ray_processes()
+            ray_pids = ray_processes()
             ray.shutdown()
-            _reap_children(ray_pids)
+            reap_children(ray_pids)
 
 
 # ---------------------------------------------------------------------------------------- demos
 def make_demos(tree: dict) -> str:
     """SED demonstrations through the same provider `cosim train` uses (cached under $COSIM_HOME/demos
     by scenario, agents, seed and SED settings); runs in a worker process (SED drives libsumo)."""
+    from core.settings import from_dict
     from evaluation.config import ExperimentConfig
     from evaluation.demos_provider import provide_demos
-    from scenarios.settings import from_dict
 
     return str(provide_demos(from_dict(ExperimentConfig, tree)))
 
@@ -440,8 +440,8 @@ def compare(
 
     `tree` (default: the defaults) is the experiment's configuration; the other keywords are the
     command's shortcuts onto it (None: not given), `ppo` a dict of PPO settings."""
+    from core.settings import locate, nest, update
     from evaluation.config import ExperimentConfig
-    from scenarios.settings import locate, nest, update
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t_start = time.perf_counter()
@@ -661,8 +661,8 @@ def _print_summary(res: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from core.settings import CONFIG_HELP, SET_HELP, help_for
     from evaluation.config import ExperimentConfig as _E
-    from scenarios.settings import CONFIG_HELP, SET_HELP, help_for
 
     @app.command("compare")
     def compare_cmd(
@@ -718,7 +718,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
     ) -> None:
         """Train methods x seeds in parallel; write results.json and a self-contained report.html."""
-        from scenarios.settings import resolve
+        from core.settings import resolve
 
         shortcuts = {"scenario.name": scenario, "run.seeds": seeds, "run.episodes": episodes, "run.executor": executor,
                      "env.n_agents": agents, "run.workers": workers, "env.horizon": horizon, "run.eval_every": eval_every,
@@ -746,7 +746,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from scenarios.errors import standalone
+    from core.errors import standalone
 
     standalone(register, "Comparisons (same as `cosim compare`).", argv)
 

@@ -26,8 +26,8 @@ PRESET = {
 
 def preset():
     """The demo's tree before the user's --config / flags / --set."""
+    from core.settings import update
     from evaluation.config import ExperimentConfig
-    from scenarios.settings import update
 
     return update(ExperimentConfig(), PRESET)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def demos_root() -> Path:
-    from scenarios.paths import home_dir
+    from core.paths import home_dir
 
     return home_dir("demos")
 
@@ -51,12 +51,12 @@ def _cached(folder: Path) -> bool:
 def provide_demos(tree, first_round: bool = False) -> Path:
     """A demonstrations folder for an experiment tree (scenario, agents, seed, SED settings): built with
     SED on first use, then reused. With first_round, its round-1 (unvalidated) demonstrations."""
+    from core.paths import home_dir
+    from core.settings import to_dict
     from cosim.demos import FIRST_ROUND
     from llm.errors import LLMError
     from llm.sed import SED, write_outputs
     from scenarios import ensure_built
-    from scenarios.paths import home_dir
-    from scenarios.settings import to_dict
 
     sc = ensure_built(tree.scenario.name, **tree.scenario.overrides())
     cfg = sed_config(tree)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import typer
 
-from scenarios.errors import UserError, check_positive, check_seed
+from core.errors import UserError, check_positive, check_seed
 
 EVAL_METRICS = ("mean_travel_time", "arrival_rate", "return", "teleports", "mean_travel_time_arrived",
                 "all_vehicles_mean_travel_time", "decisions")  # fmt: skip
@@ -47,8 +47,8 @@ def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, h
     with the given agent count and horizon (None: that city's own)."""
     from dataclasses import replace
 
+    from core.settings import SettingsError, from_dict
     from evaluation.config import ExperimentConfig
-    from scenarios.settings import SettingsError, from_dict
 
     try:
         cfg = from_dict(ExperimentConfig, ck.get("config") or {})
@@ -90,8 +90,9 @@ def load_weights(method, state: dict) -> dict:
 
 def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, horizon: float | None = None):
     """(cfg, method, env, ck, loaded) ready to act greedily on `scenario` (a built Scenario)."""
+    from agents.episode import make_env
     from agents.methods import make_method
-    from agents.runner import load_checkpoint, make_env
+    from agents.runner import load_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     ck = load_checkpoint(path)
@@ -141,7 +142,7 @@ def greedy_episode(env, method, seed: int, routes: bool = False) -> tuple[dict, 
     """One greedy (evaluation) episode: the runner's metrics row and, if asked, every agent's route."""
     import torch
 
-    from agents.runner import run_episode
+    from agents.episode import run_episode
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -264,7 +265,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from scenarios.errors import standalone
+    from core.errors import standalone
 
     standalone(register, "Generalisation: evaluate a checkpoint on another city (same as `cosim evaluate`).", argv)
 

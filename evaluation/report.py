@@ -105,8 +105,8 @@ def _colors(methods: list[str]) -> dict[str, str]:
     return {m: to_hex(cycle[i % len(cycle)]) for i, m in enumerate(methods)}
 
 
-def _rolling(y: np.ndarray, k: int) -> np.ndarray:
-    from agents.plot import _rolling as rolling  # helper-2's smoothing, reused so both plots agree
+def rolling(y: np.ndarray, k: int) -> np.ndarray:
+    from agents.plot import rolling  # the learning-curve plots smooth the same way
 
     return rolling(y, k)
 
@@ -173,7 +173,7 @@ def learning_curves(results: dict, rows: dict[str, list[dict]], colors: dict[str
             for r in runs:
                 xs, ys = _series(rows.get(r["name"], []), x, metric)
                 if len(xs):
-                    per_seed.append((xs, _rolling(ys, window)))
+                    per_seed.append((xs, rolling(ys, window)))
             agg = aggregate_curves(per_seed)
             if agg is not None and results["methods"][m]["learns"]:
                 grid, mean, lo, hi = agg

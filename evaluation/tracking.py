@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import is_dataclass
 from pathlib import Path
 
-from scenarios.secrets import MASK, SECRET_NAME, redact, secret_values  # noqa: F401 - re-exported
+from core.secrets import MASK, SECRET_NAME, redact, secret_values  # noqa: F401 - re-exported
 
 DEFAULT_PROJECT = "reled-cosim"
 _STEP_KEYS = ("episode", "env_steps", "wall_s")
@@ -69,7 +69,7 @@ def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict:
 
 def _as_dict(cfg) -> dict:
     """The run's tree as JSON data (`to_dict` of the configuration tree)."""
-    from scenarios.settings import to_dict
+    from core.settings import to_dict
 
     return json.loads(json.dumps(to_dict(cfg) if is_dataclass(cfg) else dict(cfg), default=str))
 
@@ -96,7 +96,7 @@ def logged_in() -> bool:
     return wandb_mode() == "online" and bool(os.environ.get("WANDB_API_KEY"))
 
 
-def _call_with_timeout(fn: Callable, timeout: float, what: str):
+def call_with_timeout(fn: Callable, timeout: float, what: str):
     """Run fn() in a daemon thread; raise TimeoutError if it does not return in time."""
     box: dict = {}
 
@@ -180,7 +180,7 @@ class Tracker:
         run, self.run = self.run, None
         if run is not None:
             try:
-                _call_with_timeout(lambda: run.finish(exit_code=1), 15, "finish")
+                call_with_timeout(lambda: run.finish(exit_code=1), 15, "finish")
             except BaseException:  # noqa: BLE001
                 pass
 
@@ -226,7 +226,7 @@ class Tracker:
                     reinit="create_new",
                 )
 
-            self.run = _call_with_timeout(init, self.init_timeout + 5, "init")
+            self.run = call_with_timeout(init, self.init_timeout + 5, "init")
             for x in ("train", "eval"):
                 self.run.define_metric(f"{x}/*", step_metric="env_steps")
             if self.demos is not None:
@@ -367,7 +367,7 @@ class Tracker:
         try:
             for k, v in s.items():
                 run.summary[k] = v
-            _call_with_timeout(lambda: run.finish(exit_code=0 if status == "ok" else 1), 60, "finish")
+            call_with_timeout(lambda: run.finish(exit_code=0 if status == "ok" else 1), 60, "finish")
         except BaseException as exc:  # noqa: BLE001
             if isinstance(exc, KeyboardInterrupt):
                 raise

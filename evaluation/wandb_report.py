@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from evaluation.tracking import DEFAULT_PROJECT, _call_with_timeout, logged_in
+from evaluation.tracking import DEFAULT_PROJECT, call_with_timeout, logged_in
 
 
 def build_report(results: dict, entity: str | None = None, project: str | None = None):
@@ -74,7 +74,7 @@ def online_report(results: dict, timeout: float = 120.0) -> str | None:
         return report.url
 
     try:
-        return _call_with_timeout(save, timeout, "report")
+        return call_with_timeout(save, timeout, "report")
     except Exception as exc:  # noqa: BLE001 - the local report stands on its own
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         print(f"warning: the online W&B report was not created ({type(exc).__name__}: {first})", file=sys.stderr)

@@ -10,7 +10,7 @@ from llm.errors import LLMError
 
 
 def _tree():
-    from scenarios.settings import experiment_class
+    from core.settings import experiment_class
 
     cls = experiment_class(None)
     if cls is None:  # pragma: no cover - `cosim` registers the tree before any command runs
@@ -19,7 +19,7 @@ def _tree():
 
 
 def _help(path: str, text: str) -> str:
-    from scenarios.settings import help_for
+    from core.settings import help_for
 
     return help_for(_tree(), path, text)
 
@@ -66,10 +66,10 @@ def demos(
     import numpy as np
     from rich.console import Console
 
+    from core.errors import UserError
+    from core.settings import resolve
     from llm.sed import SED, SEDConfig, check_out, random_choice_baseline, write_outputs
     from scenarios import ensure_built
-    from scenarios.errors import UserError
-    from scenarios.settings import resolve
 
     out = check_out(out)  # before the scenario, the LLM and SUMO: a bad --out costs nothing
     shortcuts = {
@@ -134,10 +134,10 @@ def bench_sed(
     import json
     import sys
 
+    from core.errors import UserError
+    from core.settings import resolve
     from llm.bench import sed_bench
     from scenarios import ensure_built
-    from scenarios.errors import UserError
-    from scenarios.settings import resolve
 
     shortcuts = {"scenario.name": scenario, "env.n_agents": agents, "sed.llm": llm,
                  "sed.max_concurrency": max_concurrency, "sed.rounds": rounds, "run.seed": seed}  # fmt: skip

@@ -36,7 +36,7 @@ class SEDSettings:
         the COSIM_HOME of that moment."""
         if not self.cache:
             return None
-        from scenarios.paths import home_dir
+        from core.paths import home_dir
 
         return self.cache_file or str(home_dir() / "llm-cache.sqlite")
 

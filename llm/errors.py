@@ -1,6 +1,6 @@
 """Errors of the LLM layer."""
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 
 class LLMError(UserError):

@@ -30,7 +30,7 @@ def execute_plans(env: VehicleRoutingEnv, plans: dict[str, list[str]], seed: int
 
 
 class PlanRollouts:
-    """What a rollout worker process (`agents.workers.WorkerPool`) holds for SED: its own env, its own
+    """What a rollout worker process (`core.procs.WorkerPool`) holds for SED: its own env, its own
     SUMO. A job executes the plan set it is sent with the job's background-traffic seed."""
 
     def __init__(self, blob: bytes, index: int) -> None:

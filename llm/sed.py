@@ -43,6 +43,8 @@ from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
+from core.jsonio import clean_dict
+from core.secrets import redact
 from cosim import demos as demofiles
 from cosim.env import EnvConfig, VehicleRoutingEnv
 from cosim.policies import plan_actions
@@ -53,8 +55,6 @@ from llm.plans import PARSER, Validation, parse, plan_schema, validate
 from llm.prompting import PROMPT, CandidateFinder, Route, interaction_subsets, subset_data
 from llm.rollouts import POOL_WORTH_S, PlanRollouts, execute_plans
 from scenarios import Scenario
-from scenarios.jsonio import clean_dict
-from scenarios.secrets import redact
 
 
 @dataclass
@@ -528,7 +528,7 @@ class SED:
 
     def _workers(self) -> int:
         """Rollout worker processes for R rollouts: none (all here) on one core or when asked for one."""
-        from agents.workers import free_cores
+        from core.procs import free_cores
 
         n = self.cfg.rollout_workers or free_cores()
         return min(n, self.cfg.rollouts) if n > 1 else 0
@@ -544,11 +544,11 @@ class SED:
             t1 = time.perf_counter()
             out.append(execute_plans(self.env, plans, seeds.pop(0)))
             if self._workers() and time.perf_counter() - t1 >= POOL_WORTH_S:
-                from agents.workers import WorkerPool
+                from core.procs import WorkerPool
 
                 self._pool = WorkerPool(self.env_config, self.sc.path, None, self._workers(), worker_cls=PlanRollouts)
         if seeds:
-            from agents.workers import Job
+            from core.procs import Job
 
             for i in range(0, len(seeds), self._pool.n):
                 jobs = [Job(episode=0, seed=s, train=False) for s in seeds[i : i + self._pool.n]]
@@ -751,7 +751,7 @@ def check_out(out: Path) -> Path:
     """The absolute output folder, checked before any work (scenarios/outputs.py: new, empty or an
     earlier demonstrations folder, which is replaced whole): a bad --out must not cost an LLM and SUMO
     run first, and an output must not delete what it did not write."""
-    from scenarios.outputs import check_output
+    from core.outputs import check_output
 
     return check_output(out, "cosim demos", demofiles.is_earlier_output, error=LLMError)
 

@@ -5,7 +5,7 @@ building it into the cache first if needed.
 """
 
 from scenarios.build import ensure_built
-from scenarios.errors import ScenarioError, UserError
+from scenarios.errors import ScenarioError
 from scenarios.scenario import Scenario, Trip
 
-__all__ = ["Scenario", "ScenarioError", "Trip", "UserError", "ensure_built"]
+__all__ = ["Scenario", "ScenarioError", "Trip", "ensure_built"]

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.paths import cosim_home, home_dir
 from scenarios import sumotools
-from scenarios.paths import cosim_home, home_dir
 
 TMP_PREFIX = ".tmp-"
 STALE_AFTER_S = 24 * 3600  # a temp folder this old is abandoned even if its pid was reused

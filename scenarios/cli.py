@@ -48,8 +48,8 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     """Shipped city recipes and the scenarios built in the cache."""
     from rich.table import Table
 
+    from core.paths import home_dir
     from scenarios import cache, recipe
-    from scenarios.paths import home_dir
 
     home_dir("scenarios", writable=False)  # COSIM_HOME a file or impossible: say so instead of "none built"
     shipped = []
@@ -252,7 +252,7 @@ def demand_provenance(m: dict) -> list[tuple[str, str]]:
 
 def main() -> None:
     """Run this sub-app on its own (python -m scenarios.cli), with the console script's error contract."""
-    from scenarios.errors import run_app
+    from core.errors import run_app
 
     run_app(app)
 

@@ -60,7 +60,7 @@ class OsmSummary:
     signals: int = 0
 
 
-def _open(path: Path):
+def open_osm(path: Path):
     """An osmium.io.File, telling osmium the format when the file name does not."""
     import osmium
 
@@ -93,7 +93,7 @@ def to_osm_xml(src: Path, dst: Path, label: str | None = None) -> OsmSummary:
     entities = osmium.osm.NODE | osmium.osm.WAY | osmium.osm.RELATION  # changesets are not map data
     try:
         with osmium.SimpleWriter(str(dst), overwrite=True) as writer, _sigint_as_flag() as interrupted:
-            for obj in osmium.FileProcessor(_open(src), entities):
+            for obj in osmium.FileProcessor(open_osm(src), entities):
                 if interrupted:
                     raise KeyboardInterrupt
                 if obj.is_node():

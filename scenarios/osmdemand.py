@@ -152,9 +152,9 @@ def _read_features(net, osm_xml: Path) -> tuple[list, list, dict[str, int]]:
         x, y = net.convertLonLat2XY(np.asarray(lons), np.asarray(lats))
         return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
-    from scenarios.osm import _open  # the file with its format named when the file name does not say it
+    from scenarios.osm import open_osm  # the file with its format named when the file name does not say it
 
-    fp = osmium.FileProcessor(_open(Path(osm_xml)), osmium.osm.NODE | osmium.osm.WAY | osmium.osm.RELATION)
+    fp = osmium.FileProcessor(open_osm(Path(osm_xml)), osmium.osm.NODE | osmium.osm.WAY | osmium.osm.RELATION)
     for obj in fp.with_locations().with_areas():
         tags = obj.tags
         if obj.is_node():

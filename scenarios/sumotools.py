@@ -21,6 +21,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from core.procs import descendants
 from scenarios.errors import ScenarioError
 
 
@@ -101,27 +102,6 @@ def condense(output: str, limit: int = 400) -> str:
 # in year 33 000, a netconvert on a planet file) must end a build with a message, not hold it forever.
 # One hour covers the largest builds measured (adlershof's whole build: ~25 s); callers pass less or more.
 TOOL_TIME_LIMIT_S = 3600.0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below pid (children first), read from /proc: randomTrips.py starts duarouter,
-    and a time limit must stop both."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _stop(proc: subprocess.Popen) -> None:

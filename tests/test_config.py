@@ -17,7 +17,7 @@ import pytest
 
 from agents.config import TrainConfig
 from evaluation.config import ExperimentConfig
-from scenarios.settings import SettingsError, flatten, from_dict, paths, resolve, to_dict
+from core.settings import SettingsError, flatten, from_dict, paths, resolve, to_dict
 from tests.tools.wandb_records import offline_runs, read_run_records
 
 

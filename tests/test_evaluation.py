@@ -26,7 +26,7 @@ from evaluation.tracking import (
     scrub,
     tracked_train,
 )
-from scenarios.errors import UserError
+from core.errors import UserError
 from tests.tools.wandb_records import offline_runs, read_run_records
 
 SECRET = "sk-test-0123456789-do-not-leak"

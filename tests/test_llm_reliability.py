@@ -238,7 +238,7 @@ def test_mostly_fallback_demos_are_flagged_and_never_cached(kouvola, tmp_path, s
     home = tmp_path / "home"
     monkeypatch.setenv("COSIM_HOME", str(home))
     from evaluation.config import ExperimentConfig
-    from scenarios.settings import nest, update
+    from core.settings import nest, update
 
     tree = update(ExperimentConfig(), nest({"scenario.name": str(kouvola.path), "env.n_agents": 4,
                                             "sed.llm": "openai:stub-model", "sed.rounds": 1}))  # fmt: skip

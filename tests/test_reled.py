@@ -155,7 +155,7 @@ def test_settings_are_checked():
         with pytest.raises(TrainError, match=msg):
             RELEDConfig.from_settings(RELEDSettings(**bad), adaptive=True)
     # types and names are the configuration tree's: `--set w0=x`, `--set lambda=1`
-    from scenarios.settings import SettingsError, resolve
+    from core.settings import SettingsError, resolve
 
     with pytest.raises(SettingsError, match=r"algorithm\.reled\.w0 must be a number, got 'x'"):
         resolve(TrainConfig, sets=["w0=x"])
@@ -320,7 +320,7 @@ def test_variants_use_their_demos_and_weights(demos, tmp_path):
     (rep,), (sp,) = read_metrics(tmp_path / "expert-replay"), read_metrics(tmp_path / "shortest")
     assert rep["mean_travel_time"] == sp["mean_travel_time"] and rep["decisions"] == sp["decisions"]
     assert all(METHODS[m].needs_demos for m in ("reled", "leed", "reled-nosed", "reled-fixedw", "expert-replay"))
-    from scenarios.settings import locate
+    from core.settings import locate
 
     assert {k: locate(TrainConfig, k) for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")} == {
         k: f"algorithm.reled.{k}" for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")}  # `--set w0=…` reaches RELED

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from scenarios.paths import HomeError, cosim_home, home_dir
+from core.paths import HomeError, cosim_home, home_dir
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from agents.base import TrainError
-from scenarios.errors import UserError
-from agents.runner import CHECKPOINT, TrainConfig, make_env, read_metrics, train
+from core.errors import UserError
+from agents.episode import make_env
+from agents.runner import CHECKPOINT, TrainConfig, read_metrics, train
 from cosim.errors import SumoFault
 
 SMALL = dict(agents=20, horizon=900.0)

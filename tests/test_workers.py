@@ -250,7 +250,7 @@ def test_compare_gives_each_run_its_rollout_workers_within_the_cores(kouvola, co
                         "--set", "run.rollout_workers=2", "--out", str(out)],
                        capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    from agents.workers import free_cores
+    from core.procs import free_cores
 
     parallel = max(1, min(free_cores() // 2, 2))  # runs x 2 workers never exceed the cores
     assert f"{parallel} local worker(s) x 2 rollout workers each" in r.stderr + r.stdout
@@ -262,7 +262,7 @@ def test_compare_gives_each_run_its_rollout_workers_within_the_cores(kouvola, co
 
 def _spawned(pid: int) -> list[int]:
     """The multiprocessing children (spawned Python processes) below pid."""
-    from scenarios.sumotools import descendants
+    from core.procs import descendants
 
     out = []
     for child in descendants(pid):

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 
 class SettingsError(UserError):

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 
 def require_ray():
@@ -25,10 +25,10 @@ def require_ray():
     return ray
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
     """Linux: orphaned descendants (Ray's workers outlive the raylet that started them) are handed to
     this process instead of to PID 1, which in a container often never collects them: they would stay
-    as defunct `ray::IDLE` entries. `_reap_children` then collects them."""
+    as defunct `ray::IDLE` entries. `reap_children` then collects them."""
     try:
         import ctypes
 
@@ -37,7 +37,7 @@ def _become_subreaper() -> None:
         pass
 
 
-def _reap_children(pids: set[int], wait_s: float = 30.0) -> None:
+def reap_children(pids: set[int], wait_s: float = 30.0) -> None:
     """Collect the exit status of Ray's processes `pids` (taken just before ray.shutdown(), which stops
     the local cluster but does not wait for all of it) as they end, for at most `wait_s`. Children that
     are not Ray's and still run (wandb's service, say) are left alone."""
@@ -70,7 +70,7 @@ def _running_or_ours(pid: int, me: int) -> bool:
     return st is not None and (st[0] != "Z" or st[1] == me)
 
 
-def _ray_processes() -> set[int]:
+def ray_processes() -> set[int]:
     """The pids of this process's descendants that are Ray's (their command line names ray): the
     raylet's workers are its children, not ours, until it exits and they are handed to us."""
     parent, ray = {}, set()

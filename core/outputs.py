@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 
 def check_output(out: str | Path, command: str, is_earlier_output: Callable[[set[str]], bool], *,

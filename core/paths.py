@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scenarios.errors import UserError
+from core.errors import UserError
 
 DEFAULT_HOME = Path("~") / ".cache" / "cosim"
 HINT = "set COSIM_HOME to a folder you can write"

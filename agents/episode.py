@@ -1,0 +1,81 @@
+"""One episode of any method on the env, with its time split: the loop that `cosim train`, the rollout
+workers and `cosim evaluate` share (agents/runner.py drives many of them; agents/workers.py runs them in
+other processes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from agents.base import Method
+
+
+def make_env(scenario, cfg, control: str):
+    from cosim import VehicleRoutingEnv
+
+    return VehicleRoutingEnv(scenario, dataclasses.replace(cfg.env, control=control))
+
+
+def run_episode(env, method: Method, seed: int, train: bool) -> dict:
+    """One episode; returns the env's metrics plus return and the time split (seconds). The SUMO part of
+    the split is the kernel's own count (`Kernel.count_sumo_time`), 0 where it is not counting."""
+    from cosim.errors import SumoFault
+
+    clock = time.perf_counter
+    kernel = getattr(env, "kernel", None)
+
+    def sumo_seconds() -> float:
+        return getattr(kernel, "sumo_seconds", 0.0)
+
+    t_start = clock()
+    sumo0 = sumo_seconds()
+    method.timers = dict.fromkeys(method.timers, 0.0)
+    method.begin_episode(env, train)
+    returns = dict.fromkeys(env.possible_agents, 0.0)
+    t_env = sumo_env = 0.0  # time inside env.reset/env.step, and the SUMO part of it
+
+    def in_env(fn, *args, **kwargs):
+        nonlocal t_env, sumo_env
+        t0, s0 = clock(), sumo_seconds()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            t_env += clock() - t0
+            sumo_env += sumo_seconds() - s0
+
+    try:
+        obs, infos = in_env(env.reset, seed=seed)
+    except SumoFault as exc:  # SUMO failed to start twice
+        metrics = {"sumo_fault": True, "fault": str(exc)[:200], "decisions": 0}
+    else:
+        while env.agents:
+            actions = method.act(env, obs, train)
+            obs, rew, term, trunc, infos = in_env(env.step, actions)
+            for a, r in rew.items():
+                if r:
+                    returns[a] += r
+            if train:
+                method.observe(env, rew, term, trunc, infos)
+        metrics = dict(env.metrics)
+    faulted = bool(metrics.get("sumo_fault"))
+    logs = method.end_episode(env, train, faulted)
+    wall = clock() - t_start
+    sumo_s = sumo_seconds() - sumo0
+    torch_s = sum(method.timers.values())
+    row = {k: v for k, v in metrics.items() if k not in ("episode",)}
+    row["return"] = float(np.mean(list(returns.values()))) if returns else 0.0
+    row.update(logs)
+    # the time split: t_sumo + t_env_python + t_torch_infer + t_torch_update + t_python = episode_wall
+    row.update(
+        episode_wall_s=wall,
+        t_env_s=t_env,  # inside env.reset/env.step: SUMO + the env's Python
+        t_sumo_s=sumo_s,  # inside SUMO calls, wherever made (MAPPO's env.state() reads SUMO too)
+        t_env_python_s=t_env - sumo_env,
+        t_torch_infer_s=method.timers.get("torch_infer", 0.0),
+        t_torch_update_s=method.timers.get("torch_update", 0.0),
+        t_python_s=wall - t_env - torch_s - (sumo_s - sumo_env),  # runner + method Python
+        decisions_per_s=(metrics.get("decisions", 0) / wall) if wall > 0 else 0.0,
+    )
+    return row
