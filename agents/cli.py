@@ -46,9 +46,10 @@ def _check_own_settings(cfg) -> None:
     comparison may set them for all its methods; only the ones that use them read them.)"""
     from agents.base import TrainError
     from agents.config import RELEDSettings
-    from agents.methods import RELED_FAMILY as reled_family
+    from agents.methods import expert_loss_methods
     from core.settings import to_dict
 
+    reled_family = expert_loss_methods()
     if cfg.algorithm.method in reled_family:
         return
     given, default = to_dict(cfg.algorithm.reled), to_dict(RELEDSettings())

@@ -27,7 +27,10 @@ class MethodSpec:
     factory: Callable[..., Method]
     help: str
     learns: bool
-    needs_demos: bool = False  # learns from / replays expert demonstrations
+    needs_demos: bool = False  # learns from / replays expert demonstrations: the one source of that list
+    # learns with RELED's expert term (reads algorithm.reled; shared networks get the agent's identity by
+    # default: an expert's choices are per agent, which a shared policy without it cannot imitate)
+    expert_loss: bool = False
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -39,8 +42,9 @@ def register_method(
     help: str,
     learns: bool = True,
     needs_demos: bool = False,
+    expert_loss: bool = False,
 ) -> None:
-    METHODS[name] = MethodSpec(name, factory, help, learns, needs_demos)
+    METHODS[name] = MethodSpec(name, factory, help, learns, needs_demos, expert_loss)
 
 
 # ------------------------------------------------------------------------------ demonstrations
@@ -112,9 +116,9 @@ def make_method(cfg) -> Method:
     return check_method(cfg.algorithm.method).factory(cfg)
 
 
-# shared networks with agent indication by default for the methods that imitate an expert: its choices
-# are per agent (an LLM plan per trip), which a shared policy without the agent's identity cannot imitate
-RELED_FAMILY = ("reled", "leed", "reled-nosed", "reled-fixedw")
+def expert_loss_methods() -> tuple[str, ...]:
+    """The methods with RELED's expert term (the registry's ``expert_loss``)."""
+    return tuple(n for n, spec in METHODS.items() if spec.expert_loss)
 
 
 def ppo_config(cfg):
@@ -123,7 +127,7 @@ def ppo_config(cfg):
     from dataclasses import replace
 
     ppo = cfg.algorithm.ppo
-    default = cfg.algorithm.method in RELED_FAMILY
+    default = check_method(cfg.algorithm.method).expert_loss
     return replace(ppo, agent_id=default if ppo.agent_id is None else ppo.agent_id)
 
 
@@ -193,15 +197,15 @@ register_method("replay", _replay, "replay fixed route plans from --plans FILE",
 
 register_method("reled", _reled_family("reled", True, False),
                 "RELED: PPO + expert loss, w_i = w0*eta^k*phi(DTW_i), SED demos (--demos DIR)",
-                needs_demos=True)  # fmt: skip
+                needs_demos=True, expert_loss=True)  # fmt: skip
 register_method("leed", _reled_family("leed", False, True),
                 "LEED: PPO + fixed-weight expert loss (w0), one-shot first-round demos",
-                needs_demos=True)  # fmt: skip
+                needs_demos=True, expert_loss=True)  # fmt: skip
 register_method("reled-nosed", _reled_family("reled-nosed", True, True),
                 "RELED ablation: RELED weights, first-round (unvalidated, no SED) demos",
-                needs_demos=True)  # fmt: skip
+                needs_demos=True, expert_loss=True)  # fmt: skip
 register_method("reled-fixedw", _reled_family("reled-fixedw", False, False),
                 "RELED ablation: SED demos, fixed weight w0 (no DTW, no decay)",
-                needs_demos=True)  # fmt: skip
+                needs_demos=True, expert_loss=True)  # fmt: skip
 register_method("expert-replay", _expert_replay, "replay the SED expert plans (plans.json of --demos DIR)",
                 learns=False, needs_demos=True)  # fmt: skip

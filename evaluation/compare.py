@@ -54,7 +54,7 @@ import typer
 
 from core.errors import UserError
 from core.jsonio import atomic_write, read_json
-from core.procs import children_ignore_ctrl_c
+from core.procs import children_ignore_ctrl_c, free_cores
 from core.raytools import become_subreaper, ray_processes, reap_children
 from core.raytools import require_ray as _require_ray
 
@@ -65,8 +65,6 @@ REPORT_FILE = "report.html"
 RUN_FILE = "run.json"
 ROUTES_FILE = "routes.json"
 COMPARE_FORMAT = 2  # 2: the identity holds the configuration tree
-# methods that consume SED demonstrations, for a registry without MethodSpec.needs_demos
-DEMO_METHODS = ("reled", "leed", "reled-nosed", "reled-fixedw", "expert-replay")
 INJECT_ENV = "COSIM_INJECT_FAULT"
 
 
@@ -79,20 +77,11 @@ _atomic_write = atomic_write
 _read_json = read_json
 
 
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def wants_demos(method: str) -> bool:
     """Whether a method learns from (or replays) SED demonstrations: the registry's ``needs_demos``."""
     from agents.methods import check_method
 
-    spec = check_method(method)
-    flag = getattr(spec, "needs_demos", None)
-    return bool(flag) if flag is not None else method in DEMO_METHODS
+    return check_method(method).needs_demos
 
 
 def parse_methods(text: str) -> list[str]:
@@ -560,7 +549,8 @@ def compare(
     # every run may drive several rollout workers (run.rollout_workers): runs x workers SUMO processes
     # at once never exceed the cores
     per_run = tree.rollout_workers
-    n_workers = max(1, min(run.workers or cores(), max(1, cores() // per_run), len(jobs)))
+    cores = free_cores()
+    n_workers = max(1, min(run.workers or cores, max(1, cores // per_run), len(jobs)))
     per = f" x {per_run} rollout workers each" if per_run > 1 else ""
     log(f"{len(jobs)} runs ({len(names)} method(s) x {seeds} seed(s), {episodes} episode(s) each) on {sc.name}, "
         f"{n_workers} {'Ray' if executor == 'ray' else 'local'} worker(s){per} -> {out}")  # fmt: skip
