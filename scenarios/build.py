@@ -20,7 +20,6 @@ only the standard library and this package's light modules.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import shutil
 import time
@@ -34,6 +33,7 @@ from scenarios import recipe as recipes
 from scenarios.errors import ScenarioError
 from scenarios.recipe import Recipe
 from scenarios.scenario import CAR_SPACE_M, Scenario, read_manifest, vehicle_capacity
+from scenarios.sources import source_of
 
 Progress = Callable[[str], None]
 
@@ -44,8 +44,6 @@ FILES = {
     "sumocfg": "scenario.sumocfg",
     "map": "map.png",
 }
-OSM_ATTRIBUTION = "© OpenStreetMap contributors"
-OSM_LICENCE = "ODbL-1.0"
 # randomTrips: favour trips that enter/leave at the net's fringe, as through traffic does (NOTES.md)
 FRINGE_FACTOR = 5
 
@@ -126,7 +124,7 @@ def source_digest(r: Recipe) -> str | None:
     if path is None:
         return None
     files = [path]
-    if r.kind == "sumocfg":
+    if source_of(r.kind).sumocfg:
         from scenarios.imported import read_sumocfg
 
         cfg = read_sumocfg(path)
@@ -142,24 +140,8 @@ def source_digest(r: Recipe) -> str | None:
 
 
 def source_path(r: Recipe) -> Path | None:
-    src = r.source
-    if src["kind"] == "bundled":
-        spec = importlib.util.find_spec(src["package"])  # locates the package without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise ScenarioError(
-                f"recipe {r.name!r} needs the data package {src['package']!r}: pip install {src['package']}"
-            )
-        path = Path(list(spec.submodule_search_locations)[0]) / src["file"]
-        if not path.is_file():
-            raise ScenarioError(f"recipe {r.name!r}: {src['file']} is not in package {src['package']!r}")
-        return path
-    if src["kind"] in ("file", "net", "sumocfg"):
-        path = Path(src["path"])
-        if not path.is_file():
-            what = {"file": "OSM file", "net": "net file", "sumocfg": "SUMO configuration file"}[src["kind"]]
-            raise ScenarioError(f"{what} {path} does not exist")
-        return path
-    return None
+    """The local file a recipe is built from (None for a download)."""
+    return source_of(r.kind).path(r.source, r.name)
 
 
 def build(r: Recipe, *, force: bool = False, progress: Progress | None = None,
@@ -170,13 +152,7 @@ def build(r: Recipe, *, force: bool = False, progress: Progress | None = None,
     final = cache.entry(r.name, key)
     if not force and cache.complete(final):
         return Scenario.load(final)
-    if r.kind in ("bbox", "place"):  # a bad endpoint or timeout fails now, not after a temp folder exists
-        from scenarios import osm
-
-        osm.http_timeout()
-        osm.overpass_url(overpass_url)
-        if r.kind == "place":
-            osm.nominatim_url(nominatim_url)
+    source_of(r.kind).check_endpoints(overpass_url, nominatim_url)  # fails now, not after a temp folder exists
     cache.clean_stale()
     tmp = cache.new_temp(r.name, key)
     try:
@@ -263,7 +239,7 @@ class _Build:
 
         cfg = None
         with self.step("source", "copying the SUMO scenario"):
-            if self.r.kind == "sumocfg":
+            if source_of(self.r.kind).sumocfg:
                 cfg = imported.read_sumocfg(source_path(self.r))
                 self.source_info.update(path=str(cfg.path), net=str(cfg.net), sha256=self.digest)
                 self.copy_net(cfg.net)
@@ -392,8 +368,8 @@ class _Build:
     def fetch(self) -> Path:
         from scenarios import osm
 
-        kind = self.r.kind
-        if kind in ("bundled", "file"):
+        src = source_of(self.r.kind)
+        if not src.downloads:
             path = source_path(self.r)
             self.source_info.update({k: v for k, v in self.r.source.items() if k != "kind"})
             self.source_info["path"] = str(path)
@@ -403,12 +379,9 @@ class _Build:
         def say(msg: str) -> None:
             self.progress(f"{self.r.name}: {msg}")
 
-        if kind == "place":
-            say(f"geocoding {self.r.source['place']!r} (Nominatim)")
-            bbox = osm.geocode_bbox(self.r.source["place"], self.nominatim_url, progress=say)
+        bbox = src.bbox(self.r.source, self.nominatim_url, say)
+        if "place" in self.r.source:
             self.source_info.update(place=self.r.source["place"], nominatim_url=osm.nominatim_url(self.nominatim_url))
-        else:
-            bbox = tuple(self.r.source["bbox"])
         url = osm.overpass_url(self.overpass_url)
         say(f"downloading OSM for bbox {','.join(f'{v:g}' for v in bbox)} from {url}")
         dst = self.work / "download.osm"
@@ -420,11 +393,7 @@ class _Build:
     def osm_to_xml(self, raw: Path) -> None:
         from scenarios import osm
 
-        label = None
-        if self.r.kind == "bbox":
-            label = f"the Overpass answer for bbox {self.source_info['bbox']}"
-        elif self.r.kind == "place":
-            label = f"the Overpass answer for {self.r.source['place']!r} (bbox {self.source_info['bbox']})"
+        label = source_of(self.r.kind).download_label(self.r.source, self.source_info.get("bbox"))
         summary = osm.to_osm_xml(raw, self.work / "input.osm", label)
         self.source_info["osm"] = {"nodes": summary.nodes, "ways": summary.ways, "relations": summary.relations,
                                    "drivable_ways": summary.drivable_ways, "signal_nodes": summary.signals}  # fmt: skip
@@ -454,7 +423,7 @@ class _Build:
         from scenarios.roadgraph import RoadGraph
 
         path = self.out / FILES["net"]
-        if self.r.kind == "sumocfg":
+        if source_of(self.r.kind).sumocfg:
             label = self.source_info.get("net", path)
         else:
             label = self.source_info.get("path", path) if self.r.net_source else "netconvert's output"
@@ -464,7 +433,7 @@ class _Build:
             raise ScenarioError(f"{label} is not a readable SUMO net: {str(exc).strip()[:200]}") from None
         edges = [e for e in net.getEdges() if not e.isSpecial()]
         if not edges:
-            if self.r.net_source or self.r.kind == "sumocfg":
+            if self.r.net_source:
                 raise ScenarioError(f"{label} has no roads")
             n = self.source_info.get("osm", {}).get("drivable_ways", "?")
             raise ScenarioError(
@@ -592,9 +561,7 @@ class _Build:
         sumotools.run(args, "sumo --save-configuration", self.out, self.log)
 
     def attribution(self) -> tuple[str, str]:
-        if self.r.kind in ("net", "sumocfg"):
-            return ("unknown: a SUMO net supplied by the user (check the licence of its source data)", "unknown")
-        return (OSM_ATTRIBUTION, OSM_LICENCE)
+        return source_of(self.r.kind).attribution()
 
     def write_manifest(self, veh_per_hour: float, imported: dict | None = None) -> None:
         attribution, licence = self.attribution()
@@ -627,14 +594,7 @@ class _Build:
         tmp.rename(self.out / "manifest.json")
 
     def _source_label(self) -> str:
-        src = self.r.source
-        if src["kind"] == "bundled":
-            return f"{src['package']}:{src['file']}"
-        if src["kind"] == "bbox":
-            return f"bbox {src['bbox']}"
-        if src["kind"] == "place":
-            return repr(src["place"])
-        return src["path"]
+        return source_of(self.r.kind).label(self.r.source)
 
 
 def _now() -> str:

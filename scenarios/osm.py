@@ -154,6 +154,25 @@ def _sigint_as_flag():
         raise KeyboardInterrupt
 
 
+def check_bbox(value) -> tuple[float, float, float, float]:
+    """W,S,E,N in degrees (a string "W,S,E,N" or a 4-sequence), validated."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+    else:
+        parts = list(value) if isinstance(value, (list, tuple)) else []
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        w, s, e, n = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ScenarioError(
+            f"bounding box must be W,S,E,N in degrees (e.g. 24.93,60.16,24.95,60.17), got {value!r}"
+        ) from None
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise ScenarioError(f"bounding box {w},{s},{e},{n} is not W,S,E,N with W < E and S < N in degrees")
+    return (w, s, e, n)
+
+
 # ---------------------------------------------------------------------------------------- HTTP
 def check_url(url: str, origin: str, what: str) -> str:
     """url itself if it is an absolute http(s) URL with a host; else one clear error naming where it came
@@ -390,8 +409,6 @@ def geocode_bbox(place: str, url: str | None = None, timeout_s: float | None = N
 
 
 def check(w, s, e, n, place) -> tuple[float, float, float, float]:
-    from scenarios.recipe import check_bbox
-
     try:
         return check_bbox([w, s, e, n])
     except ScenarioError:

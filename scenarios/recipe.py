@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scenarios.errors import ScenarioError
+from scenarios.sources import SOURCES, source_of
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_CITY = "helsinki"
@@ -77,16 +78,7 @@ ADHOC_DEMAND = {
 AUTO_VEH_PER_KM_HOUR = 20.0
 AUTO_VEH_PER_HOUR_RANGE = (60.0, 3600.0)
 DEFAULT_SEED = 42
-GENERIC_STEMS = {"osm", "net", "map", "city", "network", "input", "data", "export", "planet", "extract"}
 
-SOURCE_KEYS = {
-    "bundled": {"package", "file"},
-    "file": {"path"},
-    "bbox": {"bbox"},
-    "place": {"place"},
-    "net": {"path"},
-    "sumocfg": {"path"},
-}
 DEMAND_KEYS = set(ADHOC_DEMAND)
 # background: "osm" weighs origins and destinations by OSM homes and activities over a morning profile
 # (scenarios/osmdemand.py); "uniform" is randomTrips at a flat rate (a bare --net always is).
@@ -263,15 +255,14 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
         raise bad(f"seed must be a non-negative integer, got {seed!r}")
 
     source = data.get("source")
-    if not isinstance(source, dict) or source.get("kind") not in SOURCE_KEYS:
-        raise bad(f"[source] needs kind = one of {', '.join(SOURCE_KEYS)}")
+    if not isinstance(source, dict) or source.get("kind") not in SOURCES:
+        raise bad(f"[source] needs kind = one of {', '.join(SOURCES)}")
     kind = source["kind"]
-    missing = SOURCE_KEYS[kind] - set(source)
-    extra = set(source) - SOURCE_KEYS[kind] - {"kind"}
+    keys = SOURCES[kind].keys
+    missing, extra = keys - set(source), set(source) - keys - {"kind"}
     if missing or extra:
-        raise bad(f"[source] kind={kind!r} takes exactly {sorted(SOURCE_KEYS[kind])}")
-    if kind == "bbox":
-        source["bbox"] = list(check_bbox(source["bbox"]))
+        raise bad(f"[source] kind={kind!r} takes exactly {sorted(keys)}")
+    source = SOURCES[kind].normalise(source)
 
     nc = data.get("netconvert", {"options": list(DEFAULT_NETCONVERT)})
     opts = nc.get("options") if isinstance(nc, dict) else None
@@ -312,16 +303,15 @@ def from_dict(data: dict, origin: str = "") -> Recipe:
 
 
 def is_net_source(source: dict) -> bool:
-    f = str(source.get("file", ""))
-    return source.get("kind") == "net" or (source.get("kind") == "bundled" and f.endswith((".net.xml", ".net.xml.gz")))
+    return source_of(source["kind"]).is_net(source)
 
 
 def is_imported(source: dict, demand: dict) -> bool:
-    return source.get("kind") == "sumocfg" or bool(demand.get("routes")) or bool(demand.get("trips"))
+    return source_of(source["kind"]).sumocfg or bool(demand.get("routes")) or bool(demand.get("trips"))
 
 
 def _check_imported(d: dict, source: dict, bad) -> None:
-    if source.get("kind") not in ("net", "sumocfg"):
+    if not source_of(source["kind"]).net:
         raise bad("route files and trip tables need a SUMO net (kind = net or sumocfg): their edge ids are the net's")
     for key in ("routes", "trips"):
         files = d[key]
@@ -389,36 +379,12 @@ def _check_demand(d: dict, bad) -> None:
 
 
 # ---------------------------------------------------------------------------------------- ad hoc
-def check_bbox(value) -> tuple[float, float, float, float]:
-    """W,S,E,N in degrees (a string "W,S,E,N" or a 4-sequence), validated."""
-    if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")]
-    else:
-        parts = list(value) if isinstance(value, (list, tuple)) else []
-    try:
-        if len(parts) != 4:
-            raise ValueError
-        w, s, e, n = (float(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ScenarioError(
-            f"bounding box must be W,S,E,N in degrees (e.g. 24.93,60.16,24.95,60.17), got {value!r}"
-        ) from None
-    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-        raise ScenarioError(f"bounding box {w},{s},{e},{n} is not W,S,E,N with W < E and S < N in degrees")
-    return (w, s, e, n)
-
-
-def slug(text: str) -> str:
-    s = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-_")
-    return s[:48] or "city"
-
-
 def adhoc(kind: str, value: str, name: str | None = None, *, routes: list[str] | None = None,
           trips: list[str] | None = None) -> Recipe:  # fmt: skip
     """A recipe for a command-line source, with the ad-hoc default demand (or, with route files or trip
     tables, or for a .sumocfg, the demand imported from them)."""
-    what = {"file": "OSM file", "net": "net file", "sumocfg": "SUMO configuration file"}
-    if (routes or trips) and kind not in ("net", "sumocfg"):
+    src = source_of(kind)
+    if (routes or trips) and not src.net:
         flag = "--routes" if routes else "--trips"
         raise ScenarioError(
             f"{flag} needs --net or --sumocfg: route files and trip tables name the edges of a SUMO net"
@@ -433,41 +399,16 @@ def adhoc(kind: str, value: str, name: str | None = None, *, routes: list[str] |
             resolved.append(str(p))
         if resolved:
             demand_files[key] = resolved
-    if kind in ("file", "net", "sumocfg"):
-        path = Path(value).expanduser().resolve()
-        if not path.is_file():
-            raise ScenarioError(f"{what[kind]} {value} does not exist")
-        source = {"kind": kind, "path": str(path)}
-        base = path.name
-        for suffix in (".gz", ".bz2", ".pbf", ".osm", ".o5m", ".xml", ".net", ".sumocfg"):
-            base = base.removesuffix(suffix)
-        default_name = slug(base)
-        if default_name in GENERIC_STEMS:  # "DRT/osm.net.xml" -> "drt-osm", more telling than "osm"
-            default_name = slug(f"{path.parent.name}-{base}")
-        desc = f"{what[kind]} {path}"
-    elif kind == "bbox":
-        bbox = check_bbox(value)
-        source = {"kind": "bbox", "bbox": list(bbox)}
-        default_name = "bbox_" + "_".join(f"{v:g}" for v in bbox)
-        desc = f"bounding box W,S,E,N = {','.join(map(str, bbox))} (Overpass API)"
-    elif kind == "place":
-        if not value.strip():
-            raise ScenarioError("place name is empty")
-        source = {"kind": "place", "place": value.strip()}
-        default_name = slug(value)
-        desc = f"place {value.strip()!r} (geocoded by Nominatim, Overpass API)"
-    else:
-        raise ScenarioError(f"unknown source kind {kind!r}")
+    source, default_name, desc = src.adhoc(value)
     data = {
         "name": name or default_name,
         "description": desc,
         "seed": DEFAULT_SEED,
         "source": source,
-        "netconvert": {"options": [] if kind in ("net", "sumocfg") else list(DEFAULT_NETCONVERT)},
-        "demand": dict(IMPORTED_DEMAND, **demand_files) if kind == "sumocfg" or demand_files else dict(ADHOC_DEMAND),
+        "netconvert": {"options": [] if src.net else list(DEFAULT_NETCONVERT)},
+        "demand": dict(IMPORTED_DEMAND, **demand_files) if src.sumocfg or demand_files else dict(ADHOC_DEMAND),
     }
-    flag = "--osm" if kind == "file" else f"--{kind}"
-    return from_dict(data, origin=f"{flag} {value}")
+    return from_dict(data, origin=f"{src.flag} {value}")
 
 
 def auto_veh_per_hour(road_km: float) -> float:
