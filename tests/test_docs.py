@@ -31,7 +31,7 @@ def test_readme_links_point_at_pages_that_exist():
 def test_the_extending_examples_run(tmp_path, kouvola):
     text = (ROOT / "docs" / "extending.md").read_text()
     blocks = re.findall(r"```(python|toml)\n(.*?)```", text, flags=re.S)
-    assert [kind for kind, _ in blocks].count("python") >= 5
+    assert [kind for kind, _ in blocks].count("python") >= 6
     script = []
     for kind, code in blocks:
         if kind == "toml":  # the city recipe, saved as the page says
@@ -47,3 +47,4 @@ def test_the_extending_examples_run(tmp_path, kouvola):
     assert lines[0].startswith("mean travel time ") and float(lines[0].split()[-1]) > 0
     assert float(lines[1]) > 0  # the new method's episode
     assert lines[2].startswith("kouvola-evening ") and lines[2].endswith(" edges")
+    assert lines[3] == "kouvola-pyrosm pyrosm ODbL-1.0"
