@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from core.settings import nest, to_dict, update
+from core.shortcuts import SHORTCUTS as TABLE
 from cosim.config import EnvConfig
 from scenarios.recipe import ScenarioConfig
 
@@ -139,6 +140,9 @@ class RunConfig:
     out: str | None = None  # output folder (None: the command's default)
 
 
+SECTIONS = ("scenario", "env", "algorithm", "run")  # the tree of a training run
+
+
 @dataclass
 class TrainConfig:
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
@@ -161,14 +165,8 @@ class TrainConfig:
             d.get(section, {}).pop(key, None)
         return d
 
-    # the flat names of the command-line shortcuts (and of the Python shortcut `of`) -> tree paths
-    SHORTCUTS = {
-        "scenario": "scenario.name", "method": "algorithm.method", "episodes": "run.episodes",
-        "seed": "run.seed", "eval_every": "run.eval_every", "eval_seed": "run.eval_seed", "agents": "env.n_agents",
-        "horizon": "env.horizon", "backend": "env.backend", "plans": "algorithm.plans", "demos": "algorithm.demos",
-        "seeds": "run.seeds", "workers": "run.workers", "executor": "run.executor", "out": "run.out",
-        "rollout_workers": "run.rollout_workers", "ray_address": "run.ray_address",
-    }  # fmt: skip
+    # the flat names of the Python shortcut `of` -> tree paths: the command line's table (core/shortcuts.py)
+    SHORTCUTS = {n: sc.path for n, sc in TABLE.items() if sc.path.split(".")[0] in SECTIONS}
 
     @classmethod
     def of(cls, ppo: dict | None = None, reled: dict | None = None, options: dict | None = None, **flat):

@@ -30,7 +30,7 @@ class SettingsError(UserError):
 
 
 # ------------------------------------------------------------------------------------------- types
-def _hints(cls) -> dict[str, Any]:
+def field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -95,7 +95,7 @@ def update(obj, data: Mapping, where: str = ""):
     """A copy of the tree `obj` with the values of `data` (any subset of its sections and keys)."""
     if not isinstance(data, Mapping):
         raise SettingsError(f"{where or 'the configuration'} must be a table of settings, got {data!r}")
-    hints = _hints(type(obj))
+    hints = field_types(type(obj))
     names = [f.name for f in _fields(type(obj))]
     changes = {}
     for key, value in data.items():
@@ -146,7 +146,7 @@ def diff(old: Mapping, new: Mapping) -> str:
 def paths(cls, prefix: str = "") -> dict[str, Any]:
     """Every setting's dotted path -> its type."""
     out = {}
-    hints = _hints(cls)
+    hints = field_types(cls)
     for f in _fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
         if dataclasses.is_dataclass(hints[f.name]):

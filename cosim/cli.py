@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 
 from core.errors import RunFailed, check_positive, check_seed
+from core.settings import experiment_class
+from core.shortcuts import shortcut_options
+from cosim.config import EnvConfig
 from cosim.errors import CosimError
+
+
+@dataclass
+class _EnvTree:
+    """The tree `simulate` reads when this layer runs on its own (`cosim` gives it the whole tree)."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+
 
 bench_app = typer.Typer(help="Benchmarks (speed is measured here, never in tests).", no_args_is_help=True)
 
@@ -30,12 +42,12 @@ def _agents_list(text: str) -> list[int]:
     return out
 
 
+@shortcut_options("agents", "backend", tree=lambda: experiment_class(_EnvTree), short=False)
 def simulate(
+    shortcuts: dict,
     scenario: str = typer.Argument("helsinki", help="City name or a built scenario folder."),
     policy: str = typer.Option("shortest", help="random | shortest"),
-    agents: int | None = typer.Option(None, help="Controlled agents (env.n_agents; default: the recipe's)."),
     seed: int = typer.Option(0, help="SUMO seed of the episode."),
-    backend: str | None = typer.Option(None, help="libsumo | traci (env.backend; default libsumo)."),
     gui: bool = typer.Option(False, "--gui", help="Show the run in sumo-gui (needs a display)."),
     config: Path | None = typer.Option(
         None, "--config", help="TOML (or a run's config.json): its env section is used."
@@ -47,20 +59,14 @@ def simulate(
     import dataclasses
     import time
 
-    from core.settings import experiment_class, resolve
-    from cosim.config import EnvConfig
+    from core.settings import resolve
     from cosim.env import VehicleRoutingEnv
     from cosim.errors import SumoFault
     from cosim.policies import make_policy
 
     check_seed("--seed", seed)
-    check_positive("--agents", agents, zero_ok=True)  # 0: a plain run of an imported scenario's demand
-    cls = experiment_class(None)
-    if cls is not None:
-        shortcuts = {"env.n_agents": agents, "env.backend": backend, "env.gui": gui or None}
-        env_cfg = resolve(cls, config, set_, shortcuts).env
-    else:  # this layer on its own: the env section only
-        env_cfg = EnvConfig(n_agents=agents, backend=backend or "libsumo", gui=gui)
+    check_positive("--agents", shortcuts["env.n_agents"], zero_ok=True)  # 0: a plain run of imported demand
+    env_cfg = resolve(experiment_class(_EnvTree), config, set_, {**shortcuts, "env.gui": gui or None}).env
     act = make_policy(policy, seed)
     env = VehicleRoutingEnv(_scenario(scenario), dataclasses.replace(env_cfg, control="policy"))
     backend = env_cfg.backend

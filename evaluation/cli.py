@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from core.errors import run_app
+from core.shortcuts import shortcut_options
 
 app = typer.Typer(
     name="cosim",
@@ -50,31 +51,17 @@ def _register() -> None:
 _register()
 
 
-def _demo_help(path: str, text: str) -> str:
-    """Help with the demo preset's value (the tree's defaults with evaluation.demo.PRESET on top)."""
-    import json
-
+def _preset():
     from evaluation.demo import preset
 
-    value = preset()
-    for part in path.split("."):
-        value = getattr(value, part)
-    return f"{text} (default {json.dumps(value)}; --set {path}=…)"
+    return preset()
 
 
 @app.command()
+@shortcut_options("scenario", "agents", "seeds", "episodes", "out", "workers", "llm", tree=lambda: type(_preset()),
+                  base=_preset, short=False, helps={"out": "Output folder (null: runs/demo-<scenario>)."})  # fmt: skip
 def demo(
-    scenario: str | None = typer.Option(
-        None, help=_demo_help("scenario.name", "City name or a built scenario folder.")
-    ),
-    agents: int | None = typer.Option(None, help=_demo_help("env.n_agents", "Controlled agents.")),
-    seeds: int | None = typer.Option(None, help=_demo_help("run.seeds", "Seeds per method.")),
-    episodes: int | None = typer.Option(None, help=_demo_help("run.episodes", "Training episodes per run.")),
-    out: str | None = typer.Option(None, help="Output folder (default runs/demo-<scenario>)."),
-    workers: int | None = typer.Option(None, help=_demo_help("run.workers", "Parallel runs (null: one per core).")),
-    llm: str | None = typer.Option(
-        None, "--llm", help=_demo_help("sed.llm", "LLM backend for the SED demonstrations.")
-    ),
+    shortcuts: dict,
     config: Path | None = typer.Option(
         None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
     ),
@@ -83,11 +70,10 @@ def demo(
 ) -> None:
     """The main job: build the city, SED demos with the local LLM, RELED vs baselines, report (see README)."""
     from core.settings import resolve
-    from evaluation.demo import preset, run
+    from evaluation.demo import run
 
-    shortcuts = {"scenario.name": scenario, "env.n_agents": agents, "run.seeds": seeds, "run.episodes": episodes,
-                 "run.out": out, "run.workers": workers, "sed.llm": llm}  # fmt: skip
-    run(resolve(type(preset()), config, set_, shortcuts, base=preset()), open_report=not no_open)
+    base = _preset()
+    run(resolve(type(base), config, set_, shortcuts, base=base), open_report=not no_open)
 
 
 def main() -> None:

@@ -651,55 +651,23 @@ def _print_summary(res: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from core.settings import CONFIG_HELP, SET_HELP, help_for
+    from core.settings import CONFIG_HELP, SET_HELP
+    from core.shortcuts import shortcut_options
     from evaluation.config import ExperimentConfig as _E
 
     @app.command("compare")
+    @shortcut_options("scenario", "seeds", "episodes", "agents", "horizon", "eval_every", "eval_seed", "workers",
+                      "executor", "llm", "out", tree=lambda: _E,
+                      helps={"out": "Comparison folder: runs, results.json, report.html.",
+                             "llm": "LLM for demonstrations made on the fly (see `cosim demos`)."})  # fmt: skip
     def compare_cmd(
+        shortcuts: dict,
         methods: str = typer.Option(..., "--methods", "-m", help="Comma-separated methods, e.g. ippo,mappo,shortest."),
-        out: Path | None = typer.Option(
-            None, "--out", "-o", help=help_for(_E, "run.out", "Comparison folder (runs, results.json, report.html).")
-        ),
-        scenario: str | None = typer.Option(
-            None,
-            "--scenario",
-            "-s",
-            help=help_for(_E, "scenario.name", "City scenario (name, recipe or built folder)."),
-        ),
-        seeds: int | None = typer.Option(
-            None, "--seeds", help=help_for(_E, "run.seeds", "Seeds per method (0 .. N-1).")
-        ),
-        episodes: int | None = typer.Option(
-            None, "--episodes", "-e", help=help_for(_E, "run.episodes", "Training episodes per run.")
-        ),
-        executor: str | None = typer.Option(
-            None, "--executor", help=help_for(_E, "run.executor", "local (process pool) or ray.")
-        ),
-        agents: int | None = typer.Option(
-            None, "--agents", "-n", help=help_for(_E, "env.n_agents", "Controlled agents (null: the city's).")
-        ),
-        workers: int | None = typer.Option(
-            None, "--workers", "-w", help=help_for(_E, "run.workers", "Parallel runs (null: min(cores, runs)).")
-        ),
         demos: Path | None = typer.Option(
             None, "--demos", help="SED demonstrations folder (`cosim demos`) for the methods that use them."
         ),
-        horizon: float | None = typer.Option(
-            None, "--horizon", help=help_for(_E, "env.horizon", "Episode horizon in s (null: the city's).")
-        ),
-        eval_every: int | None = typer.Option(
-            None, "--eval-every", help=help_for(_E, "run.eval_every", "Greedy evaluation every K episodes.")
-        ),
-        eval_seed: int | None = typer.Option(
-            None, "--eval-seed", help=help_for(_E, "run.eval_seed", "SUMO seed of every evaluation episode.")
-        ),
         config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-        llm: str | None = typer.Option(
-            None,
-            "--llm",
-            help=help_for(_E, "sed.llm", "LLM for demonstrations produced on the fly (see `cosim demos`)."),
-        ),
         reference: str | None = typer.Option(
             None,
             "--reference",
@@ -710,9 +678,6 @@ def register(app: typer.Typer) -> None:
         """Train methods x seeds in parallel; write results.json and a self-contained report.html."""
         from core.settings import resolve
 
-        shortcuts = {"scenario.name": scenario, "run.seeds": seeds, "run.episodes": episodes, "run.executor": executor,
-                     "env.n_agents": agents, "run.workers": workers, "env.horizon": horizon, "run.eval_every": eval_every,
-                     "run.eval_seed": eval_seed, "sed.llm": llm, "run.out": str(out) if out is not None else None}  # fmt: skip
         try:
             tree = resolve(_E, config, set_, shortcuts)
         except UserError as exc:

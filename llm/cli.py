@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from core.shortcuts import shortcut_options
 from llm.errors import LLMError
 
 
@@ -18,40 +19,13 @@ def _tree():
     return cls
 
 
-def _help(path: str, text: str) -> str:
-    from core.settings import help_for
-
-    return help_for(_tree(), path, text)
-
-
+@shortcut_options("scenario", "llm", "agents", "rounds", "rollouts", "threshold", "c", "k", "subset_size", "seed",
+                  "request_timeout", "cache", "max_concurrency", tree=lambda: _tree(),
+                  helps={"seed": "Seed of the LLM's sampling and the rollouts."})  # fmt: skip
 def demos(
+    shortcuts: dict,
     out: Path = typer.Option(..., help="Folder for demos, plans, prompts, bounds and summary.json."),
-    scenario: str | None = typer.Option(None, help=_help("scenario.name", "City name or a built scenario folder.")),
-    llm: str | None = typer.Option(
-        None, "--llm", help=_help("sed.llm", "local | openai[:model] | ollama[:model] | provider:model.")
-    ),
-    agents: int | None = typer.Option(None, help=_help("env.n_agents", "Controlled agents (null: the city's).")),
-    rounds: int | None = typer.Option(None, help=_help("sed.rounds", "M: SED rounds at most.")),
-    rollouts: int | None = typer.Option(None, help=_help("sed.rollouts", "R: background-traffic seeds per round.")),
-    threshold: float | None = typer.Option(
-        None, help=_help("sed.threshold", "Accept when max_i B_i <= threshold (minutes).")
-    ),
-    c: float | None = typer.Option(
-        None, help=_help("sed.c", "Weight of the divergence term D_i in B_i = V_i + c*D_i.")
-    ),
-    k: int | None = typer.Option(None, help=_help("sed.k", "Candidate routes per agent.")),
-    subset_size: int | None = typer.Option(None, help=_help("sed.subset_size", "Agents per prompt at most.")),
-    seed: int | None = typer.Option(None, help=_help("run.seed", "Seed of the LLM's sampling and the rollouts.")),
-    request_timeout: float | None = typer.Option(
-        None, help=_help("sed.request_timeout", "Seconds per call to a remote LLM before it counts as failed.")
-    ),
-    cache: str | None = typer.Option(
-        None, help=_help("sed.cache_file", "LangChain answer cache (SQLite; null: $COSIM_HOME/llm-cache.sqlite).")
-    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers (sed.cache=false)."),
-    max_concurrency: int | None = typer.Option(
-        None, help=_help("sed.max_concurrency", "Remote backends: prompts in flight at once (local: one).")
-    ),
     random_baseline: bool = typer.Option(True, help="Also measure random candidate choice."),
     config: Path | None = typer.Option(
         None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
@@ -72,12 +46,7 @@ def demos(
     from scenarios import ensure_built
 
     out = check_out(out)  # before the scenario, the LLM and SUMO: a bad --out costs nothing
-    shortcuts = {
-        "scenario.name": scenario, "sed.llm": llm, "env.n_agents": agents, "sed.rounds": rounds, "sed.rollouts": rollouts,
-        "sed.threshold": threshold, "sed.c": c, "sed.k": k, "sed.subset_size": subset_size, "run.seed": seed,
-        "sed.request_timeout": request_timeout, "sed.cache_file": cache, "sed.cache": False if no_cache else None,
-        "sed.max_concurrency": max_concurrency,
-    }  # fmt: skip
+    shortcuts["sed.cache"] = False if no_cache else None
     try:
         tree = resolve(_tree(), config, set_, shortcuts)
         tree.check()
@@ -116,15 +85,10 @@ def demos(
         raise LLMError(f"{out}: {problem}; check the backend (--llm {llm})")
 
 
+@shortcut_options("scenario", "agents", "llm", "max_concurrency", "rounds", "seed", tree=lambda: _tree(),
+                  helps={"seed": "Seed of the LLM's sampling and the rollouts."})  # fmt: skip
 def bench_sed(
-    scenario: str = typer.Option("helsinki", "--scenario", "-s", help="City name or a built scenario folder."),
-    agents: int | None = typer.Option(None, "--agents", "-n", help="Agents asked about (default: the city's)."),
-    llm: str | None = typer.Option(None, "--llm", help=_help("sed.llm", "local | openai[:model] | ollama[:model].")),
-    max_concurrency: int | None = typer.Option(
-        None, help=_help("sed.max_concurrency", "Remote backends: prompts in flight at once.")
-    ),
-    rounds: int | None = typer.Option(None, help=_help("sed.rounds", "M: SED rounds at most.")),
-    seed: int | None = typer.Option(None, help=_help("run.seed", "Seed of the LLM's sampling and the rollouts.")),
+    shortcuts: dict,
     config: Path | None = typer.Option(None, "--config", help="TOML with any subset of the configuration tree."),
     set_: list[str] = typer.Option([], "--set", help="Override one setting: section.key=value (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="JSON only: one object."),
@@ -139,8 +103,6 @@ def bench_sed(
     from llm.bench import sed_bench
     from scenarios import ensure_built
 
-    shortcuts = {"scenario.name": scenario, "env.n_agents": agents, "sed.llm": llm,
-                 "sed.max_concurrency": max_concurrency, "sed.rounds": rounds, "run.seed": seed}  # fmt: skip
     try:
         tree = resolve(_tree(), config, set_, shortcuts)
         tree.check()
