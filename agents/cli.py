@@ -12,8 +12,9 @@ from pathlib import Path
 import typer
 
 from agents.config import TrainConfig
+from core.flags import positive_or_auto
 from core.settings import CONFIG_HELP, SET_HELP, experiment_class, resolve
-from core.shortcuts import positive_or_auto, shortcut_options
+from core.shortcuts import shortcut_options
 
 _T = TrainConfig
 

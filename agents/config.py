@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from core.settings import nest, to_dict, update
-from core.shortcuts import SHORTCUTS as TABLE
+from core.errors import MAX_SEED
+from core.flags import SHORTCUTS as TABLE
+from core.settings import limit_problems, limits, nest, to_dict, update
 from cosim.config import EnvConfig
 from scenarios.recipe import ScenarioConfig
 
@@ -26,19 +27,23 @@ from scenarios.recipe import ScenarioConfig
 class PPOConfig:
     """PPO hyperparameters. IPPO and MAPPO use the same instance (only the critic's input differs)."""
 
-    lr: float = 1e-3
-    gamma: float = 0.99  # per decision (the env is a semi-MDP: one transition per decision)
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
+    lr: float = field(default=1e-3, metadata=limits(gt=0))
+    gamma: float = field(
+        default=0.99, metadata=limits(ge=0, le=1)
+    )  # per decision (the env is a semi-MDP: one transition per decision)
+    gae_lambda: float = field(default=0.95, metadata=limits(ge=0, le=1))
+    clip_coef: float = field(default=0.2, metadata=limits(gt=0))
     clip_vloss: bool = True
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    update_epochs: int = 4
-    minibatch_size: int = 256
+    ent_coef: float = field(default=0.01, metadata=limits(ge=0))
+    vf_coef: float = field(default=0.5, metadata=limits(ge=0))
+    max_grad_norm: float = field(default=0.5, metadata=limits(gt=0))
+    update_epochs: int = field(default=4, metadata=limits(gt=0))
+    minibatch_size: int = field(default=256, metadata=limits(gt=0))
     norm_adv: bool = True
-    target_kl: float | None = None  # stop the epochs early once the approx. KL exceeds it
-    hidden: int = 64
+    target_kl: float | None = field(
+        default=None, metadata=limits(gt=0)
+    )  # stop the epochs early once the approx. KL exceeds it
+    hidden: int = field(default=64, metadata=limits(gt=0))
     shared: bool = True  # parameter sharing across agents; False: one actor and one critic per agent
     # shared networks only: a learned per-agent embedding added to the first hidden layer (the "agent
     # indication" of parameter-sharing MARL; equivalent to a one-hot agent id in the input). Zero-initialised,
@@ -52,9 +57,9 @@ class PPOConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def problems(self) -> list[str]:
-        """What is wrong with these values (type or range), one phrase each; empty when all is well.
-        Checked before a run starts, so a bad ``--set`` never costs an episode or leaves a run behind."""
+    def type_problems(self) -> list[str]:
+        """Values of the wrong type, one phrase each (a tree built in Python skips the --set parser's type
+        check); the ranges are the fields' `limits`."""
         out = []
         for f in fields(self):
             v, kind = getattr(self, f.name), str(f.type)
@@ -69,50 +74,39 @@ class PPOConfig:
                 want = "a finite number"
             if not ok:
                 out.append(f"{f.name} must be {want}, got {v!r}")
-        if out:
-            return out
-        for name in ("lr", "clip_coef", "max_grad_norm", "update_epochs", "minibatch_size", "hidden"):
-            if getattr(self, name) <= 0:
-                out.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                out.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("ent_coef", "vf_coef"):
-            if getattr(self, name) < 0:
-                out.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.target_kl is not None and self.target_kl <= 0:
-            out.append(f"target_kl must be > 0 or null, got {self.target_kl}")
         return out
+
+    def problems(self) -> list[str]:
+        """What is wrong with these values (type or range), one phrase each; empty when all is well.
+        Checked before a run starts, so a bad ``--set`` never costs an episode or leaves a run behind."""
+        return self.type_problems() or limit_problems(self)
 
 
 @dataclass
 class RELEDSettings:
     """The expert term of RELED, LEED and the ablations (this project's formalisation and defaults)."""
 
-    w0: float = 5.0  # weight scale
-    eta: float = 0.9  # per-iteration decay of the expert signal (1.0: none): halves every ~6.6 iterations
-    d0: float = 100.0  # m: DTW distance at which phi = 1/2 (ratio) or 1 - 1/e (exp)
-    phi: str = "ratio"  # ratio: d / (d + d0); exp: 1 - exp(-d / d0)
-    bc_batch: int = 4096  # expert samples per minibatch at most (all of them when fewer)
-    pretrain: int = 2000  # BC-only Adam steps on the actor before the first episode (DAPG-style warm start)
+    w0: float = field(default=5.0, metadata=limits(ge=0))  # weight scale
+    eta: float = field(
+        default=0.9, metadata=limits(gt=0, le=1)
+    )  # per-iteration decay of the expert signal (1.0: none): halves every ~6.6 iterations
+    d0: float = field(
+        default=100.0, metadata=limits(gt=0)
+    )  # m: DTW distance at which phi = 1/2 (ratio) or 1 - 1/e (exp)
+    phi: str = field(
+        default="ratio", metadata=limits(choices=("ratio", "exp"))
+    )  # ratio: d / (d + d0); exp: 1 - exp(-d / d0)
+    bc_batch: int = field(
+        default=4096, metadata=limits(gt=0)
+    )  # expert samples per minibatch at most (all of them when fewer)
+    pretrain: int = field(
+        default=2000, metadata=limits(ge=0)
+    )  # BC-only Adam steps on the actor before the first episode (DAPG-style warm start)
 
     PHIS = ("ratio", "exp")
 
     def problems(self) -> list[str]:
-        out = []
-        if not (math.isfinite(self.w0) and self.w0 >= 0):
-            out.append(f"w0 must be a finite number >= 0, got {self.w0}")
-        if not 0 < self.eta <= 1:
-            out.append(f"eta must be in (0, 1], got {self.eta}")
-        if not (math.isfinite(self.d0) and self.d0 > 0):
-            out.append(f"d0 must be a positive number of metres, got {self.d0}")
-        if self.phi not in self.PHIS:
-            out.append(f"phi must be one of {', '.join(self.PHIS)}, got {self.phi!r}")
-        if self.bc_batch <= 0:
-            out.append(f"bc_batch must be positive, got {self.bc_batch}")
-        if self.pretrain < 0:
-            out.append(f"pretrain must be >= 0 (gradient steps), got {self.pretrain}")
-        return out
+        return limit_problems(self)
 
 
 @dataclass
@@ -126,14 +120,26 @@ class AlgorithmConfig:
 
 @dataclass
 class RunConfig:
-    episodes: int = 50  # training episodes per run
-    seed: int = 0  # network init, sampling, SUMO seeds of training episodes (and SED's seed)
-    eval_every: int = 5  # greedy evaluation every K training episodes (and before the first, after the last); 0: never
-    eval_seed: int = 10_000  # SUMO seed of every evaluation episode
-    seeds: int = 3  # compare: seeds per method (0 .. N-1)
-    workers: int | None = None  # compare: parallel runs (None: one per core, at most one per run)
-    rollout_workers: int = 1  # train: processes running episodes for one learner (0: one per free core)
-    executor: str = "local"  # compare's runs and train's rollout workers: local (processes) or ray
+    episodes: int = field(default=50, metadata=limits(gt=0))  # training episodes per run
+    seed: int = field(
+        default=0, metadata=limits(ge=0, le=MAX_SEED, note="SUMO's seeds are 32-bit")
+    )  # network init, sampling, SUMO seeds of training episodes (and SED's seed)
+    eval_every: int = field(
+        default=5, metadata=limits(ge=0)
+    )  # greedy evaluation every K training episodes (and before the first, after the last); 0: never
+    eval_seed: int = field(
+        default=10_000, metadata=limits(ge=0, le=MAX_SEED, note="SUMO's seeds are 32-bit")
+    )  # SUMO seed of every evaluation episode
+    seeds: int = field(default=3, metadata=limits(gt=0))  # compare: seeds per method (0 .. N-1)
+    workers: int | None = field(
+        default=None, metadata=limits(gt=0)
+    )  # compare: parallel runs (None: one per core, at most one per run)
+    rollout_workers: int = field(
+        default=1, metadata=limits(ge=0)
+    )  # train: processes running episodes for one learner (0: one per free core)
+    executor: str = field(
+        default="local", metadata=limits(choices=("local", "ray"))
+    )  # compare's runs and train's rollout workers: local (processes) or ray
     ray_address: str | None = (
         None  # --executor ray: an existing cluster (host:port; else $RAY_ADDRESS, else a local one)
     )
@@ -185,32 +191,21 @@ class TrainConfig:
         return update(cls(), data)
 
     def check(self) -> None:
-        """Ranges and names the types cannot say, checked before any work: one-line TrainError. (The
-        method's name is the method registry's to check: agents.runner.validate.)"""
+        """Ranges and names the types cannot say, checked before any work: one-line TrainError. The ranges
+        are the fields' own (`limits` in their metadata, one checker for the whole tree), each named by its
+        flag where it has one; on top, what a training run needs. (The method's name is the method
+        registry's to check: agents.runner.validate.)"""
         from agents.base import TrainError
-        from core.errors import UserError, check_positive, check_seed
+        from core.flags import flag_of
+        from core.settings import paths
 
-        run, env = self.run, self.env
-        try:
-            check_positive("--episodes", run.episodes)
-            check_positive("--eval-every", run.eval_every, zero_ok=True)
-            check_positive("--agents", env.n_agents)
-            check_positive("--horizon", env.horizon)
-            check_positive("--seeds", run.seeds)
-            check_positive("--workers", run.workers)
-            check_positive("--workers (run.rollout_workers)", run.rollout_workers, zero_ok=True)
-            check_seed("--seed", run.seed)
-            check_seed("--eval-seed", run.eval_seed)
-        except UserError as exc:
-            raise TrainError(str(exc)) from None
-        if env.backend not in ("libsumo", "traci"):
-            raise TrainError(f"--backend must be libsumo or traci, got {env.backend!r}")
-        if run.executor not in ("local", "ray"):
-            raise TrainError(f"--executor must be local or ray, got {run.executor!r}")
-        self._check_rollout_workers()
-        problems = self.algorithm.ppo.problems() + self.algorithm.reled.problems()
+        problems = self.algorithm.ppo.type_problems()
+        problems += limit_problems(self, {p: flag_of(p) for p in paths(type(self)) if flag_of(p)})
+        if self.env.n_agents == 0:
+            problems.append("--agents must be a positive number, got 0 (0 agents is a plain `cosim simulate` run)")
         if problems:
-            raise TrainError("; ".join(problems))
+            raise TrainError("; ".join(problems[:3]))
+        self._check_rollout_workers()
 
     def _check_rollout_workers(self) -> None:
         """One rule for rollout workers: each runs one episode per iteration on its own core, so more

@@ -19,10 +19,12 @@ import math
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.flags import flag_of
 
 
 class SettingsError(UserError):
@@ -259,7 +261,73 @@ def resolve(cls, config_file: str | Path | None = None, sets: list[str] | tuple[
         tree = update(tree, nest(given))
     if sets:
         tree = update(tree, nest(dict(parse_set(s, cls) for s in sets)))
+    # a value out of its range is named as the user gave it: by its flag, else by its path
+    named = {path: flag_of(path) for path in given if flag_of(path)}
+    problems = limit_problems(tree, named)
+    if problems:
+        raise SettingsError("; ".join(problems[:3]))
     return tree
+
+
+# ------------------------------------------------------------------------------- ranges
+@dataclass(frozen=True)
+class Limits:
+    """The range of one setting, written next to its field (``field(metadata=limits(gt=0))``) and read
+    by the one checker, `limit_problems`."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] | None = None
+    note: str = ""  # why, after the range ("SUMO's seeds are 32-bit")
+
+    def problem(self, value) -> str | None:
+        """What `value` must be instead ("a positive number", "in [0, 1]", "local or ray"), or None."""
+        if self.choices is not None:
+            if value in self.choices:
+                return None
+            return " or ".join(self.choices) if len(self.choices) == 2 else "one of " + ", ".join(self.choices)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # a wrong type is the type check's to report
+        ok = (math.isfinite(value) and (self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+              and (self.le is None or value <= self.le))  # fmt: skip
+        if ok:
+            return None
+        note = f" ({self.note})" if self.note else ""
+        if self.le is not None and self.ge is not None and float(self.le).is_integer():
+            return f"in {_num(self.ge)}..{_num(self.le)}{note}"
+        if self.le is not None:
+            low = self.ge if self.gt is None else self.gt
+            return f"in {'[' if self.gt is None else '('}{_num(low)}, {_num(self.le)}]{note}"
+        if self.gt == 0:
+            return f"a positive number{note}"
+        return f"> {_num(self.gt)}{note}" if self.gt is not None else f">= {_num(self.ge)}{note}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def limits(**kw) -> dict:
+    """A field's metadata holding its range: ``lr: float = field(default=1e-3, metadata=limits(gt=0))``."""
+    return {"limits": Limits(**{k: tuple(v) if k == "choices" else v for k, v in kw.items()})}
+
+
+def limit_problems(obj, named: Mapping[str, str] | None = None, prefix: str = "") -> list[str]:
+    """Every setting of a tree (or one section) outside its range, one phrase each, the setting named by
+    `named[path]` (the flag the user typed) or else by its dotted path."""
+    out = []
+    for f in dataclasses.fields(obj):
+        path, value = f"{prefix}{f.name}", getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += limit_problems(value, named, path + ".")
+            continue
+        lim = f.metadata.get("limits")
+        why = lim.problem(value) if lim is not None and value is not None else None
+        if why:
+            shown = repr(value) if isinstance(value, str) else value
+            out.append(f"{(named or {}).get(path, path)} must be {why}, got {shown}")
+    return out
 
 
 # ------------------------------------------------------------------------------- the whole tree

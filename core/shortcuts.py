@@ -1,113 +1,27 @@
-"""The command line's shortcuts into the configuration tree, written once.
+"""Typer options from the shortcut table (`core/flags.py`): a command names the rows it offers and
+`shortcut_options` makes its options from them — the flags, the type, the help (the field's own comment,
+unless the row says better) with the tree's default. The command gets the values the user gave as
+``shortcuts = {path: value}``, which `core.settings.resolve` lays over the defaults and `--config` (and
+under `--set`).
 
-Every flag that sets one setting (`--episodes` → `run.episodes`) is one row of `SHORTCUTS`; a command
-names the rows it offers and `shortcut_options` makes its typer options from them: the flags, the type,
-the help (the field's own comment, unless the row says better) with the tree's default. The command gets
-the values the user gave as ``shortcuts = {path: value}``, which `core.settings.resolve` lays over the
-defaults and `--config` (and under `--set`). `TrainConfig.of` takes the same names from Python.
-
-Standard library and typer only (this is the base layer); the rows are names, not imports.
+Typer and the standard library only (this is the base layer).
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import json
 import re
+import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
-from pathlib import Path
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from core.errors import UserError
+from core.flags import SHORTCUTS
 from core.settings import default_of, field_types
-
-
-def positive_or_auto(flag: str) -> Callable[[str | None], int | None]:
-    """`N | auto` for a count of processes: auto is 0 in the tree (one per free core)."""
-
-    def parse(text: str | None) -> int | None:
-        if text is None:
-            return None
-        if text.strip().lower() == "auto":
-            return 0
-        try:
-            n = int(text)
-        except ValueError:
-            n = -1
-        if n < 1:
-            raise UserError(f"{flag} must be a positive number of processes or auto, got {text!r}")
-        return n
-
-    return parse
-
-
-def as_text(value) -> str | None:
-    return None if value is None else str(value)
-
-
-def resolved_path(value) -> str | None:
-    return None if value is None else str(Path(value).expanduser().resolve())
-
-
-@dataclass(frozen=True)
-class Shortcut:
-    name: str  # the command's parameter and TrainConfig.of's keyword
-    path: str  # the setting it sets
-    flags: tuple[str, ...]  # "--episodes", "-e"
-    type: Any  # what typer parses
-    help: str = ""  # "" : the field's own comment
-    parse: Callable[[Any], Any] | None = None  # the parsed flag -> the setting's value
-
-
-SHORTCUTS: dict[str, Shortcut] = {
-    s.name: s
-    for s in [
-        Shortcut("scenario", "scenario.name", ("--scenario", "-s"), str,
-                 "City: a shipped name, a recipe, an OSM or net file, or a built folder."),
-        Shortcut("method", "algorithm.method", ("--method", "-m"), str,
-                 "A registered method: ippo, mappo, reled, leed, …, or a baseline (shortest, sumo-rerouting, …)."),
-        Shortcut("plans", "algorithm.plans", ("--plans",), Path, "replay: JSON file agent id -> list of edge ids.",
-                 parse=as_text),
-        Shortcut("demos", "algorithm.demos", ("--demos",), Path,
-                 "Expert demonstrations folder (`cosim demos --out DIR`) for the methods that use them; "
-                 "default: made by the SED pipeline.", parse=resolved_path),
-        Shortcut("episodes", "run.episodes", ("--episodes", "-e"), int),
-        Shortcut("seed", "run.seed", ("--seed",), int),
-        Shortcut("seeds", "run.seeds", ("--seeds",), int),
-        Shortcut("eval_every", "run.eval_every", ("--eval-every",), int),
-        Shortcut("eval_seed", "run.eval_seed", ("--eval-seed",), int),
-        Shortcut("workers", "run.workers", ("--workers", "-w"), int),
-        Shortcut("rollout_workers", "run.rollout_workers", ("--workers", "-w"), str,
-                 "Rollout worker processes, each with its own SUMO (auto: one per free core).",
-                 parse=positive_or_auto("--workers")),
-        Shortcut("executor", "run.executor", ("--executor",), str, "local (processes) or ray."),
-        Shortcut("ray_address", "run.ray_address", ("--ray-address",), str, "Join this Ray cluster (host:port)."),
-        Shortcut("out", "run.out", ("--out", "-o"), Path, parse=as_text),
-        Shortcut("agents", "env.n_agents", ("--agents", "-n"), int, "Controlled agents (null: the city's)."),
-        Shortcut("horizon", "env.horizon", ("--horizon",), float, "Episode horizon in s (null: the city's)."),
-        Shortcut("backend", "env.backend", ("--backend",), str, "libsumo or traci."),
-        Shortcut("llm", "sed.llm", ("--llm",), str),
-        Shortcut("rounds", "sed.rounds", ("--rounds",), int),
-        Shortcut("rollouts", "sed.rollouts", ("--rollouts",), int),
-        Shortcut("threshold", "sed.threshold", ("--threshold",), float),
-        Shortcut("c", "sed.c", ("--c",), float),
-        Shortcut("k", "sed.k", ("--k",), int),
-        Shortcut("subset_size", "sed.subset_size", ("--subset-size",), int),
-        Shortcut("request_timeout", "sed.request_timeout", ("--request-timeout",), float),
-        Shortcut("max_concurrency", "sed.max_concurrency", ("--max-concurrency",), int),
-        Shortcut("cache", "sed.cache_file", ("--cache",), str),
-    ]
-}  # fmt: skip
-
-
-def flag_of(path: str) -> str | None:
-    """The flag that sets `path` (for messages), or None when only --set and --config do."""
-    for s in SHORTCUTS.values():
-        if s.path == path:
-            return s.flags[0]
-    return None
 
 
 # ------------------------------------------------------------------------------------------ help
@@ -125,14 +39,21 @@ def _section(cls, path: str):
 
 @functools.cache
 def _comments(cls) -> dict[str, str]:
-    """The comment written after each field of a dataclass section, by field name."""
+    """The comment written after each field of a dataclass section, by field name (on the field's line, or
+    on its last line where the formatter wrapped it)."""
     try:
-        source = inspect.getsource(cls)
+        source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
+    lines = source.splitlines()
     out = {}
-    for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.M):
-        out.setdefault(m.group(1), m.group(2).strip())
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            for line in (lines[node.lineno - 1], lines[node.end_lineno - 1]):
+                m = re.search(r"#\s*(.+)$", line)
+                if m:
+                    out[node.target.id] = m.group(1).strip()
+                    break
     return out
 
 

@@ -7,27 +7,41 @@ How many agents and which seed come from the tree's ``env.n_agents`` and ``run.s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from core.settings import limit_problems, limits
 
 
 @dataclass
 class SEDSettings:
     llm: str = "local"  # local | openai[:model] | ollama[:model] | provider:model
-    k: int = 3  # candidate routes per agent
-    subset_size: int = 6  # agents per prompt at most
-    rounds: int = 3  # M: SED rounds at most
-    rollouts: int = 3  # R: background-traffic seeds per round (>= 2: the volatility term needs a spread)
-    c: float = 1.0  # weight of the divergence term D_i in B_i = V_i + c*D_i
+    k: int = field(default=3, metadata=limits(gt=0))  # candidate routes per agent
+    subset_size: int = field(default=6, metadata=limits(gt=0))  # agents per prompt at most
+    rounds: int = field(default=3, metadata=limits(gt=0))  # M: SED rounds at most
+    rollouts: int = field(
+        default=3, metadata=limits(gt=0)
+    )  # R: background-traffic seeds per round (>= 2: the volatility term needs a spread)
+    c: float = field(default=1.0, metadata=limits(ge=0))  # weight of the divergence term D_i in B_i = V_i + c*D_i
     threshold: float = 1.0  # accept when max_i B_i <= threshold (minutes)
-    reasks: int = 1  # re-asks of a subset whose answer was invalid, per round
-    temperature: float = 0.2
-    threads: int | None = None  # local model: CPU threads for prompts and answers (None: half the cores, at most 4)
+    reasks: int = field(default=1, metadata=limits(ge=0))  # re-asks of a subset whose answer was invalid, per round
+    temperature: float = field(default=0.2, metadata=limits(ge=0))
+    threads: int | None = field(
+        default=None, metadata=limits(gt=0)
+    )  # local model: CPU threads for prompts and answers (None: half the cores, at most 4)
     prefix_cache: bool = True  # local model: start each call after the prompt prefix it shares with the last
-    max_concurrency: int = 8  # remote backends: prompts in flight at once (the local model: always one)
-    rollout_workers: int = 0  # processes for the R rollouts of a plan set (0: one per free core, at most R)
-    retry_attempts: int = 4  # per call, for timeouts, lost connections and rate limits
-    retry_initial_wait: float = 1.0  # s, exponential backoff with jitter
-    request_timeout: float = 60.0  # s per call to a remote backend (a silent endpoint fails, not hangs)
+    max_concurrency: int = field(
+        default=8, metadata=limits(gt=0)
+    )  # remote backends: prompts in flight at once (the local model: always one)
+    rollout_workers: int = field(
+        default=0, metadata=limits(ge=0)
+    )  # processes for the R rollouts of a plan set (0: one per free core, at most R)
+    retry_attempts: int = field(
+        default=4, metadata=limits(gt=0)
+    )  # per call, for timeouts, lost connections and rate limits
+    retry_initial_wait: float = field(default=1.0, metadata=limits(ge=0))  # s, exponential backoff with jitter
+    request_timeout: float = field(
+        default=60.0, metadata=limits(gt=0)
+    )  # s per call to a remote backend (a silent endpoint fails, not hangs)
     cache: bool = True  # LangChain's SQLite answer cache: a re-run makes no calls
     cache_file: str | None = None  # None: $COSIM_HOME/llm-cache.sqlite
 
@@ -41,18 +55,7 @@ class SEDSettings:
         return self.cache_file or str(home_dir() / "llm-cache.sqlite")
 
     def problems(self) -> list[str]:
-        out = []
-        for name in ("k", "subset_size", "rounds", "rollouts", "retry_attempts", "max_concurrency"):
-            if getattr(self, name) <= 0:
-                out.append(f"sed.{name} must be a positive number, got {getattr(self, name)}")
+        out = limit_problems(self, prefix="sed.")
         if self.rollouts == 1:
             out.append("sed.rollouts must be at least 2 (the volatility term needs a spread)")
-        if self.request_timeout <= 0:
-            out.append(f"sed.request_timeout must be a positive number, got {self.request_timeout}")
-        if self.threads is not None and self.threads <= 0:
-            out.append(f"sed.threads must be a positive number or null, got {self.threads}")
-        if self.rollout_workers < 0:
-            out.append(f"sed.rollout_workers must be >= 0 (0: one per free core), got {self.rollout_workers}")
-        if self.reasks < 0:
-            out.append(f"sed.reasks must be >= 0, got {self.reasks}")
         return out

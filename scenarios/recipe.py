@@ -32,6 +32,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.settings import limits
 from scenarios.errors import ScenarioError
 from scenarios.sources import SOURCES, source_of
 
@@ -44,7 +45,9 @@ class ScenarioConfig:
     """The scenario section of an experiment's configuration tree: which city the experiment runs on."""
 
     name: str = DEFAULT_CITY  # shipped city, recipe .toml, .osm(.pbf), .net.xml or .sumocfg file, built folder
-    demand_scale: float | None = None  # multiply the scenario's background demand (a stress test); null: as built
+    demand_scale: float | None = field(
+        default=None, metadata=limits(ge=0)
+    )  # multiply the scenario's background demand (a stress test); null: as built
 
     def overrides(self) -> dict:
         """Keyword overrides for scenarios.ensure_built (a scaled demand is its own build in the cache)."""
