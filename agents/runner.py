@@ -361,6 +361,26 @@ def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
     return _loop(cfg, out, env, method, state, progress, on_row)
 
 
+def _row(phase: str, state: dict, episode: int, seed: int, wall_s: float, episode_row: dict) -> dict:
+    """One metrics row, built the same way wherever an episode ran: where the run stands (phase, episode,
+    decisions and wall time so far, the SUMO seed), the episode's own figures, the faults so far."""
+    return {"phase": phase, "episode": episode, "env_steps": state["env_steps"], "wall_s": wall_s, "seed": seed,
+            **episode_row, "sumo_faults": state["sumo_faults"]}  # fmt: skip
+
+
+def _count(state: dict, row: dict) -> None:
+    """What a training episode adds to the run's counters (a lost episode still used its samples)."""
+    state["sumo_faults"] += bool(row.get("sumo_fault"))
+    state["env_steps"] += int(row.get("decisions") or 0)
+
+
+def _status(state: dict, latest: dict | None, speed: str) -> str:
+    """The progress bar's status line: the latest travel time, the speed, the faults so far."""
+    mtt = (latest or {}).get("mean_travel_time")
+    travel = f"travel {mtt:.0f} s  " if isinstance(mtt, (int, float)) else ""
+    return f"{travel}{speed}  faults {state['sumo_faults']}"
+
+
 def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
     if hasattr(env, "kernel"):
         env.kernel.count_sumo_time()  # the time split of every row
@@ -393,17 +413,8 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         t0 = time.perf_counter()
         row = run_episode(env, method, cfg.run.eval_seed, train=False)
         state["wall_s"] += time.perf_counter() - t0
-        if row.get("sumo_fault"):
-            state["sumo_faults"] += 1
-        row = {
-            "phase": "eval",
-            "episode": state["episode"],
-            "env_steps": state["env_steps"],
-            "wall_s": state["wall_s"],
-            "seed": cfg.run.eval_seed,
-            **row,
-            "sumo_faults": state["sumo_faults"],
-        }
+        state["sumo_faults"] += bool(row.get("sumo_fault"))
+        row = _row("eval", state, state["episode"], cfg.run.eval_seed, state["wall_s"], row)
         write(row)
         return row
 
@@ -429,27 +440,18 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True)
             state["wall_s"] += time.perf_counter() - t0
             state["episode"] = e
-            if row.get("sumo_fault"):
-                state["sumo_faults"] += 1
-            state["env_steps"] += int(row.get("decisions") or 0)  # a lost episode still used its samples
-            row = {
-                "phase": "train",
-                "episode": e,
-                "env_steps": state["env_steps"],
-                "wall_s": state["wall_s"],
-                "seed": episode_seed(cfg.run.seed, e),
-                **row,
-                "sumo_faults": state["sumo_faults"],
-            }
+            _count(state, row)
+            row = _row("train", state, e, episode_seed(cfg.run.seed, e), state["wall_s"], row)
             write(row)
             if cfg.run.eval_every and (e % cfg.run.eval_every == 0 or e == cfg.run.episodes):
                 last_eval = evaluate()
             checkpoint()
             if bar is not None:
-                mtt = (last_eval or row).get("mean_travel_time")
-                status = f"travel {mtt:.0f} s" if isinstance(mtt, (int, float)) else ""
-                status += f"  {row.get('decisions_per_s', 0):.0f} dec/s  faults {state['sumo_faults']}"
-                bar.update(task, completed=e, status=status)
+                bar.update(
+                    task,
+                    completed=e,
+                    status=_status(state, last_eval or row, f"{row.get('decisions_per_s', 0):.0f} dec/s"),
+                )
     finally:
         metrics_f.close()
         if bar is not None:
@@ -486,12 +488,8 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
             payloads = []
             for job, (row, payload) in zip(jobs, results):
                 state["episode"] = job.episode
-                if row.get("sumo_fault"):
-                    state["sumo_faults"] += 1
-                state["env_steps"] += int(row.get("decisions") or 0)
-                write({"phase": "train", "episode": job.episode, "env_steps": state["env_steps"],
-                       "wall_s": state["wall_s"] + t_rollout, "seed": job.seed, **row,
-                       "sumo_faults": state["sumo_faults"]})  # fmt: skip
+                _count(state, row)
+                write(_row("train", state, job.episode, job.seed, state["wall_s"] + t_rollout, row))
                 payloads.append(payload)
             t1 = time.perf_counter()
             logs = method.learn(payloads) if method.learns else {}
@@ -510,9 +508,7 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
             last_eval = evaluate() if due else {}
             checkpoint()
             if bar is not None:
-                mtt = (last_eval or {}).get("mean_travel_time")
-                status = f"travel {mtt:.0f} s" if isinstance(mtt, (int, float)) else ""
-                bar.update(task, completed=last, status=status + f"  {pool.n} workers  faults {state['sumo_faults']}")
+                bar.update(task, completed=last, status=_status(state, last_eval, f"{pool.n} workers"))
     finally:
         pool.close()
 
