@@ -67,7 +67,7 @@ def test_bad_input_is_one_line_and_nonzero(helsinki):
         (("simulate", "atlantis"), "unknown city"),
         (("simulate", str(helsinki.path), "--policy", "teleport"), "unknown policy"),
         (("simulate", str(helsinki.path), "--agents", "99999"), "routable trips"),
-        (("simulate", str(helsinki.path), "--backend", "carrier-pigeon"), "unknown backend"),
+        (("simulate", str(helsinki.path), "--backend", "carrier-pigeon"), "--backend must be libsumo or traci, got 'carrier-pigeon'"),
         (("bench", "overhead", "--scenario", str(helsinki.path), "--agents", "0"), "positive"),
     ]:
         p = cosim(*args)
