@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from core.procs import pid_alive
+
 
 def atomic_write(path: str | Path, data: str | bytes, durable: bool = False) -> None:
     """Write through a temporary sibling and rename it over `path` (atomic on one file system).
@@ -35,7 +37,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
             pid = int(tmp.name.rsplit(".", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         try:
             tmp.unlink()
@@ -43,16 +45,6 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         except OSError:
             pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

@@ -13,13 +13,11 @@ Standard library only (this is the base layer).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 
 from core.errors import UserError
 
@@ -45,6 +43,17 @@ def free_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def descendants(pid: int) -> list[int]:
@@ -170,7 +179,9 @@ class WorkerPool:
                  episode_timeout: float = EPISODE_TIMEOUT_S, worker_cls: type) -> None:  # fmt: skip
         self.n = n
         self.start_timeout, self.episode_timeout = start_timeout, episode_timeout
-        self.ctx = mp.get_context("spawn")
+        import multiprocessing  # here, not at the top: the scenario cache imports this module on its hit path
+
+        self.ctx = multiprocessing.get_context("spawn")
         self.worker_cls = worker_cls
         self.blob = pickle.dumps((cfg, str(scenario_path), method))
         self.slots = [_Slot(self.ctx, self.blob, i, worker_cls) for i in range(n)]
@@ -192,6 +203,8 @@ class WorkerPool:
         return new
 
     def run(self, jobs: list[Job], weights: bytes | None) -> list[tuple[dict, dict | None]]:
+        from multiprocessing.connection import wait
+
         if len(jobs) > self.n:
             raise ValueError(f"{len(jobs)} jobs for {self.n} workers")
         results: list = [None] * len(jobs)

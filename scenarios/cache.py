@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from core.paths import cosim_home, home_dir
+from core.procs import pid_alive
 from scenarios import sumotools
 
 TMP_PREFIX = ".tmp-"
@@ -124,16 +125,6 @@ def publish(tmp: Path, final: Path) -> Path:
     return final
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale() -> list[Path]:
     """Delete temp folders of builds whose process is gone (or that are older than a day)."""
     removed = []
@@ -150,7 +141,7 @@ def clean_stale() -> list[Path]:
             continue
         if pid == os.getpid():
             continue
-        if pid <= 0 or not _pid_alive(pid) or age > STALE_AFTER_S:
+        if pid <= 0 or not pid_alive(pid) or age > STALE_AFTER_S:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
