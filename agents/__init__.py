@@ -1,7 +1,8 @@
 """MARL learners and non-learning baselines, all driven by one training runner.
 
-* `agents.config`    the algorithm and run sections of the configuration tree (PPOConfig, RELEDSettings, TrainConfig)
-* `agents.ppo`       the PPO core (GAE, clipped loss, masks, shared/independent networks, extra-loss hook)
+* `agents.config`    the algorithm and run sections of the configuration tree (RELEDSettings, TrainConfig)
+* `agents.ppo`       the PPO core (GAE, clipped loss, masks, shared/independent networks, extra-loss hook) and
+                     its hyperparameters (`agents.ppo.config.PPOConfig`)
 * `agents.marl`      IPPO / MAPPO on the env's semi-MDP (one transition per agent decision)
 * `agents.reled`     RELED's hybrid expert-agent optimisation (PPO + DTW/decay-weighted expert loss), LEED
                      and the ablations (this project's formalisation; the paper is public only as an abstract)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from agents.base import Method
-from agents.ppo import PPO, ActorCritic, Batch, ExtraLoss, PPOConfig, compute_gae
+from agents.ppo.core import PPO, ActorCritic, Batch, ExtraLoss, PPOConfig, compute_gae
 
 
 class _Step:

@@ -75,7 +75,7 @@ import torch
 from agents.base import TrainError
 from agents.config import RELEDSettings
 from agents.marl import PPOLearner
-from agents.ppo import ActorCritic, Batch, PPOConfig
+from agents.ppo.core import ActorCritic, Batch, PPOConfig
 from cosim import demos as demofiles
 from cosim.demos import Demonstrations
 

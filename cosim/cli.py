@@ -1,7 +1,18 @@
-"""`cosim simulate` and `cosim bench …`: one episode with a fixed policy, and the overhead benchmark."""
+"""The `cosim` console script, and its own commands `simulate` and `bench overhead`.
+
+The script is built here, but most commands belong to layers above this one (training, the LLM,
+comparisons), which this layer may not import. They plug in instead, the way pytest plugins do: each
+package names a ``register(app)`` function under the entry-point group ``cosim.commands``
+(pyproject.toml), and may name a hook under ``cosim.configure``. Every hook runs before the first
+command module is imported, so the top layer hands the whole configuration tree to every command's
+options whatever order the plugins come in. A researcher's own package adds a command the same way.
+
+Heavy imports (torch, SUMO, LangChain) happen inside the commands, so `cosim --help` stays instant.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -9,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from core.errors import RunFailed, check_positive, check_seed
+from core.errors import RunFailed, check_positive, check_seed, run_app
 from core.settings import experiment_class
 from core.shortcuts import shortcut_options
 from cosim.config import EnvConfig
@@ -162,6 +173,32 @@ def bench_overhead(
     print(json.dumps(out, indent=None if as_json else 1))
 
 
-def register(app: typer.Typer) -> None:
-    app.command("simulate")(simulate)
-    app.add_typer(bench_app, name="bench")
+CONFIGURE_GROUP, COMMANDS_GROUP = "cosim.configure", "cosim.commands"
+
+app = typer.Typer(
+    name="cosim",
+    help="LLM-guided multi-agent RL on real OpenStreetMap cities in SUMO (RELED).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("simulate")(simulate)
+app.add_typer(bench_app, name="bench")
+
+
+@functools.cache
+def build() -> typer.Typer:
+    """`app` with every plugin's commands. The configure hooks run first, before any command module is
+    imported: command modules build their options (with the tree's defaults) when they are imported.
+    Once per process."""
+    from importlib.metadata import entry_points
+
+    for hook in entry_points(group=CONFIGURE_GROUP):
+        hook.load()()
+    for register in entry_points(group=COMMANDS_GROUP):
+        register.load()(app)
+    return app
+
+
+def main() -> None:
+    run_app(build())

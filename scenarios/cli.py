@@ -1,6 +1,6 @@
 """`cosim scenario …`: list, build and show city scenarios.
 
-Mounted by evaluation/cli.py. Human-facing progress goes to stderr (rich), so stdout carries only the
+Plugged into `cosim` through the ``cosim.commands`` entry point (see `cosim.cli`). Human-facing progress goes to stderr (rich), so stdout carries only the
 result — `build` prints the built folder's path as its last line and `show --json` prints the manifest
 — and scripts can capture it. Errors are ScenarioError (a UserError): the console script prints them
 as one `error: …` line and exits 2; `main()` below does the same when this module runs on its own.
@@ -217,6 +217,10 @@ def show(
     t.add_row("built", str(m.get("built_at")))
     t.add_row("data", f"{m.get('attribution')} ({m.get('licence')})")
     Console().print(t)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="scenario", help="Build, list and inspect city scenarios.")
 
 
 def demand_provenance(m: dict) -> list[tuple[str, str]]:

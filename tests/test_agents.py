@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo import PPO, ActorCritic, Batch, PPOConfig, compute_gae, ppo_loss
+from agents.ppo.core import PPO, ActorCritic, Batch, PPOConfig, compute_gae, ppo_loss
 
 
 @pytest.fixture(autouse=True)

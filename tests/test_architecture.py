@@ -97,3 +97,37 @@ def test_the_base_layer_knows_nothing_of_sumo_torch_or_langchain():
         if target.split(".")[0] in heavy or (_ours(target) and not target.startswith("core"))
     ]
     assert found == []
+
+
+def test_the_console_script_lives_in_cosim_and_every_layer_plugs_in():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == {"cosim": "cosim.cli:main"}
+    commands = project["entry-points"]["cosim.commands"]
+    assert {v.split(".")[0] for v in commands.values()} == {"scenarios", "agents", "llm", "evaluation"}
+    assert set(project["entry-points"]["cosim.configure"].values()) == {"evaluation.cli:configure"}
+
+
+def test_a_package_of_ones_own_adds_a_command_through_the_entry_point(tmp_path):
+    """What a researcher's package does: declare ``cosim.commands`` in its metadata; `cosim` finds it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "mycmds.py").write_text(
+        "def register(app):\n"
+        "    @app.command('hello')\n"
+        "    def hello(name: str = 'city') -> None:\n"
+        "        print(f'hello {name}')\n"
+    )
+    info = tmp_path / "mycmds-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mycmds\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[cosim.commands]\nmycmds = mycmds:register\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    run = subprocess.run([sys.executable, "-m", "cosim", "hello", "--name", "Helsinki"], capture_output=True,
+                         text=True, env=env, timeout=60)  # fmt: skip
+    assert (run.returncode, run.stdout.strip()) == (0, "hello Helsinki"), run.stderr
+    listed = subprocess.run([sys.executable, "-m", "cosim", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert all(c in listed.stdout for c in ("hello", "train", "compare", "demos", "scenario", "simulate", "demo"))

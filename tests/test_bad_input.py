@@ -359,7 +359,7 @@ def test_bad_input(case: Case, tmp_path, helsinki, kouvola, cosim_home, grid_dem
     env = dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline")
     env.update({k: _fill(v, ctx) for k, v in case.env.items()})
     p = subprocess.run(
-        [sys.executable, "-m", "evaluation.cli", *[_fill(a, ctx) for a in case.args]],
+        [sys.executable, "-m", "cosim", *[_fill(a, ctx) for a in case.args]],
         capture_output=True, text=True, env=env, timeout=case.timeout, cwd=tmp_path, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert "Traceback" not in p.stderr, p.stderr[-3000:]

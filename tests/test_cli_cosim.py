@@ -14,7 +14,7 @@ from cosim.bench import callgrind_instructions
 def cosim(*args, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run(
-        [sys.executable, "-m", "evaluation.cli", *args], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "cosim", *args], capture_output=True, text=True, env=env, timeout=600
     )
 
 
@@ -79,7 +79,7 @@ def test_bad_input_is_one_line_and_nonzero(helsinki):
 def test_gui_without_a_display_says_so(helsinki):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     p = subprocess.run(
-        [sys.executable, "-m", "evaluation.cli", "simulate", str(helsinki.path), "--gui"],
+        [sys.executable, "-m", "cosim", "simulate", str(helsinki.path), "--gui"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert p.returncode == 2 and "needs a display" in p.stderr

@@ -16,14 +16,14 @@ from dataclasses import fields
 import pytest
 
 from agents.config import TrainConfig
-from evaluation.config import ExperimentConfig
 from core.settings import SettingsError, flatten, from_dict, paths, resolve, to_dict
+from evaluation.config import ExperimentConfig
 from tests.tools.wandb_records import offline_runs, read_run_records
 
 
 def cosim(*args, cwd=None, timeout=300):
     env = dict(os.environ, WANDB_MODE="offline", COLUMNS="400")  # no wrapping of --help
-    return subprocess.run([sys.executable, "-m", "evaluation.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
 
 

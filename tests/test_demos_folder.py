@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from cosim import demos as demofiles
 from cosim.demos import Demonstrations, DemosError, Plan
-from core.errors import UserError
 
 
 def _set(n_agents=3, per_agent=4, obs_size=5, n_actions=3, seed=0) -> Demonstrations:

@@ -48,3 +48,4 @@ def test_the_extending_examples_run(tmp_path, kouvola):
     assert float(lines[1]) > 0  # the new method's episode
     assert lines[2].startswith("kouvola-evening ") and lines[2].endswith(" edges")
     assert lines[3] == "kouvola-pyrosm pyrosm ODbL-1.0"
+    assert re.fullmatch(r"\d+ edges in kouvola", lines[4]) and int(lines[4].split()[0]) > 0  # the plugged-in command

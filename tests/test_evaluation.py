@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from evaluation.compare import CompareError, compare, wants_demos
 from evaluation.results import final_row, read_rows
 from evaluation.tracking import (
@@ -26,29 +27,15 @@ from evaluation.tracking import (
     scrub,
     tracked_train,
 )
-from core.errors import UserError
 from tests.tools.wandb_records import offline_runs, read_run_records
 
 SECRET = "sk-test-0123456789-do-not-leak"
 TINY = dict(seeds=2, episodes=3, agents=12, horizon=900.0, eval_every=1, workers=2)
 
 
-def _cli_module(command: str) -> str:
-    """`cosim` once the command is wired into evaluation/cli.py, else the module's own entry point."""
-    try:
-        from evaluation.cli import app
-
-        names = {c.name for c in app.registered_commands}
-        if command in names:
-            return "evaluation.cli"
-    except Exception:  # noqa: BLE001
-        pass
-    return f"evaluation.{command}"
-
-
 def run_cli(command: str, *args: str, env_extra: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", _cli_module(command), command, *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cosim", command, *args], capture_output=True,
                           text=True, env=env, timeout=timeout)  # fmt: skip
 
 
@@ -478,7 +465,6 @@ def test_evaluate_a_helsinki_policy_on_kouvola(tiny, kouvola):
 
 def test_evaluate_bad_input(helsinki, kouvola, tmp_path):
     from agents.runner import TrainConfig, train
-
     from evaluation.evaluate import EvaluateError, evaluate_checkpoint
 
     p = run_cli("evaluate", "--checkpoint", str(tmp_path / "nothing"), "--scenario", "kouvola", timeout=120)
@@ -504,7 +490,7 @@ def test_cosim_demo_main_job_small(cosim_home, helsinki, tmp_path):
     out = tmp_path / "demo"
     env = dict(os.environ, COSIM_HOME=str(cosim_home))
     p = subprocess.run(
-        [sys.executable, "-m", "evaluation.cli", "demo", "--agents", "6", "--seeds", "2", "--episodes", "2",
+        [sys.executable, "-m", "cosim", "demo", "--agents", "6", "--seeds", "2", "--episodes", "2",
          "--out", str(out), "--no-open"],
         capture_output=True, text=True, env=env, timeout=1800,
     )  # fmt: skip

@@ -345,7 +345,7 @@ def test_openai_backend_over_http_and_the_key_never_reaches_the_outputs(helsinki
     out = tmp_path / "demos"
     try:
         p = subprocess.run(
-            [sys.executable, "-m", "evaluation.cli", "demos", "--scenario", str(helsinki.path), "--llm",
+            [sys.executable, "-m", "cosim", "demos", "--scenario", str(helsinki.path), "--llm",
              "openai:stub-model", "--agents", "6", "--subset-size", "3", "--rounds", "1", "--rollouts", "2",
              "--out", str(out)],
             capture_output=True, text=True, env=env, timeout=600,
@@ -374,7 +374,7 @@ def test_cosim_demos_end_to_end_with_the_local_model(helsinki, tmp_path):
 
     out = tmp_path / "demos"
     env = dict(os.environ, COSIM_HOME=str(tmp_path / "home"))
-    args = [sys.executable, "-m", "evaluation.cli", "demos", "--scenario", str(helsinki.path), "--agents", "6",
+    args = [sys.executable, "-m", "cosim", "demos", "--scenario", str(helsinki.path), "--agents", "6",
             "--subset-size", "3", "--rounds", "2", "--rollouts", "2", "--out", str(out)]  # fmt: skip
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=1500)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -97,7 +97,7 @@ def closed_url() -> str:
 
 def cosim(args: list[str], home: Path, cwd: Path | None = None, timeout: float = 300, **env):
     full = dict(os.environ, COSIM_HOME=str(home), OPENAI_API_KEY=SECRET, **env)
-    return subprocess.run([sys.executable, "-m", "evaluation.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True,
                           env=full, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)  # fmt: skip
 
 
@@ -237,8 +237,8 @@ def test_mostly_fallback_demos_are_flagged_and_never_cached(kouvola, tmp_path, s
 
     home = tmp_path / "home"
     monkeypatch.setenv("COSIM_HOME", str(home))
-    from evaluation.config import ExperimentConfig
     from core.settings import nest, update
+    from evaluation.config import ExperimentConfig
 
     tree = update(ExperimentConfig(), nest({"scenario.name": str(kouvola.path), "env.n_agents": 4,
                                             "sed.llm": "openai:stub-model", "sed.rounds": 1}))  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 
 from agents.base import TrainError
 from agents.methods import METHODS, resolve_demos, set_demo_provider
-from agents.ppo import PPO, ActorCritic, Batch, PPOConfig, ppo_loss
+from agents.ppo.core import PPO, ActorCritic, Batch, PPOConfig, ppo_loss
 from agents.reled import RELEDConfig, RELEDLearner, dtw_distance, load_demos, phi, reled_weights
 from agents.runner import CHECKPOINT, TrainConfig, read_metrics, train
 

@@ -3,9 +3,8 @@ real headless Chromium with the network blocked, the sample-efficiency definitio
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import re
 from pathlib import Path
 

@@ -216,7 +216,7 @@ def test_imported_scenario_runs_by_name_in_train(grid_demand, cosim_home, tmp_pa
     base = import_cfg(grid_demand, agents=6, name="grid-six")
     out = tmp_path / "run"
     p = subprocess.run(
-        [sys.executable, "-m", "evaluation.cli", "train", "-s", "grid-six", "--method", "ippo", "--episodes", "2",
+        [sys.executable, "-m", "cosim", "train", "-s", "grid-six", "--method", "ippo", "--episodes", "2",
          "--eval-every", "0", "--set", "scenario.demand_scale=2", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline"),
     )  # fmt: skip
@@ -237,7 +237,7 @@ def test_show_prints_the_demand_provenance(grid_demand, cosim_home):
     import sys
 
     sc = import_cfg(grid_demand, agents=12)
-    p = subprocess.run([sys.executable, "-m", "evaluation.cli", "scenario", "show", str(sc.path)], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "cosim", "scenario", "show", str(sc.path)], capture_output=True,
                        text=True, env=dict(os.environ, COSIM_HOME=str(cosim_home), COLUMNS="200"), timeout=60)  # fmt: skip
     assert p.returncode == 0, p.stderr
     out = p.stdout

@@ -266,7 +266,7 @@ def test_more_agents_than_the_net_holds_at_run_time(kouvola):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "evaluation.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True,
                           env=os.environ, stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
 
 

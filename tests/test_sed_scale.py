@@ -209,7 +209,7 @@ def test_prompt_prefix_reuse_gives_the_uncached_answers(helsinki):
 def test_bench_sed_reports_the_cost_per_agent(helsinki, stub_env, tmp_path):
     env = dict(os.environ, COSIM_HOME=os.environ.get("COSIM_HOME", ""))
     p = subprocess.run(
-        [sys.executable, "-m", "evaluation.cli", "bench", "sed", "--scenario", str(helsinki.path), "--agents", "8",
+        [sys.executable, "-m", "cosim", "bench", "sed", "--scenario", str(helsinki.path), "--agents", "8",
          "--llm", "openai:stub", "--max-concurrency", "4", "--rounds", "1", "--set", "sed.subset_size=2",
          "--set", "sed.rollouts=2", "--json"],
         capture_output=True, text=True, env=env, timeout=600,

@@ -186,7 +186,7 @@ def test_workers_count_is_checked(tmp_path):
 
 def test_bench_throughput_reports_each_worker_count(kouvola, cosim_home):
     env = dict(os.environ, COSIM_HOME=str(cosim_home))
-    r = subprocess.run([sys.executable, "-m", "evaluation.cli", "bench", "throughput", "--scenario", "kouvola",
+    r = subprocess.run([sys.executable, "-m", "cosim", "bench", "throughput", "--scenario", "kouvola",
                         "--agents", "10", "--workers", "2", "--iterations", "2", "--json"],
                        capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -245,7 +245,7 @@ def test_ray_executor_on_a_local_head_runs_two_workers(kouvola, cosim_home, tmp_
 def test_compare_gives_each_run_its_rollout_workers_within_the_cores(kouvola, cosim_home, tmp_path):
     env = dict(os.environ, COSIM_HOME=str(cosim_home), WANDB_MODE="offline")
     out = tmp_path / "cmp"
-    r = subprocess.run([sys.executable, "-m", "evaluation.cli", "compare", "-s", "kouvola", "--methods", "ippo",
+    r = subprocess.run([sys.executable, "-m", "cosim", "compare", "-s", "kouvola", "--methods", "ippo",
                         "--seeds", "2", "--episodes", "2", "--eval-every", "2", "--agents", "10",
                         "--set", "run.rollout_workers=2", "--out", str(out)],
                        capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
@@ -304,7 +304,7 @@ def test_ctrl_c_while_workers_start_is_one_line_and_leaves_no_worker(kouvola, tm
     """Ctrl-C reaches the whole process group: the learner, and its workers while they start Python and
     import torch and SUMO. Only the learner reacts — one `error: interrupted` line, exit status 130 —
     and its workers end with it, without a traceback of their own (issue 26, row 8)."""
-    proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "train", "-s", "kouvola", "--method", "ippo",
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "train", "-s", "kouvola", "--method", "ippo",
                              "--episodes", "4", "--agents", "10", "--workers", "2", "--quiet", "--out",
                              str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
@@ -317,7 +317,7 @@ def test_ctrl_c_while_workers_start_is_one_line_and_leaves_no_worker(kouvola, tm
 def test_ctrl_c_during_a_comparison_stops_its_runs_with_one_line(kouvola, tmp_path):
     """The same for `cosim compare`: its run processes ignore Ctrl-C, the comparison stops them."""
     out = tmp_path / "cmp"
-    proc = subprocess.Popen([sys.executable, "-m", "evaluation.cli", "compare", "-s", "kouvola", "--methods",
+    proc = subprocess.Popen([sys.executable, "-m", "cosim", "compare", "-s", "kouvola", "--methods",
                              "ippo,mappo", "--seeds", "1", "--episodes", "30", "--agents", "10", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=dict(os.environ, WANDB_MODE="offline"))  # fmt: skip

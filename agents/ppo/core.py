@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.config import PPOConfig  # noqa: F401 - the hyperparameters live with the rest of the tree
+from agents.ppo.config import PPOConfig
 
 MASKED_LOGIT = -1e8  # finite: softmax gives exactly 0, and 0 * logit stays finite in the entropy
 

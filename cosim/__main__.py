@@ -1,0 +1,5 @@
+"""``python -m cosim`` = the `cosim` console script."""
+
+from cosim.cli import main
+
+main()
