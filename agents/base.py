@@ -21,7 +21,9 @@ class Method:
 
     name: str = ""
     learns: bool = False
-    control: str = "policy"  # EnvConfig.control this method needs
+    # the env settings this method fixes, whatever the tree says (the free-flow baseline keeps free-flow
+    # routes, SUMO's device needs no decisions); the tree's env section gives the rest
+    env_settings: dict = {"control": "policy"}
 
     def __init__(self) -> None:
         self.timers: dict[str, float] = {}

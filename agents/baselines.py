@@ -38,19 +38,29 @@ class RandomMethod(Method):
 
 
 class ShortestMethod(Method):
-    """The free-flow shortest continuation at every decision (action 0)."""
+    """The free-flow shortest path: action 0 at every decision, with free-flow candidates and routes, so
+    the route SUMO starts the agent on never changes."""
 
     name = "shortest"
+    env_settings = {"control": "policy", "continuation": "free_flow"}
 
     def act(self, env, obs, train):
         return shortest_actions(env, obs)
+
+
+class NavigationMethod(ShortestMethod):
+    """An uncoordinated navigation app: at departure and at every decision the live-fastest route
+    (action 0 with live candidates and routes, `cosim.traffic`)."""
+
+    name = "navigation"
+    env_settings = {"control": "policy", "continuation": "live"}
 
 
 class SumoReroutingMethod(Method):
     """SUMO's own travel-time rerouting device steers the agents; the env asks no decisions."""
 
     name = "sumo-rerouting"
-    control = "sumo-rerouting"
+    env_settings = {"control": "sumo-rerouting"}
 
     def act(self, env, obs, train):
         return {}
@@ -61,6 +71,9 @@ class ReplayMethod(Method):
     choice. The LLM expert's accepted plans run through this."""
 
     name = "replay"
+    # free-flow continuations, as when the plans were made: off-plan agents take the free-flow choice, and
+    # replaying free-flow plans is exactly the `shortest` baseline
+    env_settings = {"control": "policy", "continuation": "free_flow"}
 
     def __init__(self, plans: dict[str, list[str]]):
         super().__init__()
@@ -76,6 +89,36 @@ class ReplayMethod(Method):
 
     def describe(self) -> dict:
         return {"planned_agents": len(self.plans)}
+
+
+class DuaMethod(ReplayMethod):
+    """The agents' dynamic user equilibrium against the real background (`agents.dua`, SUMO's
+    duaIterate.py), computed once per scenario and agent set and replayed: where human drivers who learn
+    from day to day would settle."""
+
+    name = "dua"
+    env_settings = {"control": "policy", "continuation": "free_flow"}  # every agent follows its route
+
+    def __init__(self, iterations: int):
+        super().__init__({})
+        self.iterations = iterations
+        self.equilibrium = None
+
+    def setup(self, env) -> None:
+        from agents.dua import equilibrium
+
+        eq = equilibrium(env.scenario, env.trips, env.begin, env.begin + env.horizon, self.iterations,
+                         seed=env.scenario.seed)  # fmt: skip
+        self.equilibrium, self.plans = eq, eq.routes
+        super().setup(env)
+
+    def describe(self) -> dict:
+        eq = self.equilibrium
+        if eq is None:
+            return {"dua_iterations": self.iterations}
+        last = eq.iterations[-1]
+        return {"dua_iterations": self.iterations, "dua_relative_gap": last["relative_gap"],
+                "dua_mean_travel_time": last["mean_travel_time"], "dua_folder": str(eq.folder)}  # fmt: skip
 
 
 def load_plans(path: str | Path) -> dict[str, list[str]]:

@@ -56,6 +56,7 @@ class AlgorithmConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)  # IPPO, MAPPO, RELED and its variants share it
     reled: RELEDSettings = field(default_factory=RELEDSettings)  # the expert term (RELED, LEED, ablations)
     plans: str | None = None  # replay: JSON file agent id -> list of edge ids
+    dua_iterations: int = field(default=30, metadata=limits(gt=0))  # dua: duaIterate.py's iterations
     demos: str | None = None  # expert demonstrations folder (`cosim demos --out DIR`); None: made by SED
 
 

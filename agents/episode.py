@@ -12,10 +12,11 @@ import numpy as np
 from agents.base import Method
 
 
-def make_env(scenario, cfg, control: str):
+def make_env(scenario, cfg, settings: dict):
+    """The env of a run: the tree's env section with the settings the method fixes (`Method.env_settings`)."""
     from cosim import VehicleRoutingEnv
 
-    return VehicleRoutingEnv(scenario, dataclasses.replace(cfg.env, control=control))
+    return VehicleRoutingEnv(scenario, dataclasses.replace(cfg.env, **settings))
 
 
 def run_episode(env, method: Method, seed: int, train: bool) -> dict:

@@ -155,6 +155,12 @@ def _shortest(cfg):
     return ShortestMethod()
 
 
+def _navigation(cfg):
+    from agents.baselines import NavigationMethod
+
+    return NavigationMethod()
+
+
 def _rerouting(cfg):
     from agents.baselines import SumoReroutingMethod
 
@@ -167,6 +173,12 @@ def _replay(cfg):
     if not cfg.algorithm.plans:
         raise TrainError("method 'replay' needs --plans FILE (JSON: agent id -> list of edge ids)")
     return ReplayMethod(load_plans(cfg.algorithm.plans))
+
+
+def _dua(cfg):
+    from agents.baselines import DuaMethod
+
+    return DuaMethod(cfg.algorithm.dua_iterations)
 
 
 def _reled_family(name: str, adaptive: bool, first_round: bool):
@@ -191,8 +203,12 @@ def _expert_replay(cfg):
 register_method("ippo", _ippo, "independent PPO: decentralised critic on the agent's own observation")
 register_method("mappo", _mappo, "MAPPO: centralised critic on the global state + own observation")
 register_method("random", _random, "a random valid action at every decision", learns=False)
-register_method("shortest", _shortest, "the free-flow shortest continuation at every decision", learns=False)
+register_method("shortest", _shortest, "the free-flow shortest path, never changed", learns=False)
+register_method("navigation", _navigation, "a navigation app: the live-fastest route at every decision",
+                learns=False)  # fmt: skip
 register_method("sumo-rerouting", _rerouting, "SUMO's travel-time rerouting device steers the agents", learns=False)
+register_method("dua", _dua, "the agents' user equilibrium against the real background (duaIterate.py)",
+                learns=False)  # fmt: skip
 register_method("replay", _replay, "replay fixed route plans from --plans FILE", learns=False)
 
 register_method("reled", _reled_family("reled", True, False),

@@ -297,7 +297,7 @@ def train(
 ) -> dict:
     """Train (or run a baseline) per `cfg` into `out`. Returns a summary (last eval row, counters).
 
-    env_factory(scenario, cfg, control) -> env replaces `make_env` (tests inject faults this way);
+    env_factory(scenario, cfg, env_settings) -> env replaces `make_env` (tests inject faults this way);
     on_row(row) sees every metrics row as it is written (W&B logging); `method` overrides the registry.
     """
     validate(cfg)
@@ -327,7 +327,7 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
 
         scenario = ensure_built(cfg.scenario.name, **cfg.scenario.overrides())
         method = method or make_method(cfg)
-        env = (env_factory or make_env)(scenario, cfg, method.control)
+        env = (env_factory or make_env)(scenario, cfg, method.env_settings)
         try:
             return _start(cfg, out, env, method, ck, progress, on_row)
         finally:

@@ -56,7 +56,7 @@ class Rollouts:
 
         cfg, scenario_path, method = pickle.loads(blob)
         self.index = index
-        self.env = make_env(Scenario.load(scenario_path), cfg, method.control)
+        self.env = make_env(Scenario.load(scenario_path), cfg, method.env_settings)
         method.collect_only = True  # end_episode keeps the samples for the learner instead of updating
         self.method = method
         self.env.kernel.count_sumo_time()

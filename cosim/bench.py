@@ -37,6 +37,12 @@ from scenarios.sumotools import TOOL_TIME_LIMIT_S
 CALLGRIND_TIME_LIMIT_S = 4 * 3600.0  # valgrind runs a 1 000-agent episode in ~20 min
 
 
+def bench_config(agents: int, backend: str) -> EnvConfig:
+    """The measured env: the default observation (live times sampled, intent tracked) on free-flow routes,
+    so that the shortest policy drives exactly the routes of the bare SUMO run it is compared with."""
+    return EnvConfig(n_agents=agents, backend=backend, continuation="free_flow")
+
+
 def _bare_cmd(env: VehicleRoutingEnv, seed: int, end: float, tmp: str) -> list[str]:
     passive = env.scenario.passive_vehicles(env.trips)
     routes = write_agent_routes(Path(tmp) / "agents.rou.xml", env.trips, env.initial_routes, passive=passive)
@@ -180,7 +186,7 @@ def overhead(
     (`sumo_s` and `env_s` are reported as medians too, for the absolute scale)."""
     if instructions:
         _valgrind()  # fail before the measurement, not after it
-    env = VehicleRoutingEnv(scenario, EnvConfig(n_agents=agents, backend=backend))
+    env = VehicleRoutingEnv(scenario, bench_config(agents, backend))
     try:
         # SUMO start-up and the OS file cache; training runs many episodes, so the steady state is what
         # a user pays
@@ -249,7 +255,7 @@ if __name__ == "__main__":  # the measured process of _instructions: SCENARIO AG
     from scenarios import ensure_built
 
     path, n, backend, seed, episodes = sys.argv[1:6]
-    bench_env = VehicleRoutingEnv(ensure_built(path), EnvConfig(n_agents=int(n), backend=backend))
+    bench_env = VehicleRoutingEnv(ensure_built(path), bench_config(int(n), backend))
     for _ in range(int(episodes)):
         _env_episode(bench_env, int(seed))
     bench_env.close()

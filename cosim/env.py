@@ -2,9 +2,10 @@
 
 Agents are controlled vehicles with fixed trips that persist across episodes (day-to-day route choice).
 An agent decides when its vehicle enters an edge whose end junction offers more than one continuation
-from which its destination is still reachable; the action picks the next edge (candidates sorted by
-free-flow time to the destination, so action 0 is the free-flow shortest choice), and the vehicle is
-then routed along it and the free-flow shortest path from there.
+from which its destination is still reachable; the action picks the next edge, and the vehicle is then
+routed along it and, from there, the fastest path under live travel times (``env.continuation="live"``,
+`cosim.traffic`: what a navigation app would give it) or the free-flow shortest path (``"free_flow"``).
+Candidates are sorted by the same times, so action 0 is the live-fastest (or free-flow shortest) choice.
 
 An agent is live (in ``agents`` and in every dict a step returns) from its vehicle's departure until
 its arrival: a city's agents are spread over hours, so only a few dozen drive at a time and the dicts
@@ -40,6 +41,7 @@ from cosim.errors import CommandRejected, CosimError, SumoFault
 from cosim.features import Decision, make_observation, make_reward
 from cosim.kernel import SumoKernel
 from cosim.scheduler import DONE, RUNNING, AgentState, DecisionScheduler
+from cosim.traffic import Intent, LiveTraffic
 from scenarios import Scenario
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,12 @@ log = logging.getLogger(__name__)
 class Choice(NamedTuple):
     """A decision edge's candidates for one destination (cached: the same few hundred recur)."""
 
-    edges: tuple[int, ...]  # continuations that still reach the destination, by free-flow time to it
+    edges: tuple[int, ...]  # continuations that still reach the destination, fastest first
     times: tuple[float, ...]  # free-flow s to the destination through each
     ids: tuple[str, ...]  # their SUMO edge ids
     remaining: float  # free-flow s from entering the decision edge to the destination
+    live_times: tuple[float, ...]  # live s to the destination through each (= times without live traffic)
+    live_remaining: float
 
 
 class VehicleRoutingEnv(ParallelEnv):
@@ -67,6 +71,11 @@ class VehicleRoutingEnv(ParallelEnv):
         if cfg.control not in ("policy", "sumo-rerouting"):
             raise CosimError(f"unknown control {cfg.control!r} (policy or sumo-rerouting)")
         self._rerouting = cfg.control == "sumo-rerouting"
+        self._device = (
+            (cfg.rerouting_period, cfg.rerouting_adaptation_steps, cfg.rerouting_adaptation_interval)
+            if self._rerouting
+            else None
+        )
         self.scenario = scenario
         self.graph = scenario.graph
         self.trips = scenario.trips(cfg.n_agents)
@@ -92,12 +101,21 @@ class VehicleRoutingEnv(ParallelEnv):
         self.possible_agents = [t.id for t in self.trips]
         self.agents: list[str] = []
         self.obs_fn = make_observation(cfg.observation)
+        self.live = cfg.continuation == "live"
+        # live times are sampled when routes or observations use them (free-flow runs pay nothing)
+        self.traffic = (
+            LiveTraffic(g, round(cfg.traffic_window_s / cfg.traffic_update_s))
+            if self.live or getattr(self.obs_fn, "live", False)
+            else None
+        )
+        self.intent = Intent(g, cfg.intent_horizon_s) if getattr(self.obs_fn, "intent", False) else None
         self.reward_fn = make_reward(
             cfg.reward,
             scale=cfg.reward_scale,
             teleport_penalty=cfg.teleport_penalty,
             timeout_penalty=cfg.timeout_penalty,
         )
+        self.team = getattr(self.reward_fn, "team", False)  # the env keeps the team clock for it
         k = cfg.max_actions
         self.obs_size = self.obs_fn.size(k)
         self._obs_space = spaces.Dict(
@@ -119,19 +137,20 @@ class VehicleRoutingEnv(ParallelEnv):
             m.flags.writeable = False
             self._masks.append(m)
         self._idle_info = {"deciding": False}
-        self.state_size = len(g.edges) + 3 * len(self.trips)
+        self.state_size = len(g.edges) * (2 if self.traffic is not None else 1) + 3 * len(self.trips)
 
         self.kernel = SumoKernel(scenario, backend=cfg.backend, gui=cfg.gui, label=cfg.label, sumo_args=cfg.sumo_args)
         # initial routes = free-flow shortest paths (what the `shortest` policy keeps choosing)
         self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
         self._rng = np.random.default_rng()
         self._decision_cache: dict[tuple[int, int], Choice] = {}
+        self._cache_epoch = 0
         self._is_decision: dict[int, list[bool]] = {}
         self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
         self._speed = g.speed.tolist()  # a plain list: observations read single elements
         for _, d in self._trip_idx:  # shortest paths and decision edges per destination, up front
             self.decision_edges(d)
-        self._scheduler = DecisionScheduler(self.kernel, g, self.decision_edges, self.free_flow_path, self._set_route)
+        self._scheduler = DecisionScheduler(self.kernel, g, self.decision_edges, self.path, self._set_route)
         self.faults = 0
         self.last_fault: str | None = None  # what SUMO said when it last failed, and when
         self.episode = 0
@@ -171,17 +190,34 @@ class VehicleRoutingEnv(ParallelEnv):
             p = self._paths[key] = tuple(self.graph.path(src, dest))
         return p
 
+    def path(self, src: int, dest: int) -> tuple[int, ...]:
+        """The route from `src` on, as the continuation setting makes it: live-fastest or free-flow."""
+        if self.live:
+            return self.traffic.path(src, dest) or self.free_flow_path(src, dest)
+        return self.free_flow_path(src, dest)
+
     def choice_at(self, edge: int, dest: int) -> Choice:
         """What an agent bound for `dest` chooses among at the end of decision edge `edge` (its actions,
-        in order). Cached: the same few hundred recur."""
+        in order). Cached: the same few hundred recur (with live traffic: until its next sample)."""
+        traffic = self.traffic
+        if traffic is not None and traffic.epoch != self._cache_epoch:
+            self._decision_cache.clear()
+            self._cache_epoch = traffic.epoch
         key = (edge, dest)
         hit = self._decision_cache.get(key)
         if hit is None:
             g = self.graph
             t = g.time_to(dest)
-            cands = sorted(g.candidates(edge, dest), key=lambda f: (t[f], g.edges[f]))
+            lt = traffic.time_to(dest) if traffic is not None else t
+            order = lt if self.live else t
+            cands = sorted(g.candidates(edge, dest), key=lambda f: (order[f], t[f], g.edges[f]))
             hit = Choice(
-                tuple(cands), tuple(float(t[f]) for f in cands), tuple(g.edges[f] for f in cands), float(t[edge])
+                tuple(cands),
+                tuple(float(t[f]) for f in cands),
+                tuple(g.edges[f] for f in cands),
+                float(t[edge]),
+                tuple(float(lt[f]) for f in cands),
+                float(lt[edge]),
             )
             self._decision_cache[key] = hit
         return hit
@@ -198,6 +234,16 @@ class VehicleRoutingEnv(ParallelEnv):
         self._state = [AgentState(name=t.id, trip=t, origin=o, dest=d) for t, (o, d) in zip(self.trips, self._trip_idx)]
         self._by_name = {a.name: a for a in self._state}
         self._scheduler.reset()
+        if self.traffic is not None:
+            self.traffic.reset()
+            self._decision_cache.clear()
+            self._cache_epoch = 0
+        if self.intent is not None:
+            self.intent.reset()
+        self._next_sample = self.begin + self.config.traffic_update_s
+        self._team_clock = 0.0  # per agent being paid: the network's vehicle-seconds shared so far
+        self._running_all = 0  # vehicles in the network (all of them)
+        self._paid = 0  # agents from their first decision to their arrival
         self._finished: list[AgentState] = []
         self._teleports_all = 0
         self._arrived_all = 0
@@ -207,7 +253,7 @@ class VehicleRoutingEnv(ParallelEnv):
         for attempt in (1, 2):
             try:
                 self.kernel.start(
-                    sumo_seed, self.trips, self._initial_routes, self.begin + self.horizon, rerouting=self._rerouting
+                    sumo_seed, self.trips, self._initial_routes, self.begin + self.horizon, rerouting=self._device
                 )
                 break
             except SumoFault:
@@ -235,6 +281,7 @@ class VehicleRoutingEnv(ParallelEnv):
         g = self.graph
         ready = self._scheduler.ready
         watch = self._scheduler.watch
+        intent = self.intent
         for a in ready:
             if a.name not in actions:
                 raise CosimError(f"agent {a.name} is at a decision point but got no action")
@@ -251,7 +298,7 @@ class VehicleRoutingEnv(ParallelEnv):
             # the vehicle keeps its planned edges up to the decision edge, then takes the chosen one;
             # SUMO is told only when that changes its route (a.route is always SUMO's route)
             j = a.next_decision_index + 1
-            rest = self.free_flow_path(a.candidates[act], a.dest)
+            rest = self.path(a.candidates[act], a.dest)
             if a.route[j:] == rest:
                 route = a.route
             else:
@@ -260,6 +307,8 @@ class VehicleRoutingEnv(ParallelEnv):
                     route = a.route  # SUMO kept the vehicle's route: so does the env
             a.decisions += 1
             watch(a, route, self.time, start=j)
+            if intent is not None:
+                intent.plan(a, route, self.time)
         ready.clear()
 
     def _set_route(self, a: AgentState, route: tuple[int, ...]) -> bool:
@@ -280,12 +329,20 @@ class VehicleRoutingEnv(ParallelEnv):
         heap, due, ready = sched.heap, sched.due, sched.ready
         live, finished = self.agents, self._finished  # changed in place until the next return
         end = self.begin + self.horizon  # on the scenario's clock
+        traffic, intent, edge_ids, team = self.traffic, self.intent, self.graph.edges, self.team
         try:
             while True:
                 if self.time >= end:
                     return self._finish(truncated=True)
                 ev = k.step()
+                if team:
+                    if self._paid:
+                        self._team_clock += self._running_all * (ev.time - self.time) / self._paid
+                    self._running_all += ev.n_departed_all - ev.n_arrived_all
                 now = self.time = ev.time
+                if traffic is not None and now >= self._next_sample:
+                    traffic.sample(k.mean_speeds(edge_ids))
+                    self._next_sample += self.config.traffic_update_s
                 self._arrived_all += ev.n_arrived_all
                 self._teleports_all += ev.n_teleported_all
                 # SUMO may insert a vehicle at speed (its type's departSpeed, a free lane): where and how
@@ -300,7 +357,14 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.last_edge = a.origin
                     a.trace.append((now, a.origin))
                     if not self._rerouting:
-                        sched.replan(a, self.free_flow_path(a.origin, a.dest), now)
+                        route = self.free_flow_path(a.origin, a.dest)  # SUMO's route at insertion
+                        if self.live:  # the navigation app plans on live times at departure
+                            planned = self.path(a.origin, a.dest)
+                            if planned != route and self._set_route(a, planned):
+                                route = planned
+                        sched.replan(a, route, now)
+                        if intent is not None:
+                            intent.plan(a, route, now)
                 for name in ev.teleported:
                     a = self._by_name[name]
                     a.teleports += 1
@@ -310,8 +374,13 @@ class VehicleRoutingEnv(ParallelEnv):
                     a = self._by_name[name]
                     a.status = DONE
                     a.arrival_time = now
+                    a.arrival_clock = self._team_clock
+                    if a.last_decision_time >= 0:
+                        self._paid -= 1
                     a.trace.append((now, a.dest))
                     sched.arrived(a)
+                    if intent is not None:
+                        intent.forget(a)
                     finished.append(a)
                     self._unfinished -= 1
                 # only look when some agent is due or some wake-up time has come
@@ -331,7 +400,11 @@ class VehicleRoutingEnv(ParallelEnv):
             speed_ratio.append(1.0 if mean_speed < 0 else mean_speed / max(self._speed[f], 0.1))
             occ.append(o)
             agents_on.append(sum(1 for v in ids if v in by_name) if ids else 0)
+        intent = self.intent
         d = Decision(
+            cand_live_time=c.live_times,
+            live_remaining=c.live_remaining,
+            cand_intent=[intent.count(f, self.time, a) for f in c.edges] if intent is not None else [0] * len(c.edges),
             time=self.time - self.begin,
             horizon=self.horizon,
             elapsed=self.time - a.depart_time,
@@ -356,8 +429,11 @@ class VehicleRoutingEnv(ParallelEnv):
             c = self.choice_at(e, a.dest)
             a.candidates = c.edges
             obs[a.name] = {"observation": self._observe(a, c), "action_mask": self._masks[len(c.edges)]}
-            rew[a.name] = self._cost(a, now, False)
+            rew[a.name] = self._cost(a, now, False, self._team_clock)
+            if a.last_decision_time < 0:
+                self._paid += 1
             a.last_decision_time = now
+            a.clock_mark = self._team_clock
             infos[a.name] = {
                 "deciding": True,
                 "edge": edges[e],
@@ -368,7 +444,7 @@ class VehicleRoutingEnv(ParallelEnv):
             self._decisions += 1
         if self._finished:
             for a in self._finished:
-                rew[a.name] = self._cost(a, a.arrival_time, False)
+                rew[a.name] = self._cost(a, a.arrival_time, False, a.arrival_clock)
                 term[a.name] = True
                 infos[a.name] = self._final_info(a)
             done = {a.name for a in self._finished}
@@ -378,13 +454,18 @@ class VehicleRoutingEnv(ParallelEnv):
                 self._summarise(truncated=False)
         return obs, rew, term, trunc, infos
 
-    def _cost(self, a: AgentState, now: float, timed_out: bool) -> float:
-        """Reward for the agent's previous action: the time (and teleports) since its last decision.
+    def _cost(self, a: AgentState, now: float, timed_out: bool, clock: float) -> float:
+        """Reward for the agent's previous action: the time (and teleports) since its last decision, or
+        with the team reward its share of the network's time since then (the team clock's advance).
         Before its first decision nothing the agent did is being paid for: 0."""
         if a.last_decision_time < 0:
             a.teleports_since_reward = 0
             return 0.0
-        r = self.reward_fn(now - a.last_decision_time, a.teleports_since_reward, timed_out)
+        seconds = now - a.last_decision_time
+        if self.team:
+            w = self.config.team_weight
+            seconds = (1.0 - w) * seconds + w * (clock - a.clock_mark)
+        r = self.reward_fn(seconds, a.teleports_since_reward, timed_out)
         a.teleports_since_reward = 0
         return r
 
@@ -411,10 +492,10 @@ class VehicleRoutingEnv(ParallelEnv):
         for name in live:
             a = self._by_name[name]
             if a.status == DONE:
-                rew[name] = self._cost(a, a.arrival_time, False)
+                rew[name] = self._cost(a, a.arrival_time, False, a.arrival_clock)
                 term[name], trunc[name] = True, False
             else:
-                rew[name] = self._cost(a, now, True) if not fault else 0.0
+                rew[name] = self._cost(a, now, True, self._team_clock) if not fault else 0.0
             infos[name] = self._final_info(a, fault)
         self._finished = []
         self._scheduler.ready.clear()
@@ -476,16 +557,21 @@ class VehicleRoutingEnv(ParallelEnv):
         return tuple(self.graph.edges[f] for f in a.candidates)
 
     def state(self) -> np.ndarray:
-        """Global state for centralised critics: occupancy of every edge, then per agent (running,
-        elapsed, remaining free-flow time). Computed on demand: only MAPPO-style critics pay for it."""
+        """Global state for centralised critics: occupancy of every edge, with live traffic its delay
+        (live / free-flow time - 1, at most 5), then per agent (running, elapsed, remaining free-flow
+        time). Computed on demand: only MAPPO-style critics pay for it."""
         g = self.graph
+        n = len(g.edges)
         out = np.zeros(self.state_size, dtype=np.float32)
         if self.kernel.running:
             try:
-                out[: len(g.edges)] = self.kernel.occupancies(g.edges)
+                out[:n] = self.kernel.occupancies(g.edges)
             except SumoFault:
                 pass
-        base = len(g.edges)
+        base = n
+        if self.traffic is not None:
+            out[n : 2 * n] = np.clip(self.traffic.times / g.fftime - 1.0, 0.0, 5.0)
+            base = 2 * n
         for i, a in enumerate(self._state):
             if a.status == RUNNING:
                 out[base + 3 * i] = 1.0

@@ -4,8 +4,11 @@ Register a new one with ``@register_observation("name")`` / ``@register_reward("
 with ``EnvConfig(observation="name", reward="name")``. Both are called only at decision points and at
 arrivals, never per simulation step.
 
-The default observation is *relative* (detours, ratios, normalised times) and padded to a fixed number of
-actions, so a policy trained on one city can be run on another.
+Observations are *relative* (detours, ratios, normalised times) and padded to a fixed number of actions,
+so a policy trained on one city can be run on another. The default, ``live``, knows what a navigation
+app knows and more; ``candidate`` is the observation before 2026-12 (also registered as ``default``, its
+old name, so earlier runs' configurations reproduce). An observation class that sets ``live = True``
+makes the env sample live travel times; ``intent = True`` makes it track the agents' planned routes.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class Decision:
     cand_speed_ratio: Sequence[float]  # mean speed / limit on each candidate (1.0 when empty)
     cand_occupancy: Sequence[float]  # 0..1
     cand_agents: Sequence[int]  # controlled agents on each candidate
+    # live travel times (`cosim.traffic`); equal to the free-flow ones where the env samples no traffic
+    cand_live_time: Sequence[float] = ()  # live s to destination through each candidate
+    live_remaining: float = 0.0  # live s from entering the current edge to the destination
+    cand_intent: Sequence[int] = ()  # other agents whose current routes enter each candidate soon
 
 
 class ObservationFn(Protocol):
@@ -80,6 +87,7 @@ def make_reward(name: str, **kwargs) -> RewardFn:
     return _REWARDS[name](**kwargs)
 
 
+@register_observation("candidate")
 @register_observation("default")
 class CandidateObservation:
     """Per candidate edge: valid, detour vs the best candidate, free-flow time to go, speed ratio,
@@ -108,6 +116,40 @@ class CandidateObservation:
         return np.frombuffer(array("f", [v if v < 5.0 else 5.0 for v in vals]), dtype=np.float32)
 
 
+@register_observation("live")
+class LiveObservation:
+    """Per candidate edge: valid; live time to the destination through it, and its detour over the
+    live-fastest candidate; its free-flow time and detour; the delay ratio live / free-flow; speed ratio
+    and occupancy of the edge now; controlled agents on it; other agents that plan to enter it soon
+    (intent). Then elapsed time, live and free-flow time still to go, and time of day. Relative and
+    padded like `CandidateObservation`, so a policy still runs on another city."""
+
+    PER_CANDIDATE = 10
+    GLOBAL = 4
+    live = True
+    intent = True
+
+    def size(self, max_actions: int) -> int:
+        return self.PER_CANDIDATE * max_actions + self.GLOBAL
+
+    def __call__(self, d: Decision, max_actions: int) -> np.ndarray:
+        vals: list[float] = []
+        times, live = d.cand_time, d.cand_live_time or d.cand_time
+        intent = d.cand_intent or (0,) * len(times)
+        if times:
+            f0, l0 = min(times), min(live)
+            fb, lb = max(f0, 60.0), max(l0, 60.0)
+        for t, lt, s, o, n, m in zip(times, live, d.cand_speed_ratio, d.cand_occupancy, d.cand_agents, intent):
+            vals += (1.0, lt / TIME_SCALE, (lt - l0) / lb, t / TIME_SCALE, (t - f0) / fb, lt / max(t, 1.0) - 1.0,
+                     s, o, n / 10.0, m / 10.0)  # fmt: skip
+        vals += [0.0] * (self.PER_CANDIDATE * (max_actions - len(times)))
+        vals += (d.elapsed / TIME_SCALE, (d.live_remaining or d.remaining) / TIME_SCALE, d.remaining / TIME_SCALE,
+                 d.time / max(d.horizon, 1.0))  # fmt: skip
+        # every feature is >= 0 (the delay ratio can dip a hair below 0 where an edge runs faster than
+        # its limit: clipped), and the upper bound keeps jams from dominating the input
+        return np.frombuffer(array("f", [0.0 if v < 0.0 else (v if v < 5.0 else 5.0) for v in vals]), dtype=np.float32)
+
+
 @register_reward("travel_time")
 class TravelTimeReward:
     """Minus the minutes spent since the last decision, minus penalties for teleports and timeouts."""
@@ -122,3 +164,16 @@ class TravelTimeReward:
         if timed_out:
             r -= self.timeout_penalty
         return float(r)
+
+
+@register_reward("team")
+class TeamReward(TravelTimeReward):
+    """The whole network's travel time, shared among the agents driving: between two of its decisions an
+    agent pays, for every simulated second, the number of vehicles in the network (background included)
+    divided by the number of agents being paid at that second (from their first decision to their
+    arrival). Summed over the agents, the rewards are minus the vehicle-seconds of every vehicle while
+    agents drive: the all-vehicles total travel time, so that a learner gains nothing by pushing delay
+    onto others. ``env.team_weight`` < 1 mixes in the agent's own time: (1 - w) x own + w x team
+    (this project's formalisation of a team objective)."""
+
+    team = True

@@ -131,15 +131,20 @@ def write_agent_routes(
     path: Path,
     trips: Sequence[Trip],
     routes: Sequence[Sequence[str]],
-    rerouting: bool = False,
+    rerouting: float | None = None,
     passive: Sequence[tuple[float, str]] = (),
 ) -> Path:
     """Agents as a SUMO route file: the same file feeds the env and the bare-SUMO benchmark, so both see
-    identical vehicles (same type, departure, initial free-flow route). With `rerouting`, the agents
-    carry SUMO's own travel-time rerouting device instead of being steered by a policy. `passive`:
+    identical vehicles (same type, departure, initial free-flow route). With `rerouting` (a period in s),
+    the agents carry SUMO's own travel-time rerouting device instead of being steered by a policy; the
+    period is a parameter of each agent, so no background vehicle re-routes because of it. `passive`:
     (departure, XML) of imported vehicles that could have been agents but are not this time; they run as
     their files say, in the same file because SUMO wants each file sorted by departure."""
-    device = '<param key="has.rerouting.device" value="true"/>' if rerouting else ""
+    device = (
+        f'<param key="has.rerouting.device" value="true"/><param key="device.rerouting.period" value="{rerouting:g}"/>'
+        if rerouting
+        else ""
+    )
     rows = [
         (
             t.depart,
@@ -166,6 +171,7 @@ class StepEvents(NamedTuple):
     teleported: Sequence[str]
     n_arrived_all: int  # all vehicles, background included
     n_teleported_all: int
+    n_departed_all: int = 0
 
 
 _NONE: tuple[str, ...] = ()
@@ -215,8 +221,8 @@ class SumoKernel:
         return self.backend == "libsumo"
 
     # the methods that call into SUMO, timed by count_sumo_time()
-    SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "set_route", "speed_factor",
-                  "trip_statistics")  # fmt: skip
+    SUMO_CALLS = ("start", "step", "positions", "edge_traffic", "occupancies", "mean_speeds", "set_route",
+                  "speed_factor", "trip_statistics")  # fmt: skip
 
     def count_sumo_time(self) -> None:
         """From now on add the wall time of every call into SUMO to `sumo_seconds` (the training rows'
@@ -280,14 +286,18 @@ class SumoKernel:
         routes: Sequence[Sequence[str]],
         end: float,
         tripinfo: Path | None = None,
-        rerouting: bool = False,
+        rerouting: tuple[float, int, float] | None = None,
     ) -> None:
-        """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one."""
+        """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one.
+        `rerouting` = (period s, adaptation steps, adaptation interval s) of SUMO's device on the agents."""
         passive = self.scenario.passive_vehicles(trips)
-        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, rerouting, passive)
+        period = rerouting[0] if rerouting else None
+        route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, period, passive)
         args = self.sumo_options(seed, [self.scenario.background_file, route_file], end, tripinfo)
         if rerouting:
-            args += ["--device.rerouting.period", "60", "--device.rerouting.adaptation-interval", "10"]
+            steps, interval = rerouting[1], rerouting[2]
+            args += ["--device.rerouting.adaptation-steps", str(steps), "--device.rerouting.adaptation-interval",
+                     f"{interval:g}"]  # fmt: skip
         self._agents = frozenset(t.id for t in trips)
         if self.conn is not None:
             try:
@@ -419,6 +429,7 @@ class SumoKernel:
             [v for v in tel if v in agents] if tel else _NONE,
             len(arr),
             len(tel),
+            len(dep),
         )
 
     # ------------------------------------------------------------------ per-agent access
@@ -485,6 +496,16 @@ class SumoKernel:
             if not ids:
                 return -1.0, 0.0, ()
             return speed_of(edge), occ_of(edge) / 100.0, ids
+        except FAULTS as exc:
+            raise SumoFault(str(exc)) from exc
+
+    def mean_speeds(self, edges: Sequence[str]) -> list[float]:
+        """Every listed edge's mean speed in the last step (m/s; SUMO gives the speed limit where the edge
+        is empty): the live-traffic sample, read in bulk every few simulated seconds, never per decision."""
+        fast = self._fast
+        get = fast["edge_speed"] if fast is not None else self.conn.edge.getLastStepMeanSpeed
+        try:
+            return [get(x) for x in edges]
         except FAULTS as exc:
             raise SumoFault(str(exc)) from exc
 

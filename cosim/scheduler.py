@@ -8,7 +8,7 @@ physically be there, and it looks at the vehicle only from then on. This module 
 the heap of wake-up times, the red-light waits and the per-agent run-time state; the environment
 (``cosim.env``) keeps the SUMO loop, the PettingZoo API, observations, rewards and metrics, and hands
 the scheduler the few things it needs (the kernel's read-only queries, the decision edges per
-destination, the free-flow paths, and a way to give SUMO a route).
+destination, the routes from an edge, and a way to give SUMO a route).
 
 The trigger stretch. A decision is due once the agent stands anywhere on a short *trigger stretch*
 ending at its next decision edge W (at least TRIGGER_S seconds of free-flow driving), not only on W
@@ -92,6 +92,8 @@ class AgentState:
     candidates: tuple[int, ...] = ()  # the edges behind the actions of its current decision (index = action)
     trace: list[tuple[float, int]] = field(default_factory=list)  # (time, edge) at every edge seen
     arrival_time: float = -1.0  # s; -1 until it arrives
+    clock_mark: float = 0.0  # the env's team clock at its last decision (team reward)
+    arrival_clock: float = 0.0  # the team clock when it arrived
 
 
 class DecisionScheduler:
@@ -101,7 +103,7 @@ class DecisionScheduler:
     them and clears the list.
 
     `decision_edges(dest)` gives, per edge, whether an agent bound for dest must decide at its end;
-    `free_flow_path(src, dest)` the route from an edge; `set_route(agent, route)` gives SUMO a route and
+    `path(src, dest)` the route from an edge (the env's continuation: live or free-flow); `set_route(agent, route)` gives SUMO a route and
     says whether SUMO took it (used for vehicles teleported off their route)."""
 
     def __init__(
@@ -109,12 +111,12 @@ class DecisionScheduler:
         kernel,
         graph,
         decision_edges: Callable[[int], list[bool]],
-        free_flow_path: Callable[[int, int], tuple[int, ...]],
+        path: Callable[[int, int], tuple[int, ...]],
         set_route: Callable[[AgentState, tuple[int, ...]], bool],
     ) -> None:
         self.kernel = kernel
         self._decision_edges = decision_edges
-        self._free_flow_path = free_flow_path
+        self._path = path
         self._set_route = set_route
         self._index, self._into, self._signals = graph.index, graph.into, graph.signals
         # plain lists: the loops read single elements, where numpy's scalar indexing is slow
@@ -228,7 +230,7 @@ class DecisionScheduler:
                     try:
                         k = a.route.index(e)
                     except ValueError:  # off the planned route (teleport): plan again from here
-                        route = self._free_flow_path(e, a.dest)
+                        route = self._path(e, a.dest)
                         if self._set_route(a, route):
                             a.last_edge = e
                             a.trace.append((now, e))

@@ -248,7 +248,7 @@ def _record_routes(cfg, method, run_dir: Path) -> None:
     from scenarios import ensure_built
 
     sc = ensure_built(cfg.scenario.name, **cfg.scenario.overrides())
-    env = make_env(sc, cfg, method.control)
+    env = make_env(sc, cfg, method.env_settings)
     try:
         row, routes = greedy_episode(env, method, cfg.run.eval_seed, routes=True)
     finally:

@@ -107,7 +107,7 @@ def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, hori
         method = PPOLearner(ppo_config(cfg), critic="central" if cfg.method == "mappo" else "local", name=cfg.method)
     else:
         method = make_method(cfg)
-    env = make_env(scenario, cfg, method.control)
+    env = make_env(scenario, cfg, method.env_settings)
     try:
         method.setup(env)
         loaded = load_weights(method, ck["method"])

@@ -121,6 +121,11 @@ class RoadGraph:
             self._cache[dest] = hit
         return hit
 
+    def reverse_matrix(self) -> csr_matrix:
+        """The reversed graph's arcs f -> e weighted by the free-flow time of e (the edge being left): a
+        router with other weights keeps its structure and swaps the data (`cosim.traffic`)."""
+        return self._rev
+
     def clear_cache(self) -> None:
         """Forget the cached shortest-path trees (two float arrays per destination seen so far)."""
         self._cache.clear()

@@ -56,7 +56,7 @@ def test_precedence_defaults_file_flags_set(tmp_path):
     "sets, message",
     [
         (["envv.reward_scale=1"], r"--set envv\.reward_scale: unknown setting"),
-        (["env.reward_scal=1"], r"--set env\.reward_scal: unknown key 'reward_scal' in env; known: backend, control"),
+        (["env.reward_scal=1"], r"--set env\.reward_scal: unknown key 'reward_scal' in env; known: backend, continuation, control"),
         (["env.reward_scale=abc"], r"env\.reward_scale must be a number, got 'abc'"),
         (["env.n_agents=2.5"], r"env\.n_agents must be an integer or null, got 2\.5"),
         (["algorithm.ppo.shared=1"], r"algorithm\.ppo\.shared must be true or false, got 1"),

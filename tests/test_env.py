@@ -79,7 +79,8 @@ def test_two_traci_simulations_in_one_process_run_in_lockstep(helsinki):
     [(60, 1, "libsumo"), (100, 0, "libsumo"), (40, 1, "traci")],
 )
 def test_shortest_policy_gets_every_agent_home_and_decides_at_every_junction(helsinki, agents, seed, backend):
-    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=agents, backend=backend))
+    # free-flow continuations: the route each agent drives is its free-flow path, known in advance
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=agents, backend=backend, continuation="free_flow"))
     seen: dict[str, list[str]] = {a: [] for a in env.possible_agents}
 
     def record(env, obs, rew, infos):
@@ -108,7 +109,7 @@ def test_shortest_policy_gets_every_agent_home_and_decides_at_every_junction(hel
 
 def test_action_masks_match_the_nets_connections(helsinki):
     net = sumolib.net.readNet(str(helsinki.net_file))
-    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=30, horizon=1200))
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=30, horizon=1200, continuation="free_flow"))
     rng = np.random.default_rng(0)
     checked = 0
     try:
@@ -169,23 +170,48 @@ def test_same_seed_and_actions_reproduce_observations_and_rewards(env20):
 
 
 def test_observation_values_are_normalised_and_informative(env20):
+    """The default observation (`live`): per candidate valid, live time to go, live detour, free-flow time
+    to go, free-flow detour, delay ratio, speed ratio, occupancy, agents on it, intent."""
     obs, infos = env20.reset(seed=0)
     seen = 0
+    k = env20.config.max_actions
     while env20.agents and seen < 40:
         for a in env20.deciding_agents:
             o = obs[a]["observation"]
-            assert o.shape == (env20.obs_size,) and o.dtype == np.float32
+            assert o.shape == (env20.obs_size,) == (10 * k + 4,) and o.dtype == np.float32
             assert np.all(o >= 0) and np.all(o <= 5)
             n = int(obs[a]["action_mask"].sum())
-            per = o[: 6 * n].reshape(n, 6)
-            assert np.all(per[:, 0] == 1) and per[0, 1] == 0  # valid flags; best candidate has no detour
-            assert np.all(np.diff(per[:, 2]) >= 0)  # time to go ascending
-            assert np.all(o[6 * n : 6 * env20.config.max_actions] == 0)  # padding
+            per = o[: 10 * n].reshape(n, 10)
+            assert np.all(per[:, 0] == 1) and per[0, 2] == 0  # valid flags; the live-fastest has no detour
+            assert np.all(np.diff(per[:, 1]) >= 0)  # live time to go ascending: action 0 is the fastest
+            assert per[:, 4].min() == 0  # some candidate is the free-flow best
+            assert np.all(o[10 * n : 10 * k] == 0)  # padding
             seen += 1
         obs, *_ = env20.step(shortest_actions(env20, obs))
     assert seen >= 40  # the last step may hold several deciding agents
     s = env20.state()
     assert s.shape == (env20.state_size,) and np.isfinite(s).all() and s[len(env20.graph.edges):].max() > 0
+
+
+def test_the_observation_before_live_times_is_kept_under_its_names(helsinki):
+    """`candidate` (also `default`, its old name) with free-flow continuations: the env before 2026-12."""
+    for name in ("candidate", "default"):
+        env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20, observation=name, continuation="free_flow"))
+        try:
+            assert env.obs_size == 6 * env.config.max_actions + 3 and env.traffic is None and env.intent is None
+            obs, _ = env.reset(seed=0)
+            seen = 0
+            while env.agents and seen < 20:
+                for a in env.deciding_agents:
+                    o = obs[a]["observation"]
+                    n = int(obs[a]["action_mask"].sum())
+                    per = o[: 6 * n].reshape(n, 6)
+                    assert np.all(per[:, 0] == 1) and per[0, 1] == 0 and np.all(np.diff(per[:, 2]) >= 0)
+                    seen += 1
+                obs, *_ = env.step(shortest_actions(env, obs))
+            assert seen >= 20
+        finally:
+            env.close()
 
 
 def test_rewards_pay_for_the_time_after_each_decision(env20):
@@ -253,7 +279,7 @@ def test_agents_are_live_from_departure_to_arrival_and_an_arrival_waits_for_the_
 
 
 def test_plan_replay_and_sumo_rerouting(helsinki):
-    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20))
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=20, continuation="free_flow"))
     try:
         free = run_episode(env, shortest_actions, seed=5)
         plans = dict(zip(env.possible_agents, env._initial_routes))

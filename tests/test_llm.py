@@ -15,6 +15,7 @@ import pytest
 from langchain_core.language_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
+from cosim.config import EnvConfig
 from llm.errors import LLMError
 from llm.plans import AgentChoice, Plan, check_route, parse, plan_schema
 from llm.sed import SED, SEDConfig, compute_bounds, write_outputs
@@ -193,8 +194,9 @@ def test_the_cache_makes_a_rerun_free(helsinki, tmp_path):
 
 # ---------------------------------------------------------------------- demonstrations
 def test_demonstrations_are_in_the_envs_format(helsinki, tmp_path):
+    # free-flow candidates: the free-flow plan is then action 0 at every fork
     sed = SED(helsinki, SEDConfig(agents=6, rounds=2, rollouts=2, subset_size=3, threshold=100.0, max_concurrency=1),
-              model=FakeListChatModel(responses=[]))  # fmt: skip
+              model=FakeListChatModel(responses=[]), env=EnvConfig(n_agents=6, continuation="free_flow"))  # fmt: skip
     sed.model = FakeListChatModel(responses=[answer([(a, 0) for a in s]) for s in sed.subsets] * 2)
     try:
         result = sed.run()

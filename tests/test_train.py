@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from agents.base import TrainError
-from core.errors import UserError
 from agents.episode import make_env
 from agents.runner import CHECKPOINT, TrainConfig, read_metrics, train
+from core.errors import UserError
 from cosim.errors import SumoFault
 
 SMALL = dict(agents=20, horizon=900.0)
@@ -211,8 +211,8 @@ def test_resume_refuses_a_damaged_metrics_row_and_clears_killed_writes(helsinki,
 
 # ------------------------------------------------------------------------------------- faults
 def test_sumo_fault_loses_one_episode(helsinki, tmp_path):
-    def faulty_env(scenario, cfg, control):
-        env = make_env(scenario, cfg, control)
+    def faulty_env(scenario, cfg, settings):
+        env = make_env(scenario, cfg, settings)
         step = env.kernel.step
         calls = {"n": 0}
 
@@ -279,8 +279,8 @@ def test_cli_prints_one_line_errors(tmp_path):
     r = _cli("--method", "nope", "--out", str(tmp_path / "x"))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: unknown method 'nope'; choose one of: ippo, mappo, random, shortest, sumo-rerouting, replay, "
-        "reled, leed, reled-nosed, reled-fixedw, expert-replay"
+        "error: unknown method 'nope'; choose one of: ippo, mappo, random, shortest, navigation, sumo-rerouting, dua, "
+        "replay, reled, leed, reled-nosed, reled-fixedw, expert-replay"
     ]
     r = _cli("--episodes", "0", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and r.stderr.startswith("error: --episodes must be a positive number")

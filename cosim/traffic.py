@@ -1,0 +1,119 @@
+"""Live travel times: what a navigation app knows about the network, kept the way SUMO's rerouting
+device keeps it, and the fastest paths under it.
+
+SUMO's device samples every edge's mean speed (the speed limit where the edge is empty) at a fixed
+interval, averages the last N samples, and routes on length / averaged speed. `LiveTraffic` does the
+same from the speeds the kernel reads in bulk every ``env.traffic_update_s`` seconds, over a window of
+``env.traffic_window_s`` seconds. Reading the device's own weights would tie the agents' knowledge to
+SUMO options that also steer background vehicles; sampling here keeps every method's background
+identical. Paths under live times come from the same reversed-graph Dijkstra as the free-flow ones
+(`scenarios.roadgraph`), computed per destination when first asked and cached until the next sample:
+between samples nothing changes, so the env never runs a router per decision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import dijkstra
+
+MIN_SPEED = 0.1  # m/s: a stopped queue counts as crawling, so a jammed edge is slow, not impassable
+
+
+class LiveTraffic:
+    """Smoothed live edge times of one episode, and shortest paths under them (edge indices)."""
+
+    def __init__(self, graph, window_samples: int) -> None:
+        self.graph = graph
+        self.window = max(int(window_samples), 1)
+        rev = graph.reverse_matrix()
+        self._indices, self._indptr, self._shape = rev.indices, rev.indptr, rev.shape
+        self.reset()
+
+    def reset(self) -> None:
+        """A new episode: an empty network, every edge at its free-flow time."""
+        n = len(self.graph.edges)
+        self._samples = np.tile(self.graph.speed, (self.window, 1))  # ring buffer of mean speeds
+        self._next = 0
+        self.epoch = 0  # bumped by every sample: caches keyed on it go stale
+        self.times = self.graph.fftime.copy()
+        self._solved: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._rev = None
+        assert self.times.shape == (n,)
+
+    def sample(self, speeds) -> None:
+        """One reading of every edge's mean speed (m/s, in graph order); the window's mean replaces the
+        live times."""
+        self._samples[self._next] = speeds
+        self._next = (self._next + 1) % self.window
+        mean = self._samples.mean(axis=0)
+        self.times = self.graph.length / np.maximum(mean, MIN_SPEED)
+        self.epoch += 1
+        self._solved.clear()
+        self._rev = None
+
+    def _solve(self, dest: int) -> tuple[np.ndarray, np.ndarray]:
+        hit = self._solved.get(dest)
+        if hit is None:
+            if self._rev is None:  # weight of arc f -> e (reversed) = live time of e, the edge being left
+                self._rev = csr_matrix((self.times[self._indices], self._indices, self._indptr), shape=self._shape)
+            dist, pred = dijkstra(self._rev, directed=True, indices=dest, return_predecessors=True)
+            hit = self._solved[dest] = (dist + self.times[dest], pred)
+        return hit
+
+    def time_to(self, dest: int) -> np.ndarray:
+        """Live seconds from entering each edge to the end of `dest` (inf where unreachable)."""
+        return self._solve(dest)[0]
+
+    def path(self, src: int, dest: int) -> tuple[int, ...]:
+        """The live-fastest path src -> dest (edge indices, both included); () if unreachable."""
+        dist, pred = self._solve(dest)
+        if not np.isfinite(dist[src]):
+            return ()
+        out = [src]
+        while out[-1] != dest:
+            out.append(int(pred[out[-1]]))
+        return tuple(out)
+
+
+class Intent:
+    """Which controlled agents plan to enter each edge soon: the coordination signal a navigation app
+    lacks. An agent's entry times are estimated when it plans (departure, every decision) from free-flow
+    times along its new route, up to `horizon_s` ahead; an estimate counts from `SLACK_S` before to
+    `horizon_s` after the moment asked, since vehicles run late more often than early."""
+
+    SLACK_S = 60.0
+
+    def __init__(self, graph, horizon_s: float) -> None:
+        self.fftime = graph.fftime.tolist()
+        self.horizon = float(horizon_s)
+        self.reset()
+
+    def reset(self) -> None:
+        self._by_edge: dict[int, dict[str, float]] = {}
+        self._planned: dict[str, list[int]] = {}
+
+    def plan(self, agent, route, now: float) -> None:
+        """The agent's route from the edge it is on: replaces what it planned before."""
+        self.forget(agent)
+        ff, by_edge, name = self.fftime, self._by_edge, agent.name
+        t, last, kept = now, now + self.horizon, []
+        for prev, e in zip(route, route[1:]):
+            t += ff[prev]
+            if t > last:
+                break
+            by_edge.setdefault(e, {})[name] = t
+            kept.append(e)
+        self._planned[name] = kept
+
+    def forget(self, agent) -> None:
+        for e in self._planned.pop(agent.name, ()):
+            self._by_edge[e].pop(agent.name, None)
+
+    def count(self, edge: int, now: float, agent) -> int:
+        """Other agents expected to enter `edge` within the horizon from `now`."""
+        planned = self._by_edge.get(edge)
+        if not planned:
+            return 0
+        lo, hi, me = now - self.SLACK_S, now + self.horizon, agent.name
+        return sum(1 for name, t in planned.items() if lo <= t <= hi and name != me)
