@@ -259,3 +259,38 @@ if __name__ == "__main__":  # the measured process of _instructions: SCENARIO AG
     for _ in range(int(episodes)):
         _env_episode(bench_env, int(seed))
     bench_env.close()
+
+
+def rerouting_sweep(scenario: Scenario, agents: int, periods: list[float], steps: list[int], interval: float,
+                    seeds: int, horizon: float | None = None) -> list[dict]:  # fmt: skip
+    """SUMO's rerouting device on the agents for every (period, adaptation steps) pair, `seeds` episodes
+    each (SUMO seeds 0..seeds-1): mean agent and all-vehicle travel time, mean and std over the seeds.
+    The strongest row is what `sumo-rerouting`'s defaults should be (docs/results.md)."""
+    import statistics
+
+    rows = []
+    for period in periods:
+        for n in steps:
+            cfg = EnvConfig(n_agents=agents, horizon=horizon, control="sumo-rerouting", rerouting_period=period,
+                            rerouting_adaptation_steps=n, rerouting_adaptation_interval=interval)  # fmt: skip
+            env = VehicleRoutingEnv(scenario, cfg)
+            agent_tt, all_tt, arrived = [], [], []
+            try:
+                for seed in range(seeds):
+                    env.reset(seed=seed)
+                    while env.agents:
+                        env.step({})
+                    m = env.metrics
+                    agent_tt.append(m["mean_travel_time"])
+                    all_tt.append(m["all_vehicles_mean_travel_time"])
+                    arrived.append(m["arrival_rate"])
+            finally:
+                env.close()
+            rows.append({
+                "period": period, "adaptation_steps": n, "adaptation_interval": interval, "seeds": seeds,
+                "mean_travel_time": round(statistics.mean(agent_tt), 2),
+                "mean_travel_time_std": round(statistics.stdev(agent_tt), 2) if seeds > 1 else 0.0,
+                "all_vehicles_mean_travel_time": round(statistics.mean(all_tt), 2),
+                "arrival_rate": round(statistics.mean(arrived), 4),
+            })  # fmt: skip
+    return rows

@@ -26,8 +26,8 @@ class EnvConfig:
     continuation: str = field(default="live", metadata=limits(choices=("live", "free_flow")))
     # live times: every edge's mean speed is sampled every traffic_update_s simulated seconds and
     # averaged over the last traffic_window_s (how SUMO's rerouting device smooths its edge weights)
-    traffic_update_s: float = field(default=10.0, metadata=limits(gt=0))
-    traffic_window_s: float = field(default=60.0, metadata=limits(gt=0))
+    traffic_update_s: float = field(default=30.0, metadata=limits(gt=0))
+    traffic_window_s: float = field(default=90.0, metadata=limits(gt=0))
     # the intent feature counts other agents whose current routes enter a candidate within this many s
     intent_horizon_s: float = field(default=300.0, metadata=limits(gt=0))
     reward: str = "travel_time"
@@ -40,12 +40,13 @@ class EnvConfig:
     # "policy": agents choose at decision points; "sumo-rerouting": no decisions, SUMO's own
     # travel-time rerouting device steers the agents (a baseline through the same env and metrics)
     control: str = "policy"
-    # sumo-rerouting's device: the agents re-route every rerouting_period s on edge times that SUMO averages
-    # over rerouting_adaptation_steps samples taken every rerouting_adaptation_interval s (SUMO's own
-    # defaults: no periodic re-routing, 180 steps, 1 s). The period is set on the agents only; the
-    # adaptation settings are SUMO-wide: they also steer background trips routed at insertion
-    rerouting_period: float = field(default=30.0, metadata=limits(gt=0))
-    rerouting_adaptation_steps: int = field(default=30, metadata=limits(gt=0))
+    # sumo-rerouting's device: the agents (trips) are routed at insertion and then every rerouting_period s
+    # (0: never again) on edge times that SUMO averages over rerouting_adaptation_steps samples taken every
+    # rerouting_adaptation_interval s. SUMO's own defaults: 0, 180, 1. The period is set on the agents
+    # only; the adaptation settings are SUMO-wide: they also steer background trips routed at insertion.
+    # The defaults are SUMO's: the strongest setting of `cosim bench rerouting` on helsinki (docs/results.md)
+    rerouting_period: float = field(default=0.0, metadata=limits(ge=0))
+    rerouting_adaptation_steps: int = field(default=180, metadata=limits(gt=0))
     rerouting_adaptation_interval: float = field(default=1.0, metadata=limits(gt=0))
     label: str | None = None  # TraCI connection label (several simulations in one process)
     sumo_args: tuple[str, ...] = ()

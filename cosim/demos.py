@@ -123,6 +123,52 @@ def write(folder: str | Path, d: Demonstrations) -> None:
     )
 
 
+def record(env, act, seed: int) -> tuple[Demonstrations, dict[str, float], dict]:
+    """Run one episode with an expert policy ``act(env, obs) -> actions`` and record what it did in the
+    env's own format: (the demonstrations, travel time per arrived agent, the episode's metrics). Every
+    decision is one sample; its reward is what followed until the agent's next decision."""
+    import numpy as np
+
+    obs, _ = env.reset(seed=seed)
+    cols: dict[str, list] = {"agent": [], "obs": [], "mask": [], "action": [], "reward": [], "done": []}
+    last: dict[str, int] = {}
+    index = {a: i for i, a in enumerate(env.possible_agents)}
+    travel: dict[str, float] = {}
+    while env.agents:
+        acts = act(env, obs)
+        for a, action in acts.items():
+            last[a] = len(cols["agent"])
+            cols["agent"].append(index[a])
+            cols["obs"].append(obs[a]["observation"])
+            cols["mask"].append(obs[a]["action_mask"])
+            cols["action"].append(action)
+            cols["reward"].append(0.0)
+            cols["done"].append(False)
+        obs, rew, _, _, infos = env.step(acts)
+        for a, r in rew.items():
+            if a in last:
+                cols["reward"][last[a]] += r
+        for a, i in infos.items():
+            if "travel_time" in i:
+                travel[a] = i["travel_time"]
+                if a in last:
+                    cols["done"][last[a]] = True
+    g = env.graph
+    n = len(cols["agent"])
+    demos = Demonstrations(
+        agents=list(env.possible_agents),
+        agent=np.asarray(cols["agent"], dtype=np.int64),
+        obs=np.asarray(cols["obs"], dtype=np.float32).reshape(n, env.obs_size),
+        mask=np.asarray(cols["mask"], dtype=bool).reshape(n, env.config.max_actions),
+        action=np.asarray(cols["action"], dtype=np.int64),
+        reward=np.asarray(cols["reward"], dtype=np.float32),
+        done=np.asarray(cols["done"], dtype=bool),
+        traces={a: np.asarray([[*g.xy[g.index[e]], t] for t, e in env.trajectory(a)], dtype=np.float64).reshape(-1, 3)
+                for a in env.possible_agents},
+    )  # fmt: skip
+    return demos, travel, dict(env.metrics)
+
+
 # ------------------------------------------------------------------------------------- reading
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()

@@ -143,7 +143,8 @@ class VehicleRoutingEnv(ParallelEnv):
         # initial routes = free-flow shortest paths (what the `shortest` policy keeps choosing)
         self._initial_routes = [[g.edges[i] for i in g.path(o, d)] for o, d in self._trip_idx]
         self._rng = np.random.default_rng()
-        self._decision_cache: dict[tuple[int, int], Choice] = {}
+        self._decision_cache: dict[tuple[int, int], Choice] = {}  # free-flow choices, for good
+        self._live_cache: dict[tuple[int, int], Choice] = {}  # with live times, until the next sample
         self._cache_epoch = 0
         self._is_decision: dict[int, list[bool]] = {}
         self._paths: dict[tuple[int, int], tuple[int, ...]] = {}
@@ -199,27 +200,35 @@ class VehicleRoutingEnv(ParallelEnv):
     def choice_at(self, edge: int, dest: int) -> Choice:
         """What an agent bound for `dest` chooses among at the end of decision edge `edge` (its actions,
         in order). Cached: the same few hundred recur (with live traffic: until its next sample)."""
-        traffic = self.traffic
-        if traffic is not None and traffic.epoch != self._cache_epoch:
-            self._decision_cache.clear()
-            self._cache_epoch = traffic.epoch
         key = (edge, dest)
-        hit = self._decision_cache.get(key)
-        if hit is None:
+        static = self._decision_cache.get(key)
+        if static is None:  # the free-flow part never changes
             g = self.graph
             t = g.time_to(dest)
-            lt = traffic.time_to(dest) if traffic is not None else t
-            order = lt if self.live else t
-            cands = sorted(g.candidates(edge, dest), key=lambda f: (order[f], t[f], g.edges[f]))
-            hit = Choice(
-                tuple(cands),
-                tuple(float(t[f]) for f in cands),
-                tuple(g.edges[f] for f in cands),
-                float(t[edge]),
-                tuple(float(lt[f]) for f in cands),
-                float(lt[edge]),
+            cands = sorted(g.candidates(edge, dest), key=lambda f: (t[f], g.edges[f]))
+            times = tuple(float(t[f]) for f in cands)
+            static = Choice(
+                tuple(cands), times, tuple(g.edges[f] for f in cands), float(t[edge]), times, float(t[edge])
             )
-            self._decision_cache[key] = hit
+            self._decision_cache[key] = static
+        traffic = self.traffic
+        if traffic is None:
+            return static
+        if traffic.epoch != self._cache_epoch:
+            self._live_cache.clear()
+            self._cache_epoch = traffic.epoch
+        hit = self._live_cache.get(key)
+        if hit is None:
+            lt = traffic.time_to(dest)
+            live = [float(lt[f]) for f in static.edges]
+            if self.live and any(b < a for a, b in zip(live, live[1:])):  # reorder by live time
+                order = sorted(range(len(live)), key=lambda i: (live[i], static.times[i], static.ids[i]))
+                hit = Choice(tuple(static.edges[i] for i in order), tuple(static.times[i] for i in order),
+                             tuple(static.ids[i] for i in order), static.remaining, tuple(live[i] for i in order),
+                             float(lt[edge]))  # fmt: skip
+            else:
+                hit = static._replace(live_times=tuple(live), live_remaining=float(lt[edge]))
+            self._live_cache[key] = hit
         return hit
 
     # ------------------------------------------------------------------ episode
@@ -236,7 +245,7 @@ class VehicleRoutingEnv(ParallelEnv):
         self._scheduler.reset()
         if self.traffic is not None:
             self.traffic.reset()
-            self._decision_cache.clear()
+            self._live_cache.clear()
             self._cache_epoch = 0
         if self.intent is not None:
             self.intent.reset()
@@ -354,6 +363,8 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.depart_time = now
                     a.pos, a.speed = (pos, speed) if road == self.graph.edges[a.origin] else (0.0, speed)
                     a.speed_factor = k.speed_factor(name)
+                    if traffic is not None:
+                        traffic.drive_to(a.dest)
                     a.last_edge = a.origin
                     a.trace.append((now, a.origin))
                     if not self._rerouting:
@@ -375,6 +386,8 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.status = DONE
                     a.arrival_time = now
                     a.arrival_clock = self._team_clock
+                    if traffic is not None:
+                        traffic.arrived_at(a.dest)
                     if a.last_decision_time >= 0:
                         self._paid -= 1
                     a.trace.append((now, a.dest))

@@ -135,24 +135,31 @@ def write_agent_routes(
     passive: Sequence[tuple[float, str]] = (),
 ) -> Path:
     """Agents as a SUMO route file: the same file feeds the env and the bare-SUMO benchmark, so both see
-    identical vehicles (same type, departure, initial free-flow route). With `rerouting` (a period in s),
-    the agents carry SUMO's own travel-time rerouting device instead of being steered by a policy; the
-    period is a parameter of each agent, so no background vehicle re-routes because of it. `passive`:
+    identical vehicles (same type, departure, initial free-flow route). With `rerouting` (a period in s;
+    0: route once, at insertion), the agents are trips that carry SUMO's own travel-time rerouting device
+    instead of being steered by a policy; the period is a parameter of each agent, so no background
+    vehicle re-routes because of it. `passive`:
     (departure, XML) of imported vehicles that could have been agents but are not this time; they run as
     their files say, in the same file because SUMO wants each file sorted by departure."""
-    device = (
-        f'<param key="has.rerouting.device" value="true"/><param key="device.rerouting.period" value="{rerouting:g}"/>'
-        if rerouting
-        else ""
-    )
-    rows = [
-        (
-            t.depart,
-            f'  <vehicle id="{t.id}" type="{AGENT_VTYPE}" depart="{t.depart:.2f}" departLane="best">'
-            f'<route edges="{" ".join(edges)}"/>{device}</vehicle>',
-        )
-        for t, edges in zip(trips, routes)
-    ]
+    if rerouting is None:
+        rows = [
+            (
+                t.depart,
+                f'  <vehicle id="{t.id}" type="{AGENT_VTYPE}" depart="{t.depart:.2f}" departLane="best">'
+                f'<route edges="{" ".join(edges)}"/></vehicle>',
+            )
+            for t, edges in zip(trips, routes)
+        ]
+    else:  # trips: the device routes them at insertion on its current edge times, as in a plain SUMO run
+        rows = [
+            (
+                t.depart,
+                f'  <trip id="{t.id}" type="{AGENT_VTYPE}" depart="{t.depart:.2f}" departLane="best" '
+                f'from="{t.origin}" to="{t.destination}"><param key="has.rerouting.device" value="true"/>'
+                f'<param key="device.rerouting.period" value="{rerouting:g}"/></trip>',
+            )
+            for t in trips
+        ]
     rows += [(depart, "  " + xml) for depart, xml in passive]
     rows.sort(key=lambda r: r[0])  # stable: equal departures keep the pool's order
     lines = ["<routes>", f'  <vType id="{AGENT_VTYPE}" vClass="passenger" accel="{AGENT_ACCEL}" color="1,0,0"/>']
@@ -291,10 +298,10 @@ class SumoKernel:
         """Begin an episode: reload the running SUMO when possible, otherwise start a fresh one.
         `rerouting` = (period s, adaptation steps, adaptation interval s) of SUMO's device on the agents."""
         passive = self.scenario.passive_vehicles(trips)
-        period = rerouting[0] if rerouting else None
+        period = rerouting[0] if rerouting is not None else None
         route_file = write_agent_routes(self.workdir / "agents.rou.xml", trips, routes, period, passive)
         args = self.sumo_options(seed, [self.scenario.background_file, route_file], end, tripinfo)
-        if rerouting:
+        if rerouting is not None:
             steps, interval = rerouting[1], rerouting[2]
             args += ["--device.rerouting.adaptation-steps", str(steps), "--device.rerouting.adaptation-interval",
                      f"{interval:g}"]  # fmt: skip

@@ -7,8 +7,9 @@ same from the speeds the kernel reads in bulk every ``env.traffic_update_s`` sec
 ``env.traffic_window_s`` seconds. Reading the device's own weights would tie the agents' knowledge to
 SUMO options that also steer background vehicles; sampling here keeps every method's background
 identical. Paths under live times come from the same reversed-graph Dijkstra as the free-flow ones
-(`scenarios.roadgraph`), computed per destination when first asked and cached until the next sample:
-between samples nothing changes, so the env never runs a router per decision.
+(`scenarios.roadgraph`), computed when first asked after a sample for the destinations of every
+agent driving (one batched call) and cached until the next sample: between samples nothing changes,
+so the env runs no router per decision.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class LiveTraffic:
         self.times = self.graph.fftime.copy()
         self._solved: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._rev = None
+        self.active: dict[int, int] = {}  # destinations of the agents driving now -> how many
         assert self.times.shape == (n,)
 
     def sample(self, speeds) -> None:
@@ -57,9 +59,28 @@ class LiveTraffic:
         if hit is None:
             if self._rev is None:  # weight of arc f -> e (reversed) = live time of e, the edge being left
                 self._rev = csr_matrix((self.times[self._indices], self._indices, self._indptr), shape=self._shape)
-            dist, pred = dijkstra(self._rev, directed=True, indices=dest, return_predecessors=True)
-            hit = self._solved[dest] = (dist + self.times[dest], pred)
+            # one call for every destination of a driving agent: scipy's per-call overhead is most of the
+            # cost of one tree on a city net, and most of those agents decide before the next sample
+            batch = [d for d in self.active if d not in self._solved]
+            if dest not in self.active:
+                batch.append(dest)
+            dist, pred = dijkstra(self._rev, directed=True, indices=batch, return_predecessors=True)
+            dist += self.times[batch][:, None]
+            for i, d in enumerate(batch):
+                self._solved[d] = (dist[i], pred[i])
+            hit = self._solved[dest]
         return hit
+
+    def drive_to(self, dest: int) -> None:
+        """An agent bound for `dest` departed: its tree is computed with the others at each sample."""
+        self.active[dest] = self.active.get(dest, 0) + 1
+
+    def arrived_at(self, dest: int) -> None:
+        n = self.active.get(dest, 0) - 1
+        if n > 0:
+            self.active[dest] = n
+        else:
+            self.active.pop(dest, None)
 
     def time_to(self, dest: int) -> np.ndarray:
         """Live seconds from entering each edge to the end of `dest` (inf where unreachable)."""

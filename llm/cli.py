@@ -27,6 +27,9 @@ def demos(
     out: Path = typer.Option(..., help="Folder for demos, plans, prompts, bounds and summary.json."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers (sed.cache=false)."),
     random_baseline: bool = typer.Option(True, help="Also measure random candidate choice."),
+    expert: str = typer.Option(
+        "llm", "--expert", help="Who demonstrates: llm (SED), navigation (live-fastest routes) or dua (equilibrium)."
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
     ),
@@ -34,7 +37,8 @@ def demos(
         [], "--set", help="Override one setting: section.key=value, e.g. sed.rounds=2 (repeatable)."
     ),
 ) -> None:
-    """Generate expert demonstrations with the LLM, validated by the SED bound; prints a one-line summary.
+    """Generate expert demonstrations with the LLM, validated by the SED bound (or, with --expert, from the
+    navigation or dua baseline); prints a one-line summary.
     Mostly-fallback plans (the LLM's answers were unusable) still write --out, for diagnosis, but end
     with an error: they are not expert demonstrations."""
     import numpy as np
@@ -52,6 +56,13 @@ def demos(
         tree.check()
     except UserError as exc:
         raise LLMError(str(exc)) from None
+    if expert != "llm":
+        from llm.experts import write_expert_demos
+
+        summary = write_expert_demos(tree, expert, out)
+        print(f"{summary['scenario']}: {summary['agents']} agents, expert {expert}: {summary['demo_samples']} decisions, "
+              f"mean travel {summary['demo_mean_travel_time']} s -> {out}")  # fmt: skip
+        return
     cfg = SEDConfig.from_settings(tree.sed, tree.env.n_agents, tree.run.seed)
     seed, llm = tree.run.seed, tree.sed.llm
     err = Console(stderr=True)

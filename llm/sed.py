@@ -489,42 +489,11 @@ class SED:
         return self._plan_subsets([_Ask(agents, feedback)], rnd)[0]
 
     # ------------------------------------------------------------------ SUMO
-    def record(self, plans: dict[str, list[str]], seed: int):
-        """Execute a plan set once, here, recording the demonstrations: (per-agent travel times in s,
-        (samples in the env's format, position traces, the episode's metrics)). Rollouts that only
-        measure go through `rollouts`."""
-        env = self.env
-        obs, infos = env.reset(seed=seed)
-        demo = {"agent": [], "obs": [], "mask": [], "action": [], "reward": [], "done": []}
-        last: dict[str, int] = {}
-        index = {a: i for i, a in enumerate(env.possible_agents)}
-        travel: dict[str, float] = {}
-        while True:
-            acts = plan_actions(env, obs, plans)
-            for a, act in acts.items():
-                last[a] = len(demo["agent"])
-                demo["agent"].append(index[a])
-                demo["obs"].append(obs[a]["observation"])
-                demo["mask"].append(obs[a]["action_mask"])
-                demo["action"].append(act)
-                demo["reward"].append(0.0)
-                demo["done"].append(False)
-            if not env.agents:
-                break
-            obs, rew, term, trunc, infos = env.step(acts)
-            for a, r in rew.items():
-                if a in last:
-                    demo["reward"][last[a]] += r
-            for a, i in infos.items():
-                if "travel_time" in i:
-                    travel[a] = i["travel_time"]
-                    if a in last:
-                        demo["done"][last[a]] = True
-            if not env.agents:
-                break
-        traces = {a: [[float(v) for v in self.graph.xy[self.graph.index[e]]] + [t] for t, e in env.trajectory(a)]
-                  for a in env.possible_agents}  # fmt: skip
-        return travel, (demo, traces, dict(env.metrics))
+    def record(self, plans: dict[str, list[str]], seed: int) -> tuple[demofiles.Demonstrations, dict]:
+        """Execute a plan set once, here, recording the demonstrations in the env's format (and the
+        episode's metrics). Rollouts that only measure go through `rollouts`."""
+        demos, _, metrics = demofiles.record(self.env, lambda env, obs: plan_actions(env, obs, plans), seed)
+        return demos, metrics
 
     def _workers(self) -> int:
         """Rollout worker processes for R rollouts: none (all here) on one core or when asked for one."""
@@ -731,20 +700,10 @@ def random_choice_baseline(sed: SED, rng: np.random.Generator) -> float:
 def _write_demos(sed: SED, plans: dict, choices: dict, folder: Path) -> dict:
     """Execute a plan set once (seed = the SED seed) and store its demonstrations in the env's format
     (``cosim.demos``): what the expert did, not what the LLM said, is what the learners imitate."""
-    travel, (demo, traces, metrics) = sed.record(plans, seed=sed.cfg.seed)
-    n = len(demo["agent"])
-    demofiles.write(folder, demofiles.Demonstrations(
-        agents=list(sed.env.possible_agents),
-        agent=np.asarray(demo["agent"], dtype=np.int64),
-        obs=np.asarray(demo["obs"], dtype=np.float32).reshape(n, sed.env.obs_size),
-        mask=np.asarray(demo["mask"], dtype=bool).reshape(n, sed.env.config.max_actions),
-        action=np.asarray(demo["action"], dtype=np.int64),
-        reward=np.asarray(demo["reward"], dtype=np.float32),
-        done=np.asarray(demo["done"], dtype=bool),
-        traces={a: np.asarray(t, dtype=np.float64).reshape(-1, 3) for a, t in traces.items()},
-        plans={a: demofiles.Plan(plans[a], choices[a]) for a in plans},
-    ))  # fmt: skip
-    return dict(metrics, samples=n)
+    demos, metrics = sed.record(plans, seed=sed.cfg.seed)
+    demos.plans = {a: demofiles.Plan(plans[a], choices[a]) for a in plans}
+    demofiles.write(folder, demos)
+    return dict(metrics, samples=demos.n)
 
 
 def check_out(out: Path) -> Path:
@@ -756,7 +715,7 @@ def check_out(out: Path) -> Path:
     return check_output(out, "cosim demos", demofiles.is_earlier_output, error=LLMError)
 
 
-def _move_into_place(new: Path, out: Path) -> None:
+def move_into_place(new: Path, out: Path) -> None:
     """Rename the finished folder to out. An earlier output there is renamed aside first and deleted only
     once the new one is in place; anything that appeared at out meanwhile makes the rename fail instead
     of being deleted (rename never replaces a non-empty folder)."""
@@ -813,7 +772,7 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
         }
         summary = clean_dict(summary)
         (tmp / demofiles.SUMMARY_JSON).write_text(json.dumps(summary, indent=1))
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -144,3 +144,62 @@ def test_the_team_reward_sums_to_every_vehicles_time_while_agents_drive(helsinki
     finally:
         own.close()
     assert 0 > own_total > -expected / 5
+
+
+def test_sumo_rerouting_through_the_env_is_a_plain_sumo_run(helsinki, tmp_path):
+    """The device baseline through the env gives SUMO's own numbers: the same files and options in a
+    plain `sumo` run give the same agents' mean travel time."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from cosim.kernel import write_agent_routes
+    from scenarios import sumotools
+
+    cfg = EnvConfig(n_agents=40, horizon=1800.0, control="sumo-rerouting", rerouting_period=60.0,
+                    rerouting_adaptation_steps=30)  # fmt: skip
+    env = VehicleRoutingEnv(helsinki, cfg)
+    try:
+        obs, _ = env.reset(seed=4)
+        while env.agents:
+            env.step({})
+        through_env = env.metrics["mean_travel_time"]
+        assert env.metrics["arrival_rate"] == 1.0 and env.metrics["decisions"] == 0
+        agents = write_agent_routes(tmp_path / "agents.rou.xml", env.trips, env.initial_routes, rerouting=60.0)
+        out = tmp_path / "tripinfo.xml"
+        args = env.kernel.sumo_options(4, [helsinki.background_file, agents], env.begin + env.horizon, tripinfo=out)
+    finally:
+        env.close()
+    args += ["--device.rerouting.adaptation-steps", "30", "--device.rerouting.adaptation-interval", "1"]
+    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
+    ids = set(env.possible_agents)
+    plain = [float(t.get("duration")) for t in ET.parse(out).getroot().iter("tripinfo") if t.get("id") in ids]
+    assert len(plain) == 40 and through_env == pytest.approx(np.mean(plain), abs=1e-6)
+
+
+def test_the_device_period_reaches_the_agents_only(grid_demand, tmp_path):
+    """`sumo-rerouting` re-routes the agents every period; background vehicles that SUMO routes at
+    insertion (the imported scenario's unrouted trips) are routed once and never again (SUMO's tripinfo
+    counts each vehicle's re-routings). Before 2026-12 the period was a SUMO-wide option, and every such
+    background vehicle re-routed with the agents."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from cosim.kernel import write_agent_routes
+    from scenarios import ensure_built, recipe, sumotools
+
+    sc = ensure_built(recipe.adhoc("sumocfg", str(grid_demand / "grid.sumocfg")).with_overrides(agent_share=0.3))
+    env = VehicleRoutingEnv(sc, EnvConfig(control="sumo-rerouting", rerouting_period=10.0))
+    try:
+        agents = write_agent_routes(tmp_path / "agents.rou.xml", env.trips, env.initial_routes, rerouting=10.0,
+                                    passive=sc.passive_vehicles(env.trips))  # fmt: skip
+        out = tmp_path / "tripinfo.xml"
+        args = env.kernel.sumo_options(1, [sc.background_file, agents], env.begin + env.horizon, tripinfo=out)
+        ids = set(env.possible_agents)
+    finally:
+        env.close()
+    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
+    reroutes = {t.get("id"): int(t.get("rerouteNo", "0")) for t in ET.parse(out).getroot().iter("tripinfo")}
+    background = {v: n for v, n in reroutes.items() if v not in ids}
+    assert max(reroutes[a] for a in ids if a in reroutes) > 1  # the agents re-route along the way
+    assert background and max(background.values()) <= 1  # at most once, at insertion
+    assert any(n == 1 for n in background.values())  # the unrouted background trips were routed
