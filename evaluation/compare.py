@@ -637,13 +637,14 @@ def _print_summary(res: dict) -> None:
     from evaluation.report import fmt_stat
 
     t = Table(title=f"{res['comparison']['scenario']}: final greedy evaluation, mean ± std over seeds")
-    for c in ("method", "travel time s", "arrival rate", "return", "episodes to target", "runs ok"):
+    for c in ("method", "travel time s", "all vehicles s", "arrival rate", "return", "episodes to target", "runs ok"):
         t.add_column(c, justify="right" if c != "method" else "left")
     for m, d in res["methods"].items():
         se = d["sample_efficiency"]
         t.add_row(
-            m, fmt_stat(d["final"]["mean_travel_time"], 1), fmt_stat(d["final"]["arrival_rate"], 2),
-            fmt_stat(d["final"]["return"], 2),
+            m, fmt_stat(d["final"]["mean_travel_time"], 1),
+            fmt_stat(d["final"].get("all_vehicles_mean_travel_time"), 1), fmt_stat(d["final"]["arrival_rate"], 2),
+            fmt_stat(d["final"]["return"], 2) if d["final"]["return"] else "—",
             (fmt_stat(se["episodes"], 1) + f" ({se['reached']}/{se['of']})") if se["of"] else "-",
             f"{d['runs_ok']}/{d['runs']}",
         )  # fmt: skip

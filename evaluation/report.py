@@ -26,11 +26,12 @@ from evaluation.results import FINAL_METRICS, HIGHER_IS_BETTER, read_rows
 
 LABELS = {
     "mean_travel_time": "mean travel time (s)",
+    "all_vehicles_mean_travel_time": "all vehicles' mean travel time (s)",
     "arrival_rate": "arrival rate",
     "return": "return",
     "teleports": "teleports",
 }
-DIGITS = {"mean_travel_time": 1, "arrival_rate": 2, "return": 2, "teleports": 1}
+DIGITS = {"mean_travel_time": 1, "all_vehicles_mean_travel_time": 1, "arrival_rate": 2, "return": 2, "teleports": 1}
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1d2329;margin:0;background:#f6f7f9;line-height:1.45}
@@ -67,8 +68,8 @@ def fmt_stat(s: dict | None, digits: int = 1) -> str:
 
 
 def _cell(s: dict | None, digits: int, best: bool = False, extra: str = "") -> str:
-    if not s:
-        return "<td>-</td>"
+    if not s:  # not measured, or not applicable (the return of a method that makes no decisions)
+        return "<td>—</td>"
     rng = f"<span class='range'>{s['min']:.{digits}f} – {s['max']:.{digits}f} (n={s['n']})</span>" if s["n"] > 1 else ""
     cls = " class='best'" if best else ""
     return f"<td{cls}>{esc(fmt_stat(s, digits))}{esc(extra)}{rng}</td>"
@@ -474,7 +475,7 @@ def results_table(results: dict) -> str:
     per = results["methods"]
     best: dict[str, str | None] = {}
     for k in FINAL_METRICS:
-        vals = {m: per[m]["final"][k]["mean"] for m in methods if per[m]["final"][k]}
+        vals = {m: per[m]["final"][k]["mean"] for m in methods if per[m]["final"].get(k)}
         if len(vals) > 1 and len(set(vals.values())) > 1:
             best[k] = (max if HIGHER_IS_BETTER[k] else min)(vals, key=vals.get)
     head = "".join(f"<th>{esc(LABELS[k])}</th>" for k in FINAL_METRICS)
@@ -484,7 +485,7 @@ def results_table(results: dict) -> str:
         d = per[m]
         ok = f"{d['runs_ok']}/{d['runs']}"
         cls = "failed" if d["runs_failed"] else "ok"
-        cells = "".join(_cell(d["final"][k], DIGITS[k], best.get(k) == m) for k in FINAL_METRICS)
+        cells = "".join(_cell(d["final"].get(k), DIGITS[k], best.get(k) == m) for k in FINAL_METRICS)
         se = d["sample_efficiency"]
         reached = f" ({se['reached']}/{se['of']} seeds)" if se["of"] else ""
         se_ep = _cell(se["episodes"], 1, extra=reached) if se["episodes"] else f"<td>not reached{esc(reached)}</td>"

@@ -161,3 +161,32 @@ def test_the_browser_check_does_see_network_requests(tmp_path):
     assert set(res.network_requests) >= {"https://cdn.example.org/x.css", "http://cdn.example.org/lib.js", "https://example.com/a.png"}
     assert res.dom["external"] and res.dom["headings"] == ["t"]
     assert not any(i["ok"] for i in res.dom["imgs"])  # blocked: nothing came back
+
+
+def test_the_device_baseline_has_no_return_and_every_method_shows_all_vehicles(helsinki, tmp_path):
+    """sumo-rerouting makes no decisions: its return does not apply ("—", never the best), and the table
+    holds the all-vehicles mean beside the agents' for every method."""
+
+    def with_all(rows, all_vehicles, decisions=None):
+        out = []
+        for r in rows:
+            r = dict(r, all_vehicles_mean_travel_time=all_vehicles)
+            if decisions is not None:
+                r.update(decisions=decisions, **({"return": 0.0} if decisions == 0 else {}))
+            out.append(r)
+        return out
+
+    runs, rows = _make_runs(tmp_path, {"ippo": [with_all(_rows(200, 400), 250.0, 40)],
+                                       "sumo-rerouting": [with_all(_rows(190, 190, learn=False), 240.0, 0)]})  # fmt: skip
+    res = summarise(_comparison(["ippo", "sumo-rerouting"], seeds=1), runs, rows)
+    assert res["methods"]["sumo-rerouting"]["final"]["return"] is None
+    assert res["methods"]["ippo"]["final"]["return"]["mean"] == pytest.approx(-2.0)
+    assert res["methods"]["sumo-rerouting"]["final"]["all_vehicles_mean_travel_time"]["mean"] == 240.0
+    res.update(id="x", out=str(tmp_path), scenario_folder=str(helsinki.path), demos=None, executor="local", workers=1,
+               wall_s=1.0)  # fmt: skip
+    table = re.search(r"<table id='results'>.*?</table>", write_report(tmp_path, res).read_text(), re.S).group(0)
+    assert "all vehicles&#x27; mean travel time (s)" in table
+    device = re.search(r"<tr><td>sumo-rerouting.*?</tr>", table, re.S).group(0)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", device, re.S)
+    assert cells[2].startswith("190.0") and cells[3].startswith("240.0") and cells[5] == "—"
+    assert "class='best'>0.00" not in table  # the device's missing return is never marked best
