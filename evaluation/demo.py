@@ -15,11 +15,12 @@ import time
 import webbrowser
 from pathlib import Path
 
-METHODS = ["reled", "leed", "ippo", "mappo", "shortest", "sumo-rerouting"]
+METHODS = ["reled", "leed", "ippo", "mappo", "shortest", "navigation", "sumo-rerouting", "dua"]
 # the demo's own budget on top of the tree's defaults: small enough for ~15 minutes on 2 cores
 PRESET = {
     "env": {"n_agents": 50, "horizon": 1800.0},
     "run": {"seeds": 3, "episodes": 12, "eval_every": 3},
+    "algorithm": {"dua_iterations": 10},
     "sed": {"rounds": 2, "rollouts": 2},
 }
 

@@ -631,16 +631,37 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     return path
 
 
+def rebuild(d: Path) -> dict:
+    """A comparison's results recomputed from its runs' metrics with this code (a newer code may record
+    more, e.g. the all-vehicles mean), keeping what the comparison itself recorded."""
+    from core.jsonio import atomic_write
+    from evaluation.results import read_rows, summarise
+
+    old = json.loads((d / "results.json").read_text())
+    runs = [{k: e.get(k) for k in ("name", "method", "seed", "status", "error", "dir", "wandb", "wandb_warning",
+                                   "process_s")} for e in old["runs"]]  # fmt: skip
+    rows = {e["name"]: read_rows(e["dir"]) if e.get("dir") and Path(e["dir"]).is_dir() else [] for e in runs}
+    ref = old.get("reference", {})
+    new = summarise(old["comparison"], runs, rows, reference=ref.get("methods"), tolerance=ref.get("tolerance", 0.1))
+    res = {**old, **new}
+    atomic_write(d / "results.json", json.dumps(res, indent=1))
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Rewrite a comparison's report from its results.json: ``python -m evaluation.report DIR``."""
+    """Rewrite a comparison's report: ``python -m evaluation.report DIR`` from its results.json,
+    ``--rebuild`` first recomputes results.json from the runs' metrics with this code."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    rebuild_first = "--rebuild" in args
+    args = [a for a in args if a != "--rebuild"]
     if len(args) != 1:
-        print("usage: python -m evaluation.report COMPARISON_DIR", file=sys.stderr)
+        print("usage: python -m evaluation.report [--rebuild] COMPARISON_DIR", file=sys.stderr)
         sys.exit(2)
     d = Path(args[0])
-    print(write_report(d, json.loads((d / "results.json").read_text())))
+    res = rebuild(d) if rebuild_first else json.loads((d / "results.json").read_text())
+    print(write_report(d, res))
 
 
 if __name__ == "__main__":

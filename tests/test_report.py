@@ -190,3 +190,22 @@ def test_the_device_baseline_has_no_return_and_every_method_shows_all_vehicles(h
     cells = re.findall(r"<td[^>]*>(.*?)</td>", device, re.S)
     assert cells[2].startswith("190.0") and cells[3].startswith("240.0") and cells[5] == "—"
     assert "class='best'>0.00" not in table  # the device's missing return is never marked best
+
+
+def test_rebuild_recomputes_results_from_the_runs_metrics(helsinki, tmp_path):
+    """`python -m evaluation.report --rebuild DIR`: results.json written by older code (here: without the
+    all-vehicles mean) is recomputed from the runs' metrics, keeping what the comparison recorded."""
+    from evaluation.report import main
+
+    rows = [dict(r, all_vehicles_mean_travel_time=260.0) for r in _rows(200, 400)]
+    runs, by = _make_runs(tmp_path, {"ippo": [rows]})
+    res = summarise(_comparison(["ippo"], seeds=1), runs, by)
+    res.update(id="old", out=str(tmp_path), scenario_folder=str(helsinki.path), demos=None, executor="local",
+               workers=1, wall_s=3.0)  # fmt: skip
+    for m in res["methods"].values():
+        del m["final"]["all_vehicles_mean_travel_time"]
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    main(["--rebuild", str(tmp_path)])
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["methods"]["ippo"]["final"]["all_vehicles_mean_travel_time"]["mean"] == 260.0
+    assert again["id"] == "old" and again["wall_s"] == 3.0 and (tmp_path / "report.html").is_file()
