@@ -363,8 +363,6 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.depart_time = now
                     a.pos, a.speed = (pos, speed) if road == self.graph.edges[a.origin] else (0.0, speed)
                     a.speed_factor = k.speed_factor(name)
-                    if traffic is not None:
-                        traffic.drive_to(a.dest)
                     a.last_edge = a.origin
                     a.trace.append((now, a.origin))
                     if not self._rerouting:
@@ -386,8 +384,6 @@ class VehicleRoutingEnv(ParallelEnv):
                     a.status = DONE
                     a.arrival_time = now
                     a.arrival_clock = self._team_clock
-                    if traffic is not None:
-                        traffic.arrived_at(a.dest)
                     if a.last_decision_time >= 0:
                         self._paid -= 1
                     a.trace.append((now, a.dest))
@@ -436,7 +432,10 @@ class VehicleRoutingEnv(ParallelEnv):
         trunc, infos = term.copy(), dict.fromkeys(live, self._idle_info)
         now = self.time
         edges = self.graph.edges
-        for a in self._scheduler.ready:
+        ready = self._scheduler.ready
+        if self.traffic is not None and len(ready) > 1:
+            self.traffic.solve([a.dest for a in ready])
+        for a in ready:
             # the scheduler found it on the trigger stretch of its next decision edge: ask about that one
             a.decision_edge = e = a.next_decision_edge
             c = self.choice_at(e, a.dest)

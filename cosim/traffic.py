@@ -7,9 +7,9 @@ same from the speeds the kernel reads in bulk every ``env.traffic_update_s`` sec
 ``env.traffic_window_s`` seconds. Reading the device's own weights would tie the agents' knowledge to
 SUMO options that also steer background vehicles; sampling here keeps every method's background
 identical. Paths under live times come from the same reversed-graph Dijkstra as the free-flow ones
-(`scenarios.roadgraph`), computed when first asked after a sample for the destinations of every
-agent driving (one batched call) and cached until the next sample: between samples nothing changes,
-so the env runs no router per decision.
+(`scenarios.roadgraph`), computed per destination when first asked (the agents deciding at the same
+step in one batched call) and kept for two samples, so a tree routes on times at most two sample
+intervals old.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ class LiveTraffic:
         self._next = 0
         self.epoch = 0  # bumped by every sample: caches keyed on it go stale
         self.times = self.graph.fftime.copy()
-        self._solved: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._solved: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}  # dest -> (times, next edges, epoch)
         self._rev = None
-        self.active: dict[int, int] = {}  # destinations of the agents driving now -> how many
         assert self.times.shape == (n,)
 
     def sample(self, speeds) -> None:
@@ -51,7 +50,9 @@ class LiveTraffic:
         mean = self._samples.mean(axis=0)
         self.times = self.graph.length / np.maximum(mean, MIN_SPEED)
         self.epoch += 1
-        self._solved.clear()
+        # a tree lives for two samples: agents decide every few tens of seconds, so most would otherwise
+        # need a tree per decision; the times it routes on are then at most two sample intervals old
+        self._solved = {d: hit for d, hit in self._solved.items() if hit[2] >= self.epoch - 1}
         self._rev = None
 
     def _solve(self, dest: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,28 +60,22 @@ class LiveTraffic:
         if hit is None:
             if self._rev is None:  # weight of arc f -> e (reversed) = live time of e, the edge being left
                 self._rev = csr_matrix((self.times[self._indices], self._indices, self._indptr), shape=self._shape)
-            # one call for every destination of a driving agent: scipy's per-call overhead is most of the
-            # cost of one tree on a city net, and most of those agents decide before the next sample
-            batch = [d for d in self.active if d not in self._solved]
-            if dest not in self.active:
-                batch.append(dest)
-            dist, pred = dijkstra(self._rev, directed=True, indices=batch, return_predecessors=True)
-            dist += self.times[batch][:, None]
-            for i, d in enumerate(batch):
-                self._solved[d] = (dist[i], pred[i])
-            hit = self._solved[dest]
+            dist, pred = dijkstra(self._rev, directed=True, indices=dest, return_predecessors=True)
+            hit = self._solved[dest] = (dist + self.times[dest], pred, self.epoch)
         return hit
 
-    def drive_to(self, dest: int) -> None:
-        """An agent bound for `dest` departed: its tree is computed with the others at each sample."""
-        self.active[dest] = self.active.get(dest, 0) + 1
-
-    def arrived_at(self, dest: int) -> None:
-        n = self.active.get(dest, 0) - 1
-        if n > 0:
-            self.active[dest] = n
-        else:
-            self.active.pop(dest, None)
+    def solve(self, dests) -> None:
+        """Compute the trees of several destinations in one call (the agents deciding at the same step):
+        scipy's per-call overhead is a large part of one tree's cost on a city net."""
+        todo = list(dict.fromkeys(d for d in dests if d not in self._solved))
+        if len(todo) < 2:
+            return
+        if self._rev is None:
+            self._rev = csr_matrix((self.times[self._indices], self._indices, self._indptr), shape=self._shape)
+        dist, pred = dijkstra(self._rev, directed=True, indices=todo, return_predecessors=True)
+        dist += self.times[todo][:, None]
+        for i, d in enumerate(todo):
+            self._solved[d] = (dist[i], pred[i], self.epoch)
 
     def time_to(self, dest: int) -> np.ndarray:
         """Live seconds from entering each edge to the end of `dest` (inf where unreachable)."""
@@ -88,7 +83,7 @@ class LiveTraffic:
 
     def path(self, src: int, dest: int) -> tuple[int, ...]:
         """The live-fastest path src -> dest (edge indices, both included); () if unreachable."""
-        dist, pred = self._solve(dest)
+        dist, pred, _ = self._solve(dest)
         if not np.isfinite(dist[src]):
             return ()
         out = [src]
@@ -111,30 +106,41 @@ class Intent:
         self.reset()
 
     def reset(self) -> None:
-        self._by_edge: dict[int, dict[str, float]] = {}
-        self._planned: dict[str, list[int]] = {}
+        self._by_edge: dict[int, dict[str, tuple[float, int]]] = {}  # edge -> agent -> (entry time, plan)
+        self._plan: dict[str, int] = {}  # agent -> its current plan's number (older entries are stale)
 
     def plan(self, agent, route, now: float) -> None:
-        """The agent's route from the edge it is on: replaces what it planned before."""
-        self.forget(agent)
-        ff, by_edge, name = self.fftime, self._by_edge, agent.name
-        t, last, kept = now, now + self.horizon, []
+        """The agent's route from the edge it is on: replaces what it planned before (its older entries
+        go stale rather than being swept out: planning happens at every decision)."""
+        name = agent.name
+        version = self._plan[name] = self._plan.get(name, 0) + 1
+        ff, by_edge = self.fftime, self._by_edge
+        t, last = now, now + self.horizon
         for prev, e in zip(route, route[1:]):
             t += ff[prev]
             if t > last:
                 break
-            by_edge.setdefault(e, {})[name] = t
-            kept.append(e)
-        self._planned[name] = kept
+            planned = by_edge.get(e)
+            if planned is None:
+                by_edge[e] = {name: (t, version)}
+            else:
+                planned[name] = (t, version)
 
     def forget(self, agent) -> None:
-        for e in self._planned.pop(agent.name, ()):
-            self._by_edge[e].pop(agent.name, None)
+        self._plan[agent.name] = -1  # arrived: none of its entries counts any more
 
     def count(self, edge: int, now: float, agent) -> int:
         """Other agents expected to enter `edge` within the horizon from `now`."""
         planned = self._by_edge.get(edge)
         if not planned:
             return 0
-        lo, hi, me = now - self.SLACK_S, now + self.horizon, agent.name
-        return sum(1 for name, t in planned.items() if lo <= t <= hi and name != me)
+        lo, hi, me, current = now - self.SLACK_S, now + self.horizon, agent.name, self._plan
+        n, gone = 0, []
+        for name, (t, v) in planned.items():
+            if current[name] != v or t < lo:  # re-planned, arrived, or passed: it never counts again here
+                gone.append(name)
+            elif t <= hi and name != me:
+                n += 1
+        for name in gone:
+            del planned[name]
+        return n
