@@ -55,7 +55,7 @@ class LiveTraffic:
         self._solved = {d: hit for d, hit in self._solved.items() if hit[2] >= self.epoch - 1}
         self._rev = None
 
-    def _solve(self, dest: int) -> tuple[np.ndarray, np.ndarray]:
+    def _solve(self, dest: int) -> tuple[np.ndarray, np.ndarray, int]:
         hit = self._solved.get(dest)
         if hit is None:
             if self._rev is None:  # weight of arc f -> e (reversed) = live time of e, the edge being left
