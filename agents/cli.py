@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     @shortcut_options("scenario", "method", "episodes", "seed", "agents", "eval_every", "eval_seed", "horizon", "plans",
-                      "demos", "backend", "executor", "ray_address", "rollout_workers",
+                      "demos", "expert", "backend", "executor", "ray_address", "rollout_workers",
                       tree=lambda: experiment_class(TrainConfig))  # fmt: skip
     def train_cmd(
         shortcuts: dict,

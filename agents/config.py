@@ -57,7 +57,10 @@ class AlgorithmConfig:
     reled: RELEDSettings = field(default_factory=RELEDSettings)  # the expert term (RELED, LEED, ablations)
     plans: str | None = None  # replay: JSON file agent id -> list of edge ids
     dua_iterations: int = field(default=30, metadata=limits(gt=0))  # dua: duaIterate.py's iterations
-    demos: str | None = None  # expert demonstrations folder (`cosim demos --out DIR`); None: made by SED
+    demos: str | None = None  # expert demonstrations folder (`cosim demos --out DIR`); None: made on demand
+    # who demonstrates when demonstrations are made (`cosim demos`, or on demand without --demos): the LLM
+    # through SED, the navigation app or the agents' user equilibrium (llm/experts.py)
+    expert: str = field(default="llm", metadata=limits(choices=("llm", "navigation", "dua")))
 
 
 @dataclass

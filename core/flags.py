@@ -81,6 +81,8 @@ SHORTCUTS: dict[str, Shortcut] = {
         Shortcut("horizon", "env.horizon", ("--horizon",), float, "Episode horizon in s (null: the city's)."),
         Shortcut("backend", "env.backend", ("--backend",), str, "libsumo or traci."),
         Shortcut("llm", "sed.llm", ("--llm",), str),
+        Shortcut("expert", "algorithm.expert", ("--expert",), str,
+                 "Who demonstrates: llm (SED), navigation (live-fastest routes) or dua (the user equilibrium)."),
         Shortcut("rounds", "sed.rounds", ("--rounds",), int),
         Shortcut("rollouts", "sed.rollouts", ("--rollouts",), int),
         Shortcut("threshold", "sed.threshold", ("--threshold",), float),

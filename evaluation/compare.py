@@ -658,7 +658,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare")
     @shortcut_options("scenario", "seeds", "episodes", "agents", "horizon", "eval_every", "eval_seed", "workers",
-                      "executor", "llm", "out", tree=lambda: _E,
+                      "executor", "llm", "expert", "out", tree=lambda: _E,
                       helps={"out": "Comparison folder: runs, results.json, report.html.",
                              "llm": "LLM for demonstrations made on the fly (see `cosim demos`)."})  # fmt: skip
     def compare_cmd(

@@ -59,6 +59,18 @@ def provide_demos(tree, first_round: bool = False) -> Path:
     from scenarios import ensure_built
 
     sc = ensure_built(tree.scenario.name, **tree.scenario.overrides())
+    expert = getattr(tree.algorithm, "expert", "llm")
+    if expert != "llm":  # a baseline demonstrates: one folder serves both the SED and the one-shot variants
+        from llm.experts import write_expert_demos
+
+        env = {k: v for k, v in to_dict(tree.env).items() if k not in ("backend", "gui", "label")}
+        key = json.dumps({"scenario": str(sc.path), "expert": expert, "env": env, "seed": tree.run.seed,
+                          "dua_iterations": tree.algorithm.dua_iterations}, sort_keys=True)  # fmt: skip
+        folder = demos_root() / f"{sc.name}-{expert}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        if not (folder / "summary.json").is_file():
+            print(f"[cosim] recording {expert} demonstrations for {sc.name} into {folder} (once)", file=sys.stderr)
+            write_expert_demos(tree, expert, folder)
+        return folder
     cfg = sed_config(tree)
     ignore = {"cache_path": None, "cache": None, "cache_file": None}  # where answers are cached, not what
     env = {k: v for k, v in to_dict(tree.env).items() if k not in ("backend", "gui", "label")}

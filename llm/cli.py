@@ -19,7 +19,7 @@ def _tree():
     return cls
 
 
-@shortcut_options("scenario", "llm", "agents", "rounds", "rollouts", "threshold", "c", "k", "subset_size", "seed",
+@shortcut_options("scenario", "expert", "llm", "agents", "rounds", "rollouts", "threshold", "c", "k", "subset_size", "seed",
                   "request_timeout", "cache", "max_concurrency", tree=lambda: _tree(),
                   helps={"seed": "Seed of the LLM's sampling and the rollouts."})  # fmt: skip
 def demos(
@@ -27,9 +27,6 @@ def demos(
     out: Path = typer.Option(..., help="Folder for demos, plans, prompts, bounds and summary.json."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM answers (sed.cache=false)."),
     random_baseline: bool = typer.Option(True, help="Also measure random candidate choice."),
-    expert: str = typer.Option(
-        "llm", "--expert", help="Who demonstrates: llm (SED), navigation (live-fastest routes) or dua (equilibrium)."
-    ),
     config: Path | None = typer.Option(
         None, "--config", help="TOML (or a run's config.json) with any subset of the configuration tree's sections."
     ),
@@ -56,6 +53,7 @@ def demos(
         tree.check()
     except UserError as exc:
         raise LLMError(str(exc)) from None
+    expert = tree.algorithm.expert
     if expert != "llm":
         from llm.experts import write_expert_demos
 

@@ -37,7 +37,7 @@ def test_navigation_and_dua_demonstrations_are_in_the_envs_format(helsinki, tmp_
     # every expert action is inside its mask
     assert np.all(d.mask[np.arange(d.n), d.action])
     bad = _cosim("demos", "--scenario", str(helsinki.path), "--expert", "oracle", "--out", str(tmp_path / "x"))
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown expert 'oracle'; choose llm, navigation, dua"
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --expert must be one of llm, navigation, dua, got 'oracle'"
 
 
 def test_bench_rerouting_sweeps_the_device_settings(kouvola):
@@ -49,3 +49,18 @@ def test_bench_rerouting_sweeps_the_device_settings(kouvola):
     assert all(row["seeds"] == 2 and row["arrival_rate"] > 0 and row["mean_travel_time"] > 0 for row in rows)
     bad = _cosim("bench", "rerouting", "--scenario", str(kouvola.path), "--periods", "30,-1")
     assert bad.returncode == 2 and "--periods takes non-negative numbers" in bad.stderr
+
+
+def test_reled_trains_on_demonstrations_made_on_demand_by_an_expert(kouvola, tmp_path, cosim_home):
+    """`cosim train -m reled --expert navigation` without --demos: the navigation app's demonstrations are
+    recorded once into the cache and RELED learns from them."""
+    args = ["train", "-s", str(kouvola.path), "-m", "reled", "--expert", "navigation", "--agents", "8",
+            "--episodes", "1", "--eval-every", "0", "--out", str(tmp_path / "run")]  # fmt: skip
+    env = dict(os.environ, WANDB_MODE="offline", COSIM_HOME=str(cosim_home))
+    r = subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "recording navigation demonstrations" in r.stderr
+    cached = [p for p in (cosim_home / "demos").iterdir() if "-navigation-" in p.name]
+    assert len(cached) == 1 and demofiles.read_summary(cached[0])["expert"] == "navigation"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["algorithm"]["expert"] == "navigation"
