@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 
 from core.jsonio import clean_dict
@@ -30,7 +29,7 @@ EXPERTS = ("navigation", "dua")
 def write_expert_demos(tree, expert: str, out: Path) -> dict:
     """Record `expert`'s demonstrations for the tree's scenario and agents into `out`; returns the summary."""
     from agents.dua import equilibrium
-    from llm.sed import check_out, move_into_place
+    from llm.sed import check_out, new_output
     from scenarios import ensure_built
 
     if expert not in EXPERTS:
@@ -69,15 +68,7 @@ def write_expert_demos(tree, expert: str, out: Path) -> dict:
         "arrival_rate": metrics["arrival_rate"],
         **extra,
     })  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with new_output(out) as tmp:
         demofiles.write(tmp, demos)
         (tmp / demofiles.SUMMARY_JSON).write_text(json.dumps(summary, indent=1))
-        move_into_place(tmp, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary

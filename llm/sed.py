@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -733,13 +734,25 @@ def move_into_place(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def new_output(out: Path):
+    """A temporary folder next to `out` for a demonstrations output: renamed into place when the block
+    ends, removed if it fails, so an output is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yield tmp
+        move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = None) -> dict:
     """Demonstrations, plans, prompts/responses, bounds and the summary, written into a temporary folder
     next to out and renamed into place (see check_out for what out may be)."""
     out = check_out(out)  # again: the folder may have changed during the run
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with new_output(out) as tmp:
         metrics = _write_demos(sed, result.plans, result.choices, tmp)
         # round 1's plans, unvalidated: the one-shot demonstrations of LEED and the no-SED ablation
         _write_demos(sed, result.first_plans, result.first_choices, tmp / demofiles.FIRST_ROUND)
@@ -772,8 +785,4 @@ def write_outputs(sed: SED, result: SEDResult, out: Path, extra: dict | None = N
         }
         summary = clean_dict(summary)
         (tmp / demofiles.SUMMARY_JSON).write_text(json.dumps(summary, indent=1))
-        move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary
