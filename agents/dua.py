@@ -157,5 +157,4 @@ def equilibrium(scenario, trips, begin: float, end: float, iterations: int = 30,
         atomic_write(done, json.dumps({"routes": routes, "iterations": records}, indent=1))
         return Equilibrium(routes, records, folder)
     finally:
-        if not os.environ.get("COSIM_KEEP_DUA"):
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
