@@ -64,7 +64,7 @@ def demos(
     cfg = SEDConfig.from_settings(tree.sed, tree.env.n_agents, tree.run.seed)
     seed, llm = tree.run.seed, tree.sed.llm
     err = Console(stderr=True)
-    sc = ensure_built(tree.scenario.name)
+    sc = ensure_built(tree.scenario.name, **tree.scenario.overrides())
     sed = SED(sc, cfg, env=tree.env)
     try:
         with err.status("SED…") as status:
@@ -117,12 +117,12 @@ def bench_sed(
         tree.check()
     except UserError as exc:
         raise LLMError(str(exc)) from None
-    sc = ensure_built(tree.scenario.name)
+    sc = ensure_built(tree.scenario.name, **tree.scenario.overrides())
     n = tree.env.n_agents
     if n is not None and not sc.imported and n > len(sc.trip_pool):
         # as `bench overhead`: a generated scenario grows its agent pool (same background, same first trips)
         print(f"{sc.name}: growing the agent pool to {n} trips", file=sys.stderr)
-        sc = ensure_built(tree.scenario.name, agent_pool=n)
+        sc = ensure_built(tree.scenario.name, agent_pool=n, **tree.scenario.overrides())
     row = sed_bench(sc, tree, progress=lambda msg: None if as_json else print(msg, file=sys.stderr))
     if not as_json:
         print(

@@ -35,7 +35,7 @@ def write_expert_demos(tree, expert: str, out: Path) -> dict:
     if expert not in EXPERTS:
         raise LLMError(f"unknown expert {expert!r}; choose llm, {', '.join(EXPERTS)}")
     out = check_out(out)
-    sc = ensure_built(tree.scenario.name)
+    sc = ensure_built(tree.scenario.name, **tree.scenario.overrides())  # a scaled demand is its own build
     env_cfg = tree.env
     if expert == "navigation":
         env_cfg = dataclasses.replace(env_cfg, continuation="live", control="policy")
@@ -59,6 +59,7 @@ def write_expert_demos(tree, expert: str, out: Path) -> dict:
     demos.plans = {a: demofiles.Plan(edges) for a, edges in plans.items()}
     summary = clean_dict({
         "scenario": sc.name,
+        "scenario_hash": sc.manifest.get("hash"),
         "expert": expert,
         "agents": len(demos.agents),
         "seed": tree.run.seed,

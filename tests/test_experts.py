@@ -27,6 +27,16 @@ def test_navigation_and_dua_demonstrations_are_in_the_envs_format(helsinki, tmp_
     assert summary["expert"] == "navigation" and summary["agents"] == 12 and summary["demo_samples"] == d.n > 12
     assert np.all(d.action == 0)  # the live-fastest candidate is action 0 with live continuations
     assert d.obs.shape[1] == 10 * 6 + 4 and len(d.traces) == 12 and d.done.sum() == 12
+    assert summary["scenario_hash"] == helsinki.manifest["hash"]
+    # a scaled demand is its own scenario: the demonstrations are made on it, not on the city as shipped
+    scaled = _cosim("demos", "--scenario", "kouvola", "--agents", "6", "--expert", "navigation", "--set",
+                    "scenario.demand_scale=2", "--out", str(tmp_path / "scaled"))  # fmt: skip
+    assert scaled.returncode == 0, scaled.stderr[-2000:]
+    from scenarios import ensure_built
+
+    kouvola2 = ensure_built("kouvola", demand_scale=2)
+    assert demofiles.read_summary(tmp_path / "scaled")["scenario_hash"] == kouvola2.manifest["hash"]
+    assert kouvola2.manifest["hash"] != ensure_built("kouvola").manifest["hash"]
 
     dua = _cosim("demos", "--scenario", str(helsinki.path), "--agents", "12", "--expert", "dua",
                  "--set", "algorithm.dua_iterations=3", "--out", str(tmp_path / "dua"))  # fmt: skip
