@@ -16,6 +16,9 @@ Definitions (also written into ``results.json`` under ``definitions``):
 * **Reference methods**: by default the learned baselines of the comparison (methods that learn and are
   not RELED variants, i.e. whose name does not start with ``reled``); if there are none, every method
   that is not a RELED variant; if none, all methods. ``--reference a,b`` sets them explicitly.
+* **First beats** (learned methods against each method that does not learn): the training episode of a
+  run's first greedy evaluation whose mean travel time is strictly below the baseline's across-seed mean
+  final mean travel time; per method, the statistics over the seeds that got there and how many did.
 * **Wall time**: a run's training wall-clock (all episodes and evaluations, as the runner counts it);
   ``process_s`` adds process start, scenario loading and W&B.
 """
@@ -42,6 +45,9 @@ DEFINITIONS = {
     "across-seed mean final mean travel time among the reference methods; null = never reached",
     "reference_methods": "learned baselines (learn, name not starting with 'reled') unless --reference is given; "
     "else non-RELED methods; else all",
+    "first_beats": "per learned method and non-learning baseline: training episodes completed at a run's first "
+    "greedy evaluation with mean travel time strictly below the baseline's across-seed mean final mean travel "
+    "time; null = never",
     "wall_s": "training wall-clock per run (episodes + evaluations); process_s includes start-up and W&B",
 }
 
@@ -178,6 +184,17 @@ def summarise(
         if e["status"] == "ok" and ref_block["target"] is not None:
             e["sample_efficiency"] = first_within(rows_by_run.get(e["name"], []), ref_block["target"], metric)
 
+    # when each learned run first evaluates below each baseline's final level (strictly: a clone ties)
+    levels = {m: stats(per_method_final[m]) for m in methods if not learns(m)}
+    levels = {m: st["mean"] for m, st in levels.items() if st is not None}
+    for e in run_entries:
+        e["first_beats"] = {}
+        if e["status"] == "ok" and learns(e["method"]):
+            rows = rows_by_run.get(e["name"], [])
+            for b, level in levels.items():
+                hit = first_within(rows, float(np.nextafter(level, -np.inf)), metric)
+                e["first_beats"][b] = hit["episode"] if hit else None
+
     per_method = {}
     for m in methods:
         mine = [e for e in run_entries if e["method"] == m]
@@ -196,6 +213,17 @@ def summarise(
                 "reached": len(reached),
                 "of": len(good),
             },
+            "first_beats": {
+                b: {
+                    "episodes": stats([e["first_beats"][b] for e in good if e["first_beats"].get(b) is not None]),
+                    "reached": sum(e["first_beats"].get(b) is not None for e in good),
+                    "of": len(good),
+                    "level": level,
+                }
+                for b, level in levels.items()
+            }
+            if learns(m)
+            else {},
             "wall_s": stats([e["wall_s"] for e in good]),
             "process_s": stats([e["process_s"] for e in good]),
             "env_steps": stats([e["env_steps"] for e in good]),

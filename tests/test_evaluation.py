@@ -85,6 +85,20 @@ def test_results_json_matches_the_runs_metrics(tiny):
         else:
             assert r["sample_efficiency"]["episode"] == hit["episode"]
             assert r["sample_efficiency"]["env_steps"] == hit["env_steps"]
+    # when each ippo run first evaluated strictly below shortest's final level
+    level = res["methods"]["shortest"]["final"]["mean_travel_time"]["mean"]
+    firsts = []
+    for r in res["runs"]:
+        if r["method"] != "ippo":
+            assert r["first_beats"] == {}
+            continue
+        evals = [x for x in read_rows(r["dir"]) if x["phase"] == "eval"]
+        hit = next((x["episode"] for x in evals if x["mean_travel_time"] < level), None)
+        assert r["first_beats"] == {"shortest": hit}
+        firsts.append(hit)
+    fb = res["methods"]["ippo"]["first_beats"]["shortest"]
+    assert fb["level"] == level and fb["of"] == 2 and fb["reached"] == sum(f is not None for f in firsts)
+    assert res["methods"]["shortest"]["first_beats"] == {}
     # every run recorded routes for the map only for its first seed
     assert (out / "runs" / "ippo-s0" / "routes.json").exists() and not (out / "runs" / "ippo-s1" / "routes.json").exists()
 
@@ -149,7 +163,7 @@ def test_report_renders_offline_in_headless_chromium(tiny, tmp_path):
     imgs = page.dom["imgs"]
     assert len(imgs) >= 3 and all(i["ok"] and i["w"] > 200 for i in imgs), imgs  # bars, curves, map
     tables = {t["id"]: t["rows"] for t in page.dom["tables"]}
-    assert tables["results"] == 1 + 2 and tables["runs"] == 1 + 4
+    assert tables["results"] == 1 + 2 and tables["runs"] == 1 + 4 and tables["first-beats"] == 1 + 1
     assert {"Results", "Learning curves", "City map and example routes", "Runs"} <= set(page.dom["headings"])
     assert page.dom["external"] == [] and page.dom["height"] > 1500
     assert shot.stat().st_size > 50_000
