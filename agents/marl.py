@@ -75,6 +75,7 @@ class PPOLearner(Method):
             n_agents=len(self.agent_names),
             shared=self.cfg.shared,
             agent_id=self.cfg.agent_id,
+            action_prior=self.cfg.action_prior,
         )
         self.ppo = PPO(self.policy, self.cfg, self.extra_loss)
         self.timers = {"torch_infer": 0.0, "torch_update": 0.0}

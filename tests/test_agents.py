@@ -196,3 +196,28 @@ def test_ppo_loss_clips_the_ratio():
     loss.backward()
     assert float(logs["clipfrac"]) == 1.0
     assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in pol.actor.parameters())
+
+
+def test_the_action_prior_makes_the_first_candidate_the_untrained_policys_mode():
+    """`action_prior` adds a fixed logit to action 0: an untrained network (near-zero logits) then takes
+    the env's first candidate with probability e^p / (e^p + k - 1) among k valid actions; 0 leaves every
+    action alike, and the prior is not a parameter (checkpoints do not change)."""
+    torch.manual_seed(0)
+    obs = torch.randn(500, 8)
+    mask = torch.zeros(500, 6, dtype=torch.bool)
+    mask[:, :3] = True
+    plain = ActorCritic(8, 6, hidden=16)
+    primed = ActorCritic(8, 6, hidden=16, action_prior=3.0)
+    primed.load_state_dict(plain.state_dict())  # the same weights: only the prior differs
+    assert set(primed.state_dict()) == set(plain.state_dict())
+    p_plain = plain.log_probs(obs, mask).exp()
+    p_primed = primed.log_probs(obs, mask).exp()
+    assert p_plain[:, :3].mean(0).tolist() == pytest.approx([1 / 3] * 3, abs=0.02)
+    e3 = float(np.exp(3.0))
+    assert p_primed[:, 0].mean().item() == pytest.approx(e3 / (e3 + 2), abs=0.02)
+    assert float(p_primed[:, 3:].max()) == 0.0  # masked actions stay impossible
+    actions, _, _ = primed.act(obs, mask)
+    assert 0.85 < float((actions == 0).float().mean()) < 0.95
+    # greedy: the prior decides where the network is undecided
+    greedy, _, _ = primed.act(obs, mask, greedy=True)
+    assert bool((greedy == 0).all())

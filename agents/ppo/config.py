@@ -40,6 +40,10 @@ class PPOConfig:
     # None: the method's choice (on for RELED and its variants, whose expert plans are per agent; off
     # for IPPO and MAPPO)
     agent_id: bool | None = None
+    # a logit bonus for action 0, the env's first candidate (with live continuations the navigation app's
+    # choice): an untrained policy then drives like the app plus exploration (3.0: ~90 % action 0 among
+    # three candidates) and learns a residual over it. 0: a plain policy, every action alike at the start
+    action_prior: float = field(default=0.0, metadata=limits(ge=0, le=20))
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:

@@ -125,16 +125,23 @@ class ActorCritic(nn.Module):
         n_agents: int = 1,
         shared: bool = True,
         agent_id: bool = False,
+        action_prior: float = 0.0,
     ):
         super().__init__()
         self.obs_size, self.n_actions = obs_size, n_actions
+        # a fixed logit bonus for action 0 (the env's first candidate: live-fastest or free-flow shortest),
+        # so the network learns a residual over that choice; a setting, not a parameter (not in state_dict)
+        self.prior = torch.zeros(n_actions)
+        self.prior[0] = float(action_prior)
+        self.action_prior = float(action_prior)
         self.critic_size = critic_size or obs_size
         self.n_agents, self.shared = n_agents, shared
         self.actor = MLP(obs_size, n_actions, hidden, n_agents, shared, out_std=0.01, agent_id=agent_id)
         self.critic = MLP(self.critic_size, 1, hidden, n_agents, shared, out_std=1.0, agent_id=agent_id)
 
     def logits(self, obs, mask, agent_idx=None) -> torch.Tensor:
-        return masked_logits(self.actor(obs, agent_idx), mask)
+        raw = self.actor(obs, agent_idx)
+        return masked_logits(raw + self.prior if self.action_prior else raw, mask)
 
     def dist(self, obs, mask, agent_idx=None) -> torch.distributions.Categorical:
         return torch.distributions.Categorical(logits=self.logits(obs, mask, agent_idx), validate_args=False)
