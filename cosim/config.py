@@ -24,6 +24,9 @@ class EnvConfig:
     # the route after a chosen edge: "live" = fastest under live times (a navigation app), "free_flow" =
     # free-flow shortest (the env before 2026-12). Candidates (and so action 0) are ordered the same way
     continuation: str = field(default="live", metadata=limits(choices=("live", "free_flow")))
+    # routes count the time to cross each junction and SUMO's 1.5 s minor-link penalty, as SUMO's own
+    # routers do (free-flow routes are then duarouter's); false: edge times only (the env before 2026-12-07)
+    junction_times: bool = True
     # live times: every edge's mean speed is sampled every traffic_update_s simulated seconds and
     # averaged over the last traffic_window_s (how SUMO's rerouting device smooths its edge weights)
     traffic_update_s: float = field(default=30.0, metadata=limits(gt=0))
@@ -43,7 +46,8 @@ class EnvConfig:
     # sumo-rerouting's device: the agents (trips) are routed at insertion and then every rerouting_period s
     # (0: never again) on edge times that SUMO averages over rerouting_adaptation_steps samples taken every
     # rerouting_adaptation_interval s. SUMO's own defaults: 0, 180, 1. The period is set on the agents
-    # only; the adaptation settings are SUMO-wide: they also steer background trips routed at insertion.
+    # only; the adaptation settings are SUMO-wide: they would also steer background trips routed at
+    # insertion, so they may leave SUMO's defaults only where the background's routes are fixed
     # The defaults are SUMO's: the strongest setting of `cosim bench rerouting` on helsinki (docs/results.md)
     rerouting_period: float = field(default=0.0, metadata=limits(ge=0))
     rerouting_adaptation_steps: int = field(default=180, metadata=limits(gt=0))

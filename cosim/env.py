@@ -47,11 +47,16 @@ from scenarios import Scenario
 log = logging.getLogger(__name__)
 
 
+# SUMO's own rerouting-device adaptation (steps, interval s): SUMO-wide, so the only setting under which
+# a `sumo-rerouting` run routes background trips at insertion exactly as every other method's runs do
+SUMO_ADAPTATION = (180, 1.0)
+
+
 class Choice(NamedTuple):
     """A decision edge's candidates for one destination (cached: the same few hundred recur)."""
 
     edges: tuple[int, ...]  # continuations that still reach the destination, fastest first
-    times: tuple[float, ...]  # free-flow s to the destination through each
+    times: tuple[float, ...]  # free-flow s from the decision edge's end to the destination through each
     ids: tuple[str, ...]  # their SUMO edge ids
     remaining: float  # free-flow s from entering the decision edge to the destination
     live_times: tuple[float, ...]  # live s to the destination through each (= times without live traffic)
@@ -77,8 +82,20 @@ class VehicleRoutingEnv(ParallelEnv):
             else None
         )
         self.scenario = scenario
-        self.graph = scenario.graph
+        self.graph = scenario.graph if cfg.junction_times else scenario.graph.edges_only()
         self.trips = scenario.trips(cfg.n_agents)
+        if self._rerouting and self._device[1:] != SUMO_ADAPTATION:
+            # SUMO's adaptation settings are global: they would also change how it routes these vehicles
+            unrouted = scenario.routed_at_insertion + sum(
+                1 for _, xml in scenario.passive_vehicles(self.trips) if xml.lstrip().startswith("<trip")
+            )
+            if unrouted:
+                raise CosimError(
+                    f"env.rerouting_adaptation_steps/interval other than SUMO's defaults ({SUMO_ADAPTATION[0]}, "
+                    f"{SUMO_ADAPTATION[1]:g}) would change how SUMO routes {unrouted} background vehicles of "
+                    f"{scenario.name!r} as they enter; rebuild it with `cosim scenario build ... "
+                    "--background-routing fixed`, or keep the defaults"
+                )
         self.horizon = float(cfg.horizon if cfg.horizon is not None else scenario.horizon)
         # imported scenarios keep their clock (cologne8 runs 07:00-08:00): signal programs and departures
         # are written against it, so the episode runs from the scenario's begin for `horizon` seconds
@@ -205,8 +222,9 @@ class VehicleRoutingEnv(ParallelEnv):
         if static is None:  # the free-flow part never changes
             g = self.graph
             t = g.time_to(dest)
-            cands = sorted(g.candidates(edge, dest), key=lambda f: (t[f], g.edges[f]))
-            times = tuple(float(t[f]) for f in cands)
+            cross = {f: g.junction.get((edge, f), 0.0) for f in g.succ[edge]}  # the junction into f
+            cands = sorted(g.candidates(edge, dest), key=lambda f: (cross[f] + t[f], g.edges[f]))
+            times = tuple(float(cross[f] + t[f]) for f in cands)
             static = Choice(
                 tuple(cands), times, tuple(g.edges[f] for f in cands), float(t[edge]), times, float(t[edge])
             )
@@ -220,7 +238,8 @@ class VehicleRoutingEnv(ParallelEnv):
         hit = self._live_cache.get(key)
         if hit is None:
             lt = traffic.time_to(dest)
-            live = [float(lt[f]) for f in static.edges]
+            cross = self.graph.junction
+            live = [float(lt[f]) + cross.get((edge, f), 0.0) for f in static.edges]
             if self.live and any(b < a for a, b in zip(live, live[1:])):  # reorder by live time
                 order = sorted(range(len(live)), key=lambda i: (live[i], static.times[i], static.ids[i]))
                 hit = Choice(tuple(static.edges[i] for i in order), tuple(static.times[i] for i in order),

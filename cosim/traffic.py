@@ -29,6 +29,7 @@ class LiveTraffic:
         self.window = max(int(window_samples), 1)
         rev = graph.reverse_matrix()
         self._indices, self._indptr, self._shape = rev.indices, rev.indptr, rev.shape
+        self._junction = graph.arc_junction  # a junction's crossing time is not sampled: it stays free-flow
         self.reset()
 
     def reset(self) -> None:
@@ -58,9 +59,7 @@ class LiveTraffic:
     def _solve(self, dest: int) -> tuple[np.ndarray, np.ndarray, int]:
         hit = self._solved.get(dest)
         if hit is None:
-            if self._rev is None:  # weight of arc f -> e (reversed) = live time of e, the edge being left
-                self._rev = csr_matrix((self.times[self._indices], self._indices, self._indptr), shape=self._shape)
-            dist, pred = dijkstra(self._rev, directed=True, indices=dest, return_predecessors=True)
+            dist, pred = dijkstra(self._reversed(), directed=True, indices=dest, return_predecessors=True)
             hit = self._solved[dest] = (dist + self.times[dest], pred, self.epoch)
         return hit
 
@@ -70,12 +69,18 @@ class LiveTraffic:
         todo = list(dict.fromkeys(d for d in dests if d not in self._solved))
         if len(todo) < 2:
             return
-        if self._rev is None:
-            self._rev = csr_matrix((self.times[self._indices], self._indices, self._indptr), shape=self._shape)
-        dist, pred = dijkstra(self._rev, directed=True, indices=todo, return_predecessors=True)
+        dist, pred = dijkstra(self._reversed(), directed=True, indices=todo, return_predecessors=True)
         dist += self.times[todo][:, None]
         for i, d in enumerate(todo):
             self._solved[d] = (dist[i], pred[i], self.epoch)
+
+    def _reversed(self) -> csr_matrix:
+        """The reversed graph under the current times: arc f -> e weighs the live time of e (the edge being
+        left) plus the junction from e into f."""
+        if self._rev is None:
+            weights = self.times[self._indices] + self._junction
+            self._rev = csr_matrix((weights, self._indices, self._indptr), shape=self._shape)
+        return self._rev
 
     def time_to(self, dest: int) -> np.ndarray:
         """Live seconds from entering each edge to the end of `dest` (inf where unreachable)."""

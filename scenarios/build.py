@@ -183,6 +183,7 @@ class _Build:
         self.source_info: dict = {"kind": r.kind}
         self.counts: dict = {}
         self.generated: dict | None = None  # how the background demand was made (manifest["generated"])
+        self.background_routing: dict | None = None  # manifest["background_routing"] of an imported build
 
     @contextmanager
     def step(self, name: str, message: str):
@@ -252,10 +253,25 @@ class _Build:
             info = self.import_demand(net, graph, cfg)
         with self.step("config", "writing scenario.sumocfg"):
             self.sumocfg(info["time"], cfg)
+        pool = json.loads((self.out / FILES["agents"]).read_text())
+        background = self.out / FILES["background"]
+        mode = self.r.demand.get("background_routing", "insertion")
+        if mode == "fixed":
+            with self.step("routes", "recording the routes SUMO gives the trips at insertion"):
+                rows = sorted((r for r in pool if r.get("vehicle")), key=lambda r: r["depart"])
+                whole = self.work / "pool.rou.xml"
+                whole.write_text("<routes>\n" + "".join(f"    {r['vehicle']}\n" for r in rows) + "</routes>\n")
+                routes = imported.record_insertion_routes(
+                    self.out, FILES["sumocfg"], [background, whole], self.r.seed, self.work / "vehroutes.xml", self.log
+                )
+                left = imported.fix_routes(background, pool, routes)
+                (self.out / FILES["agents"]).write_text(json.dumps(pool, indent=1))
+        else:
+            left = imported.routed_at_insertion(background)
+        self.background_routing = {"mode": mode, "routed_at_insertion": left}
         with self.step("map", "drawing the map"):
             from scenarios import mapplot
 
-            pool = json.loads((self.out / FILES["agents"]).read_text())
             title = f"{self.r.name}: {self.counts['edges']} edges, {self.counts['road_km']:.1f} km of road"
             mapplot.draw(
                 net, self.out / FILES["map"], title, self.attribution()[0], pool[:50], trip_ends=self.trip_ends()
@@ -564,6 +580,8 @@ class _Build:
         return source_of(self.r.kind).attribution()
 
     def write_manifest(self, veh_per_hour: float, imported: dict | None = None) -> None:
+        from scenarios import imported as imported_mod
+
         attribution, licence = self.attribution()
         manifest = {
             "name": self.r.name,
@@ -583,6 +601,13 @@ class _Build:
         }
         if self.generated is not None:
             manifest["generated"] = self.generated
+        # how the background gets its routes: "fixed" (as built: a generated background is routed by
+        # duarouter; an imported one with --background-routing fixed by a recorded SUMO run) or "insertion"
+        # (SUMO routes its trips as they enter, on live times); and how many vehicles it routes that way
+        manifest["background_routing"] = self.background_routing or {
+            "mode": "fixed",
+            "routed_at_insertion": imported_mod.routed_at_insertion(self.out / FILES["background"]),
+        }
         if imported is not None:
             manifest["time"] = {k: imported["time"][k] for k in ("begin", "end")}
             manifest["import"] = imported

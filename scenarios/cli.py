@@ -121,6 +121,12 @@ def build(
     demand_scale: float | None = typer.Option(
         None, "--demand-scale", help="Multiply the background demand (generated or imported) by this factor."
     ),
+    background_routing: str | None = typer.Option(
+        None,
+        "--background-routing",
+        help="Imported demand: insertion (trips routed by SUMO as they enter; default) or fixed (routes recorded "
+        "once at build time and replayed, so no method's settings change how the background drives).",
+    ),  # fmt: skip
     agent_pool: int | None = typer.Option(None, "--agent-pool", min=1, help="Routable agent trips to precompute."),
     veh_per_hour: float | None = typer.Option(None, "--veh-per-hour", min=0, help="Background vehicles per hour."),
     horizon: float | None = typer.Option(None, "--horizon", min=1, help="Simulated seconds per episode."),
@@ -172,7 +178,7 @@ def build(
         target = name or recipe.DEFAULT_CITY
     overrides = dict(agents=agents, agent_pool=agent_pool, veh_per_hour=veh_per_hour, horizon=horizon,
                      min_trip_m=min_trip_m, seed=seed, agent_share=agent_share, demand_scale=demand_scale,
-                     demand=demand)  # fmt: skip
+                     demand=demand, background_routing=background_routing)  # fmt: skip
     if as_name is not None and isinstance(target, str):
         overrides["name"] = as_name  # ad-hoc recipes already carry it
     sc = _ensure(target, force=force, overpass_url=overpass_url, nominatim_url=nominatim_url, **overrides)
@@ -246,6 +252,11 @@ def demand_provenance(m: dict) -> list[tuple[str, str]]:
             rows.append(("sumo options kept", ", ".join(f"{k}={v}" for k, v in imp["sumo_options"].items())))
         if imp.get("dropped_options"):
             rows.append(("sumo options dropped", ", ".join(imp["dropped_options"])))
+    routing = m.get("background_routing")
+    if routing is not None:
+        how = {"fixed": "fixed routes, the same in every episode", "insertion": "routed by SUMO as they enter"}
+        rows.append(("background routing", f"{how.get(routing['mode'], routing['mode'])}; "
+                                           f"{routing['routed_at_insertion']} vehicles routed at insertion"))  # fmt: skip
     gen = m.get("generated")
     if gen is not None:
         rows.append(

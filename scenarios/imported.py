@@ -452,7 +452,9 @@ class Choice:
 
 def choose_agents(demand: Demand, graph, *, agents: int | None, share: float | None, seed: int,
                   window: tuple[float, float]) -> Choice:  # fmt: skip
-    """Agents picked from the demand: eligible vehicles in an order drawn from the seed, the first N kept."""
+    """Agents picked from the demand: eligible vehicles in an order drawn from the seed, the first N kept
+    (their lengths and free-flow times are the edge-only router's, as in `scenarios.trips.sample`)."""
+    graph = graph.edges_only()
     types = passenger_types(demand)
     named = route_edges(demand)
     eligible = []
@@ -552,6 +554,70 @@ def _write(path: Path, defs: list[ET.Element], elems: list[ET.Element]) -> None:
             el.tail = None
             fh.write("    " + ET.tostring(el, encoding="unicode").strip() + "\n")
         fh.write("</routes>\n")
+
+
+# ---------------------------------------------------------------------------------------- fixed routes
+TRIP_ENDS = ("from", "to", "via", "fromTaz", "toTaz", "fromJunction", "toJunction", "fromXY", "toXY",
+             "fromLonLat", "toLonLat")  # fmt: skip
+
+
+def record_insertion_routes(cwd: Path, sumocfg: str, route_files: list[Path], seed: int, out: Path, log: Path) -> dict:
+    """One SUMO run of the whole demand as its files say (trips routed at insertion under SUMO's default
+    device settings): the route every vehicle drove, by id (`--vehroute-output`, last route only)."""
+    sumotools.run(
+        [sumotools.binary("sumo"), "-c", sumocfg, "-r", ",".join(str(p) for p in route_files), "--seed", str(seed),
+         "--vehroute-output", str(out), "--vehroute-output.last-route", "true",
+         "--vehroute-output.write-unfinished", "true", "--no-step-log", "true", "--no-warnings", "true"],
+        "sumo (recording the routes SUMO gives the trips at insertion)", cwd, log,
+    )  # fmt: skip
+    routes = {}
+    for _, el in ET.iterparse(out):
+        if el.tag == "vehicle":
+            r = el.find("route")
+            if r is not None and r.get("edges"):
+                routes[el.get("id")] = r.get("edges")
+            el.clear()
+    return routes
+
+
+def routed(elem: ET.Element, routes: dict[str, str]) -> ET.Element | None:
+    """A `<trip>` as a `<vehicle>` on its recorded route (None: not a trip, or never inserted)."""
+    if elem.tag != "trip" or elem.get("id") not in routes:
+        return None
+    el = copy.deepcopy(elem)
+    el.tag = "vehicle"
+    for key in TRIP_ENDS:
+        el.attrib.pop(key, None)
+    route = ET.Element("route", edges=routes[elem.get("id")])
+    el.insert(0, route)
+    return el
+
+
+def fix_routes(background: Path, pool: list[dict], routes: dict[str, str]) -> int:
+    """Rewrite the background file and the agent pool's vehicles (plain traffic when they are not agents)
+    with the recorded routes, in place; returns how many trips of the background file are left to SUMO's
+    insertion routing (never inserted in the recording)."""
+    tree = ET.parse(background)
+    root, left = tree.getroot(), 0
+    for i, el in enumerate(list(root)):
+        new = routed(el, routes)
+        if new is not None:
+            root[i] = new
+        elif el.tag == "trip":
+            left += 1
+    _write(background, [], list(root))
+    for row in pool:
+        if row.get("vehicle"):
+            el = ET.fromstring(row["vehicle"])
+            new = routed(el, routes)
+            if new is not None:
+                row["vehicle"] = ET.tostring(new, encoding="unicode").strip()
+    return left
+
+
+def routed_at_insertion(background: Path) -> int:
+    """Vehicles of the background file that SUMO routes when they enter (trips without a route)."""
+    return sum(1 for _, el in ET.iterparse(background) if el.tag == "trip")
 
 
 def counts_by_type(units: list[Unit]) -> dict[str, int]:

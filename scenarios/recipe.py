@@ -21,7 +21,10 @@ Recipe file layout::
                   routes = [route/trip/flow files], trips = [CSV tables], agents ("auto" or >= 0) or
                   agent_share (0 < F <= 1), agent_depart_begin, agent_depart_end ("auto": the last
                   departure; both relative to the scenario's begin), horizon ("auto": the .sumocfg's end,
-                  else the last departure plus a margin), scale
+                  else the last departure plus a margin), scale, background_routing (optional:
+                  "insertion", the default: trips without a route are routed by SUMO when they enter, on
+                  its live times, as in a plain run of the files; "fixed": the builder records the routes
+                  SUMO gives them in one run of the whole demand, and every episode replays them)
 """
 
 from __future__ import annotations
@@ -98,7 +101,9 @@ IMPORTED_DEMAND = {
     "routes": [],
     "trips": [],
 }
-IMPORTED_OPTIONAL = {"agent_share"}
+IMPORTED_OPTIONAL = {"agent_share", "background_routing"}
+# how imported vehicles without a route (trips) get one: see the module docstring
+BACKGROUND_ROUTING = ("insertion", "fixed")
 IMPORTED_AUTO_AGENTS = 50
 MAX_NAME = 100
 TOP_KEYS = {"name", "description", "seed", "source", "netconvert", "demand"}
@@ -113,6 +118,7 @@ OVERRIDES = {
     "agent_share": "agent_share",
     "demand_scale": "scale",
     "demand": "background",
+    "background_routing": "background_routing",
 }
 GENERATED_ONLY = {"agent_pool", "veh_per_hour", "min_trip_m", "demand"}
 
@@ -172,6 +178,11 @@ class Recipe:
                 demand["agents"] = "auto"
         elif "agent_share" in given:
             raise ScenarioError("--agent-share picks agents from imported demand (--sumocfg, --routes, --trips)")
+        elif "background_routing" in given:
+            raise ScenarioError(
+                "--background-routing is for imported demand (--sumocfg, --routes, --trips); a generated "
+                "background is routed when it is built (duarouter) and drives those routes"
+            )
         elif kw.get("agents") == 0:
             raise ScenarioError(
                 "--agents 0 (a plain run of the given demand) is for imported demand; "
@@ -342,6 +353,11 @@ def _check_imported(d: dict, source: dict, bad) -> None:
     if d["horizon"] != "auto":
         number("horizon", 1)
     number("scale", 0)
+    if d.get("background_routing", "insertion") not in BACKGROUND_ROUTING:
+        raise bad(
+            f"[demand].background_routing (--background-routing) must be one of {', '.join(BACKGROUND_ROUTING)}, "
+            f"got {d['background_routing']!r}"
+        )
 
 
 def _number_checker(d: dict, bad):

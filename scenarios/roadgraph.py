@@ -1,10 +1,14 @@
 """The passenger-car routing graph of a SUMO net, shared by the scenario builder and the environment.
 
 Edges are the graph's nodes and allowed connections its arcs, because route choice in SUMO is a choice
-of the next *edge* (turn restrictions live on connections, not on junctions). Costs are free-flow times
-(length / speed limit), the same weights SUMO's own router uses on an empty network. Shortest paths are
-computed once per destination with scipy's C Dijkstra on the reversed graph and cached, so the
-environment never runs a router inside its step loop.
+of the next *edge* (turn restrictions live on connections, not on junctions). Costs are free-flow times,
+the weights SUMO's own routers (duarouter, the rerouting device, `simulation.findRoute`) use on an empty
+network: each edge's length / speed limit plus, for each move from one edge to the next, the time to
+cross the junction on its internal lanes and SUMO's penalties: 1.5 s where the move yields outside a
+traffic light (`--weights.minor-penalty`), 5 s instead for such a U-turn (`--weights.turnaround-penalty`). `edges_only()` drops the junction part,
+the weights used before 2026-12-07, so earlier runs reproduce. Shortest paths are computed once per
+destination with scipy's C Dijkstra on the reversed graph and cached, so the environment never runs a
+router inside its step loop.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 VCLASS = "passenger"
+MINOR_PENALTY_S = 1.5  # SUMO's --weights.minor-penalty default (duarouter, sumo)
+TURNAROUND_PENALTY_S = 5.0  # --weights.turnaround-penalty: a yielding U-turn pays this instead
+MINOR_STATES = frozenset("m=sw")  # a yielding move outside a traffic light: minor, equal, stop, all-way stop
 
 
 @dataclass
@@ -33,27 +40,45 @@ class RoadGraph:
     # (edge, next edge) -> (traffic light, its link indices for every lane connection between the two),
     # where a traffic light controls all of them
     signals: dict[tuple[int, int], tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    # (edge, next edge) -> free-flow seconds to cross the junction between them, as SUMO's router counts
+    # them (the first lane connection's internal lanes in the net's order, plus penalties); empty: none
+    junction: dict[tuple[int, int], float] = field(default_factory=dict)
     index: dict[str, int] = field(init=False)
     fftime: np.ndarray = field(init=False)
+    arc_junction: np.ndarray = field(init=False, repr=False)  # junction seconds per arc of reverse_matrix()
     _rev: csr_matrix = field(init=False, repr=False)
     _succ_matrix: csr_matrix = field(init=False, repr=False)
     _cache: dict[int, tuple[np.ndarray, np.ndarray]] = field(init=False, default_factory=dict, repr=False)
+    _edges_only: RoadGraph | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.index = {e: i for i, e in enumerate(self.edges)}
         self.fftime = self.length / np.maximum(self.speed, 0.1)
-        rows, cols, w = [], [], []
-        for e, nxt in enumerate(self.succ):
-            for f in nxt:
-                # reversed arc f -> e; weight = time to traverse e (the edge being left)
-                rows.append(f)
-                cols.append(e)
-                w.append(self.fftime[e])
         n = len(self.edges)
-        self._rev = csr_matrix((np.asarray(w, dtype=float), (rows, cols)), shape=(n, n))
+        # reversed arcs f -> e (f continues e), sorted by f: the CSR layout of the reversed graph, so an
+        # arc's position in the arrays is its position in the matrix's data (live weights reuse it)
+        arcs = sorted((f, e) for e, nxt in enumerate(self.succ) for f in nxt)
+        rows = np.array([f for f, _ in arcs], dtype=np.int64)
+        cols = np.array([e for _, e in arcs], dtype=np.int32)
+        indptr = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        junction = self.junction
+        self.arc_junction = np.array([junction.get((e, f), 0.0) for f, e in arcs], dtype=float)
+        # weight = time to traverse e (the edge being left) and the junction at its end towards f
+        self._rev = csr_matrix((self.fftime[cols] + self.arc_junction, cols, indptr), shape=(n, n))
         self._succ_matrix = csr_matrix(
-            (np.ones(len(rows), dtype=np.int32), (cols, rows)), shape=(n, n)
+            (np.ones(len(arcs), dtype=np.int32), (cols, rows)), shape=(n, n)
         )  # [e, f] = 1 where f continues e
+
+    def edges_only(self) -> RoadGraph:
+        """The same graph weighted by edge times alone (no junction crossings): the router before
+        2026-12-07 (`env.junction_times=false`). Built once and kept."""
+        if not self.junction:
+            return self
+        if self._edges_only is None:
+            self._edges_only = RoadGraph(self.edges, self.names, self.length, self.speed, self.xy, self.succ,
+                                         self.into, self.signals)  # fmt: skip
+        return self._edges_only
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -79,6 +104,12 @@ class RoadGraph:
                 if to.getID() in idx and len(lights) == 1 and "" not in lights:
                     links = tuple(sorted({c.getTLLinkIndex() for c in conns}))
                     signals[(idx[e.getID()], idx[to.getID()])] = (lights.pop(), links)
+        junction = {}  # needs the internal lanes: a net read without them (the builder's) has no crossings
+        with_internal = any(e.getFunction() == "internal" for e in net.getEdges(withInternal=True))
+        for e in kept if with_internal else ():
+            for to, conns in e.getOutgoing().items():
+                if to.getID() in idx:
+                    junction[(idx[e.getID()], idx[to.getID()])] = _crossing(net, conns[0])
         into = {}
         for e in net.getEdges(withInternal=True):
             if e.getFunction() != "internal":
@@ -105,6 +136,7 @@ class RoadGraph:
             succ=succ,
             into=into,
             signals=signals,
+            junction=junction,
         )
 
     # ------------------------------------------------------------------ queries
@@ -122,8 +154,9 @@ class RoadGraph:
         return hit
 
     def reverse_matrix(self) -> csr_matrix:
-        """The reversed graph's arcs f -> e weighted by the free-flow time of e (the edge being left): a
-        router with other weights keeps its structure and swaps the data (`cosim.traffic`)."""
+        """The reversed graph's arcs f -> e weighted by the free-flow time of e (the edge being left) and of
+        the junction from e into f (`arc_junction`, in the same order as the matrix's data): a router with
+        other edge weights keeps its structure and swaps the data (`cosim.traffic`)."""
         return self._rev
 
     def clear_cache(self) -> None:
@@ -155,3 +188,21 @@ class RoadGraph:
         """Continuations from `edge` from which `dest` can still be reached."""
         t = self.time_to(dest)
         return tuple(f for f in self.succ[edge] if np.isfinite(t[f]))
+
+
+def _crossing(net, conn) -> float:
+    """Free-flow seconds from the end of an edge to the start of the next through `conn` (SUMO times a move
+    by the first lane connection between the two edges): its internal edges (a left turn that waits
+    inside the junction has two, the second one yielding) at their first lane's length and speed limit,
+    plus a penalty for each piece that yields: the turnaround penalty on a U-turn, else the minor-link
+    one. Checked against `simulation.findRoute` on the shipped and imported cities (tests)."""
+    total, hops = 0.0, 0
+    while conn is not None and conn.getViaLaneID() and hops < 8:
+        lane = net.getLane(conn.getViaLaneID())
+        first = lane.getEdge().getLane(0)  # SUMO times an internal edge by its first lane, whichever is used
+        total += first.getLength() / max(first.getSpeed(), 0.1)
+        if conn.getState() in MINOR_STATES:
+            total += TURNAROUND_PENALTY_S if conn.getDirection() == "t" else MINOR_PENALTY_S
+        outs = lane.getOutgoing()
+        conn, hops = (outs[0] if len(outs) == 1 else None), hops + 1
+    return total

@@ -5,7 +5,7 @@ expert) reads it only through this class, so the folder layout has one owner.
 
 Folder layout::
 
-    manifest.json      source, recipe, sumo_version, hash, counts, attribution, files
+    manifest.json      source, recipe, sumo_version, hash, counts, attribution, files, background_routing
     net.net.xml        the SUMO network
     background.rou.xml background vehicles (randomTrips/duarouter)
     agents.json        pool of controlled-agent trips, [{"id", "from", "to", "depart"}], the env takes the first N;
@@ -158,6 +158,18 @@ class Scenario:
         drive exactly as their files say (generated pools hold only agent trips and return nothing)."""
         ids = {t.id for t in agents}
         return [(t.depart, t.vehicle) for t in self.trip_pool if t.vehicle is not None and t.id not in ids]
+
+    @cached_property
+    def routed_at_insertion(self) -> int:
+        """How many background vehicles SUMO routes as they enter, on its live edge times (trips without a
+        route): their routes depend on SUMO-wide rerouting settings. From the manifest; counted in the
+        file for a build from before 2026-12-07. `passive_vehicles` may add more of them."""
+        recorded = self.manifest.get("background_routing", {}).get("routed_at_insertion")
+        if recorded is not None:
+            return int(recorded)
+        from scenarios.imported import routed_at_insertion
+
+        return routed_at_insertion(self.background_file)
 
     @cached_property
     def graph(self):

@@ -31,7 +31,10 @@ class Sampled:
 
 def sample(graph: RoadGraph, *, pool: int, need: int, seed: int, depart_begin: float,
            depart_end: float, min_trip_m: float) -> Sampled:  # fmt: skip
-    """Up to `pool` routable trips; ScenarioError if fewer than `need` can be found."""
+    """Up to `pool` routable trips; ScenarioError if fewer than `need` can be found. Their lengths and
+    free-flow times are the edge-only router's (`RoadGraph.edges_only`), whether or not the net was read
+    with its junctions: a build's pool never depends on how its net was read."""
+    graph = graph.edges_only()
     n = len(graph.edges)
     origins = np.flatnonzero(graph.length >= MIN_ORIGIN_EDGE_M)
     if n < 2:

@@ -104,3 +104,38 @@ def grid_demand(tmp_path_factory):
         '<routes>\n  <vehicle id="gap" depart="0"><route edges="A0A1 C2C3"/></vehicle>\n</routes>\n'
     )
     return d
+
+
+@pytest.fixture(scope="session")
+def busy_grid_cfg(tmp_path_factory):
+    """A 3x3 one-lane grid with more demand than its shortest routes carry, as SUMO files: only trips,
+    which SUMO routes as they enter. Returns the .sumocfg."""
+    import subprocess
+    import sys
+
+    from scenarios import sumotools
+
+    d = tmp_path_factory.mktemp("busy_grid")
+
+    def run(args):
+        subprocess.run(args, cwd=d, env=sumotools.env(), check=True, capture_output=True)
+
+    run([sumotools.binary("netgenerate"), "--grid", "--grid.number", "3", "--grid.length", "150",
+         "--default.lanenumber", "1", "--no-turnarounds", "-o", "grid.net.xml"])  # fmt: skip
+    run([sys.executable, sumotools.tool("randomTrips.py"), "-n", "grid.net.xml", "-o", "demand.trips.xml",
+         "-b", "0", "-e", "300", "-p", "1.5", "--seed", "3", "--fringe-factor", "10", "--min-distance", "300",
+         "--prefix", "d"])  # fmt: skip
+    (d / "grid.sumocfg").write_text(
+        '<configuration>\n  <input>\n    <net-file value="grid.net.xml"/>\n'
+        '    <route-files value="demand.trips.xml"/>\n  </input>\n'
+        '  <time>\n    <begin value="0"/>\n    <end value="1200"/>\n  </time>\n</configuration>\n'
+    )
+    return d / "grid.sumocfg"
+
+
+@pytest.fixture(scope="session")
+def busy_grid(busy_grid_cfg, cosim_home):
+    """The busy grid imported with half of its trips as agents: routes matter here."""
+    from scenarios import ensure_built, recipe
+
+    return ensure_built(recipe.adhoc("sumocfg", str(busy_grid_cfg)).with_overrides(agent_share=0.5))

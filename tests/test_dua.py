@@ -4,8 +4,6 @@ in the env, cached, and replayed through the env."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 
@@ -13,29 +11,6 @@ from agents.baselines import DuaMethod
 from agents.config import TrainConfig
 from agents.dua import equilibrium
 from agents.episode import make_env, run_episode
-from scenarios import ensure_built, recipe, sumotools
-
-
-@pytest.fixture(scope="module")
-def busy_grid(tmp_path_factory, cosim_home):
-    """A 3x3 one-lane grid with more demand than its shortest routes carry, imported with half of its
-    trips as agents: routes matter here."""
-    d = tmp_path_factory.mktemp("busy_grid")
-
-    def run(args):
-        subprocess.run(args, cwd=d, env=sumotools.env(), check=True, capture_output=True)
-
-    run([sumotools.binary("netgenerate"), "--grid", "--grid.number", "3", "--grid.length", "150",
-         "--default.lanenumber", "1", "--no-turnarounds", "-o", "grid.net.xml"])  # fmt: skip
-    run([sys.executable, sumotools.tool("randomTrips.py"), "-n", "grid.net.xml", "-o", "demand.trips.xml",
-         "-b", "0", "-e", "300", "-p", "1.5", "--seed", "3", "--fringe-factor", "10", "--min-distance", "300",
-         "--prefix", "d"])  # fmt: skip
-    (d / "grid.sumocfg").write_text(
-        '<configuration>\n  <input>\n    <net-file value="grid.net.xml"/>\n'
-        '    <route-files value="demand.trips.xml"/>\n  </input>\n'
-        '  <time>\n    <begin value="0"/>\n    <end value="1200"/>\n  </time>\n</configuration>\n'
-    )
-    return ensure_built(recipe.adhoc("sumocfg", str(d / "grid.sumocfg")).with_overrides(agent_share=0.5))
 
 
 def test_dua_converges_keeps_the_background_and_its_routes_replay(busy_grid, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from cosim.config import EnvConfig
 from cosim.env import VehicleRoutingEnv
-from cosim.policies import make_policy
+from cosim.policies import make_policy, shortest_actions
 from cosim.traffic import Intent, LiveTraffic
 
 
@@ -38,8 +38,9 @@ def _jammed_run(helsinki, continuation: str):
 
 
 def _through(env, jam, users) -> tuple[list[str], list[str]]:
-    """Users that departed once the jam was known, and those of them that drove through it."""
-    late = [a for a in users if env._by_name[a].depart_time > env.begin + 10]
+    """Users due to depart once the jam was known, and those of them that drove through it."""
+    planned = {t.id: t.depart for t in env.trips}  # the schedule: the same in both runs, unlike insertion
+    late = [a for a in users if planned[a] > env.begin + 30]
     return late, [a for a in late if env.graph.edges[jam] in {e for _, e in env.trajectory(a)}]
 
 
@@ -174,6 +175,138 @@ def test_sumo_rerouting_through_the_env_is_a_plain_sumo_run(helsinki, tmp_path):
     ids = set(env.possible_agents)
     plain = [float(t.get("duration")) for t in ET.parse(out).getroot().iter("tripinfo") if t.get("id") in ids]
     assert len(plain) == 40 and through_env == pytest.approx(np.mean(plain), abs=1e-6)
+
+
+def test_free_flow_routes_are_sumos_own(helsinki, kouvola):
+    """The env's free-flow router weighs edges and junction crossings as SUMO's routers do: every trip of
+    both cities' agent pools gets the route and the time of SUMO's `simulation.findRoute` on the empty
+    network. Without junction times (the router before 2026-12-07) many routes differ."""
+    import libsumo
+
+    from scenarios import sumotools
+
+    for scenario, least_old_misses in ((helsinki, 100), (kouvola, 5)):
+        g = VehicleRoutingEnv(scenario, EnvConfig(n_agents=4)).graph
+        old = g.edges_only()
+        # the net alone: no vehicle, so SUMO's router weighs the empty network
+        libsumo.start([sumotools.binary("sumo"), "-n", str(scenario.net_file), "--no-step-log", "--no-warnings"])
+        try:
+            misses = 0
+            for t in scenario.trip_pool:
+                route = libsumo.simulation.findRoute(t.origin, t.destination)
+                assert g.path_ids(t.origin, t.destination) == list(route.edges), t.id
+                o, d = g.index[t.origin], g.index[t.destination]
+                assert g.time_to(d)[o] == pytest.approx(route.travelTime, abs=1e-6)
+                misses += old.path_ids(t.origin, t.destination) != list(route.edges)
+            assert misses >= least_old_misses, misses
+        finally:
+            libsumo.close()
+
+
+def test_shortest_through_the_env_is_a_plain_sumo_run_on_duarouters_routes(helsinki, tmp_path):
+    """`shortest` through the env gives SUMO's own number: the agents' trips routed by `duarouter` and run
+    by a plain `sumo` with the scenario's files give the same agents' mean travel time to the
+    microsecond, and the same all-vehicles mean."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from agents.baselines import ShortestMethod
+    from cosim.kernel import write_agent_routes
+    from scenarios import sumotools
+
+    cfg = EnvConfig(n_agents=60, horizon=1800.0, **ShortestMethod.env_settings)
+    env = VehicleRoutingEnv(helsinki, cfg)
+    try:
+        obs, _ = env.reset(seed=3)
+        while env.agents:
+            obs, *_ = env.step(shortest_actions(env, obs))
+        through_env, end = dict(env.metrics), env.time
+        trips = tmp_path / "trips.xml"
+        trips.write_text("<routes>\n" + "".join(
+            f'  <trip id="{t.id}" depart="{t.depart:.2f}" from="{t.origin}" to="{t.destination}"/>\n'
+            for t in sorted(env.trips, key=lambda t: t.depart)) + "</routes>\n")  # fmt: skip
+        routed = tmp_path / "routed.rou.xml"
+        subprocess.run([sumotools.binary("duarouter"), "-n", str(helsinki.net_file), "--route-files", str(trips),
+                        "-o", str(routed), "--no-step-log"], check=True, capture_output=True, env=sumotools.env())  # fmt: skip
+        dua = {v.get("id"): v.find("route").get("edges").split() for v in ET.parse(routed).getroot().iter("vehicle")}
+        agents = write_agent_routes(tmp_path / "agents.rou.xml", env.trips, [dua[t.id] for t in env.trips])
+        out = tmp_path / "tripinfo.xml"
+        args = env.kernel.sumo_options(3, [helsinki.background_file, agents], env.begin + env.horizon, tripinfo=out)
+        ids = set(env.possible_agents)
+    finally:
+        env.close()
+    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
+    infos = list(ET.parse(out).getroot().iter("tripinfo"))
+    plain = [float(t.get("duration")) for t in infos if t.get("id") in ids]
+    assert len(plain) == 60 and through_env["arrival_rate"] == 1.0
+    assert through_env["mean_travel_time"] == pytest.approx(np.mean(plain), abs=1e-6)
+    # every vehicle that had arrived when the env's episode ended (its last agent arrived)
+    every = [float(t.get("duration")) for t in infos if float(t.get("arrival")) <= end]
+    assert through_env["all_vehicles_finished"] == len(every)
+    assert through_env["all_vehicles_mean_travel_time"] == pytest.approx(np.mean(every), abs=0.01)
+
+
+def test_navigation_routes_as_sumos_rerouting_engine_where_both_know_the_same(tmp_path, cosim_home):
+    """On a net with nothing but the agents, a car parks in the middle of each of two streets at the start.
+    With the env's smoothing set to the rerouting device's (a sample every second, the last 180
+    averaged), the navigation app's route at each agent's departure is the route SUMO's own rerouting
+    engine gives it at that moment (`simulation.findRoute` on the device's aggregated times), and it goes
+    round the parked cars where the free-flow route went through them."""
+    import subprocess
+    import sys
+
+    import libsumo
+
+    from agents.baselines import NavigationMethod
+    from scenarios import ensure_built, recipe, sumotools
+
+    def run(args):
+        subprocess.run(args, cwd=tmp_path, env=sumotools.env(), check=True, capture_output=True)
+
+    # a random net (no two routes tie, unlike on a grid), one lane, nothing but the agents' trips
+    run([sumotools.binary("netgenerate"), "--rand", "--rand.iterations", "80", "--seed", "3", "--default.lanenumber",
+         "1", "--no-turnarounds", "-o", "rand.net.xml"])  # fmt: skip
+    run([sys.executable, sumotools.tool("randomTrips.py"), "-n", "rand.net.xml", "-o", "agents.trips.xml",
+         "-b", "300", "-e", "900", "-p", "15", "--seed", "4", "--min-distance", "600", "--prefix", "a"])  # fmt: skip
+    sc = ensure_built(recipe.adhoc("net", str(tmp_path / "rand.net.xml"), routes=[str(tmp_path / "agents.trips.xml")])
+                      .with_overrides(agent_share=1.0))  # fmt: skip
+    g = sc.graph
+    free = {t.id: g.path_ids(t.origin, t.destination) for t in sc.trips()}
+    counts = {}
+    for route in free.values():
+        for e in route[1:-1]:
+            counts[e] = counts.get(e, 0) + 1
+    blocked = sorted(counts, key=lambda e: (-counts[e], e))[:2]  # the two streets most free-flow routes use
+
+    cfg = EnvConfig(**NavigationMethod.env_settings, traffic_update_s=1.0, traffic_window_s=180.0, horizon=1500.0)
+    env = VehicleRoutingEnv(sc, cfg)
+    planned, sumo_routes, departed = {}, {}, {}
+    try:
+        obs, _ = env.reset(seed=0)
+        parked = env.time
+        sumo = env.kernel.conn  # the test's own parked cars, straight into SUMO
+        for k, e in enumerate(blocked):
+            sumo.route.add(f"blocked{k}", [e])
+            sumo.vehicle.add(f"parked{k}", f"blocked{k}", depart="now")
+            sumo.vehicle.setStop(f"parked{k}", e, pos=sumo.lane.getLength(f"{e}_0") / 2, duration=1e5)
+        while env.agents:
+            for a in env.agents:  # just departed: the route it was given is still its departure plan
+                st = env._by_name[a]
+                if a not in planned and st.depart_time >= 0:
+                    planned[a], departed[a] = [g.edges[i] for i in st.route], st.depart_time
+                    route = sumo.simulation.findRoute(st.trip.origin, st.trip.destination,
+                                                      routingMode=libsumo.constants.ROUTING_MODE_AGGREGATED)  # fmt: skip
+                    sumo_routes[a] = list(route.edges)
+            obs, *_ = env.step(shortest_actions(env, obs))
+    finally:
+        env.close()
+    assert len(planned) == len(free) >= 30
+    assert planned == sumo_routes
+    # the cars park when the first agent departs: those just after it cannot know, those 3 min later do
+    avoided = [a for a, r in free.items() if set(blocked) & set(r[1:-1])]
+    assert all(set(blocked) & set(planned[a][1:-1]) for a in avoided if departed[a] < parked + 10)
+    late = [a for a in avoided if departed[a] > parked + 180]  # both windows hold only the parked cars
+    assert len(late) >= 4 and all(not set(blocked) & set(planned[a][1:-1]) for a in late)
 
 
 def test_the_device_period_reaches_the_agents_only(grid_demand, tmp_path):
