@@ -58,7 +58,8 @@ class Route:
 
 
 class CandidateFinder:
-    """k free-flow-fastest routes per trip, on the env's own routing graph."""
+    """k free-flow-fastest routes per trip, on the env's own routing graph and weights (junction crossings
+    included), so route 0 is the route the env's free-flow candidate 0 follows."""
 
     def __init__(self, graph: RoadGraph, k: int = 3):
         self.graph = graph
@@ -66,7 +67,7 @@ class CandidateFinder:
         g = nx.DiGraph()
         for e, nxt in enumerate(graph.succ):
             for f in nxt:
-                g.add_edge(e, f, weight=float(graph.fftime[f]))
+                g.add_edge(e, f, weight=float(graph.junction.get((e, f), 0.0) + graph.fftime[f]))
         self._g = g
 
     def routes(self, origin: str, dest: str) -> list[Route]:
@@ -88,7 +89,7 @@ class CandidateFinder:
                 streets.append((name, float(g.length[e])))
         return Route(
             edges=[g.edges[e] for e in path],
-            seconds=float(g.fftime[path].sum()),
+            seconds=float(g.fftime[path].sum()) + sum(g.junction.get(arc, 0.0) for arc in zip(path, path[1:])),
             metres=float(g.length[path].sum()),
             streets=streets,
         )

@@ -139,7 +139,7 @@ def test_report_renders_in_chromium_without_any_network_request(report, tmp_path
     assert page.network_requests == [], page.network_requests
     assert all(i["ok"] for i in page.dom["imgs"]) and len(page.dom["imgs"]) >= 3
     tables = {t["id"]: t["rows"] for t in page.dom["tables"]}
-    assert tables == {"results": 3, "runs": 6}
+    assert tables == {"results": 3, "first-beats": 2, "runs": 6}  # first-beats: a row per learned method
     assert page.dom["headings"][:2] == ["Comparison on helsinki", "Results"]
     assert "City map and example routes" in page.dom["headings"]
     assert page.dom["width"] <= 1200  # nothing overflows sideways
