@@ -14,6 +14,17 @@ from cosim.policies import make_policy, shortest_actions
 from cosim.traffic import Intent, LiveTraffic
 
 
+def plain_sumo(args: list[str], tripinfo) -> list:
+    """A plain `sumo` run (outside the env) with the env's own options: its tripinfo elements."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from scenarios import sumotools
+
+    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
+    return list(ET.parse(tripinfo).getroot().iter("tripinfo"))
+
+
 def _jammed_run(helsinki, continuation: str):
     """The street most agents' free-flow routes share gets a 0.3 m/s limit at the start; returns the
     env after the episode, the jammed edge and the agents whose free-flow route used it."""
@@ -150,11 +161,7 @@ def test_the_team_reward_sums_to_every_vehicles_time_while_agents_drive(helsinki
 def test_sumo_rerouting_through_the_env_is_a_plain_sumo_run(helsinki, tmp_path):
     """The device baseline through the env gives SUMO's own numbers: the same files and options in a
     plain `sumo` run give the same agents' mean travel time."""
-    import subprocess
-    import xml.etree.ElementTree as ET
-
     from cosim.kernel import write_agent_routes
-    from scenarios import sumotools
 
     cfg = EnvConfig(n_agents=40, horizon=1800.0, control="sumo-rerouting", rerouting_period=60.0,
                     rerouting_adaptation_steps=30)  # fmt: skip
@@ -171,9 +178,8 @@ def test_sumo_rerouting_through_the_env_is_a_plain_sumo_run(helsinki, tmp_path):
     finally:
         env.close()
     args += ["--device.rerouting.adaptation-steps", "30", "--device.rerouting.adaptation-interval", "1"]
-    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
     ids = set(env.possible_agents)
-    plain = [float(t.get("duration")) for t in ET.parse(out).getroot().iter("tripinfo") if t.get("id") in ids]
+    plain = [float(t.get("duration")) for t in plain_sumo(args, out) if t.get("id") in ids]
     assert len(plain) == 40 and through_env == pytest.approx(np.mean(plain), abs=1e-6)
 
 
@@ -235,8 +241,7 @@ def test_shortest_through_the_env_is_a_plain_sumo_run_on_duarouters_routes(helsi
         ids = set(env.possible_agents)
     finally:
         env.close()
-    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
-    infos = list(ET.parse(out).getroot().iter("tripinfo"))
+    infos = plain_sumo(args, out)
     plain = [float(t.get("duration")) for t in infos if t.get("id") in ids]
     assert len(plain) == 60 and through_env["arrival_rate"] == 1.0
     assert through_env["mean_travel_time"] == pytest.approx(np.mean(plain), abs=1e-6)
@@ -314,11 +319,8 @@ def test_the_device_period_reaches_the_agents_only(grid_demand, tmp_path):
     insertion (the imported scenario's unrouted trips) are routed once and never again (SUMO's tripinfo
     counts each vehicle's re-routings). Before 2026-12 the period was a SUMO-wide option, and every such
     background vehicle re-routed with the agents."""
-    import subprocess
-    import xml.etree.ElementTree as ET
-
     from cosim.kernel import write_agent_routes
-    from scenarios import ensure_built, recipe, sumotools
+    from scenarios import ensure_built, recipe
 
     sc = ensure_built(recipe.adhoc("sumocfg", str(grid_demand / "grid.sumocfg")).with_overrides(agent_share=0.3))
     env = VehicleRoutingEnv(sc, EnvConfig(control="sumo-rerouting", rerouting_period=10.0))
@@ -330,8 +332,7 @@ def test_the_device_period_reaches_the_agents_only(grid_demand, tmp_path):
         ids = set(env.possible_agents)
     finally:
         env.close()
-    subprocess.run([sumotools.binary("sumo"), *args], check=True, capture_output=True, env=sumotools.env())
-    reroutes = {t.get("id"): int(t.get("rerouteNo", "0")) for t in ET.parse(out).getroot().iter("tripinfo")}
+    reroutes = {t.get("id"): int(t.get("rerouteNo", "0")) for t in plain_sumo(args, out)}
     background = {v: n for v, n in reroutes.items() if v not in ids}
     assert max(reroutes[a] for a in ids if a in reroutes) > 1  # the agents re-route along the way
     assert background and max(background.values()) <= 1  # at most once, at insertion
