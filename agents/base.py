@@ -31,6 +31,11 @@ class Method:
     def setup(self, env) -> None:
         """Called once with the env before the first episode (sizes, agent names)."""
 
+    def schedule(self, episode: int) -> None:
+        """Called by the learner before training episode `episode` (1-based), or before an iteration of
+        rollout workers with its first episode: where a schedule (exploration) stands. What it changes
+        must travel with the weights, so that workers act with it too."""
+
     def begin_episode(self, env, train: bool) -> None:
         pass
 

@@ -64,35 +64,52 @@ if __name__ == "__main__":
 
 # ------------------------------------------------------------------------------------ throughput
 def throughput(scenario: str, agents: int, workers: list[int], *, method: str = "ippo", iterations: int = 4,
-               seed: int = 0, horizon: float | None = None) -> list[dict]:  # fmt: skip
-    """`cosim bench throughput`: the same training (method, scenario, agents, seed) with each worker count,
-    `iterations` x workers episodes each, no evaluation; the first iteration is a warm-up and is not
-    measured. decisions_per_s counts every decision over the training wall time, PPO updates included
-    (worker start-up and warm-up excluded, together reported as startup_s); speedup
-    is over one worker (today's in-process runner); the shares split the learner's wall time into SUMO,
-    the env's Python, inference, update, transfer (weights out, samples back, waiting for the slowest
-    worker) and the rest (runner Python)."""
+               seed: int = 0, horizon: float | None = None, base=None) -> list[dict]:  # fmt: skip
+    """`cosim bench throughput`: the same training (method, scenario, agents, seed; `base` the rest of the
+    tree, from --config and --set) with each worker count, `iterations` x workers episodes each, no
+    evaluation; the first iteration is a warm-up and is not measured. decisions_per_s counts every
+    decision over the training wall time, PPO updates included (worker start-up and warm-up excluded,
+    together reported as startup_s); speedup is over one worker (today's in-process runner); the shares
+    split the learner's wall time into SUMO, the env's Python, inference, update, transfer (weights out,
+    samples back, waiting for the slowest worker) and the rest (runner Python). Peak memory (MiB): the
+    learner process's over the run (with one worker it runs the env too) and each worker's."""
+    import dataclasses
     import tempfile
     import time
 
     from agents.config import TrainConfig
+    from agents.episode import peak_rss_mb, reset_peak_rss
     from agents.runner import train
 
+    base = base or TrainConfig()
     rows = []
-    base = None
+    first = None
     for w in workers:
         with tempfile.TemporaryDirectory(prefix="cosim-throughput-") as tmp:
-            cfg = TrainConfig.of(scenario=scenario, method=method, agents=agents, horizon=horizon, seed=seed,
-                                 episodes=w * iterations, eval_every=0, rollout_workers=w)  # fmt: skip
+            cfg = dataclasses.replace(
+                base,
+                scenario=dataclasses.replace(base.scenario, name=scenario),
+                env=dataclasses.replace(base.env, n_agents=agents, horizon=horizon if horizon else base.env.horizon),
+                algorithm=dataclasses.replace(base.algorithm, method=method),
+                run=dataclasses.replace(base.run, seed=seed, episodes=w * iterations, eval_every=0, rollout_workers=w),
+            )
+            reset_peak_rss()
             t0 = time.perf_counter()
             res = train(cfg, Path(tmp) / "run", progress=False)
             total = time.perf_counter() - t0
+            learner_mb = peak_rss_mb()
             metrics = read_metrics(Path(tmp) / "run")
         row = _split(metrics, w)
+        per_worker: dict[int, float] = {}
+        for r in metrics:
+            if r.get("phase") == "train" and "peak_rss_mb" in r:
+                k = int(r.get("worker", 0))
+                per_worker[k] = max(per_worker.get(k, 0.0), float(r["peak_rss_mb"]))
         row.update(scenario=scenario, method=method, agents=agents, workers=w, episodes=res["episodes"],
-                   startup_s=round(total - row["wall_s"], 3))  # fmt: skip
-        base = base or row["decisions_per_s"]
-        row["speedup"] = round(row["decisions_per_s"] / base, 3)
+                   startup_s=round(total - row["wall_s"], 3), learner_peak_mb=learner_mb,
+                   worker_peak_mb=[per_worker[k] for k in sorted(per_worker)] if w > 1 else [])  # fmt: skip
+        first = first or row["decisions_per_s"]
+        row["speedup"] = round(row["decisions_per_s"] / first, 3)
         row["efficiency"] = round(row["speedup"] / w, 3)
         rows.append(row)
     return rows

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     register_bench(bench_app)
 
     @app.command("train")
-    @shortcut_options("scenario", "method", "episodes", "seed", "agents", "eval_every", "eval_seed", "horizon", "plans",
+    @shortcut_options("scenario", "method", "episodes", "seed", "agents", "eval_every", "eval_seed", "time_limit", "horizon", "plans",
                       "demos", "expert", "backend", "executor", "ray_address", "rollout_workers",
                       tree=lambda: experiment_class(TrainConfig))  # fmt: skip
     def train_cmd(
@@ -115,9 +115,11 @@ def register_bench(bench_app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed"),
         as_json: bool = typer.Option(False, "--json", help="JSON only: a list, one object per worker count."),
+        config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     ) -> None:
-        """Training throughput with 1..N rollout workers: decisions/s (updates included), speedup, efficiency
-        and where the time goes."""
+        """Training throughput with 1..N rollout workers: decisions/s (updates included), speedup, efficiency,
+        where the time goes and peak memory (learner and each worker)."""
         import json
 
         from agents.bench import throughput
@@ -137,12 +139,19 @@ def register_bench(bench_app: typer.Typer) -> None:
             counts.append(free_cores() if n == 0 else n)
         if 1 not in counts:
             counts.insert(0, 1)  # the speedup's yardstick
-        rows = throughput(scenario, agents, counts, method=method, iterations=iterations, seed=seed)
+        base = resolve_train(config, set_, {})
+        from agents.methods import check_method
+
+        check_method(method)
+        rows = throughput(scenario, agents, counts, method=method, iterations=iterations, seed=seed, base=base)
         if not as_json:
             for r in rows:
                 sh = "  ".join(f"{k} {v:.0%}" for k, v in r["share"].items())
+                mem = f"learner {r['learner_peak_mb']:.0f} MiB" + (
+                    f", workers {'/'.join(f'{m:.0f}' for m in r['worker_peak_mb'])} MiB" if r["worker_peak_mb"] else ""
+                )
                 typer.echo(f"{r['workers']} workers: {r['decisions_per_s']:.0f} decisions/s, speedup {r['speedup']:.2f}, "
-                           f"efficiency {r['efficiency']:.2f}; {sh}", err=True)  # fmt: skip
+                           f"efficiency {r['efficiency']:.2f}; {sh}; peak {mem}", err=True)  # fmt: skip
         print(json.dumps(rows, indent=None if as_json else 1))
 
 

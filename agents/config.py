@@ -75,6 +75,10 @@ class RunConfig:
     eval_seed: int = field(
         default=10_000, metadata=limits(ge=0, le=MAX_SEED, note="SUMO's seeds are 32-bit")
     )  # SUMO seed of every evaluation episode
+    # s of simulated time after which a training episode is cut: its unfinished agents are truncated and
+    # their values bootstrapped (no timeout penalty: the cut is not part of the task). Evaluations always
+    # run the whole horizon. null: training episodes run the whole horizon too
+    time_limit: float | None = field(default=None, metadata=limits(gt=0))
     seeds: int = field(default=3, metadata=limits(gt=0))  # compare: seeds per method (0 .. N-1)
     workers: int | None = field(
         default=None, metadata=limits(gt=0)

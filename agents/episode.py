@@ -12,6 +12,29 @@ import numpy as np
 from agents.base import Method
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MiB: since it started, or since `reset_peak_rss`."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-memory count (Linux: clear_refs 5 resets VmHWM); elsewhere nothing happens."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def make_env(scenario, cfg, settings: dict):
     """The env of a run: the tree's env section with the settings the method fixes (`Method.env_settings`)."""
     from cosim import VehicleRoutingEnv
@@ -19,9 +42,10 @@ def make_env(scenario, cfg, settings: dict):
     return VehicleRoutingEnv(scenario, dataclasses.replace(cfg.env, **settings))
 
 
-def run_episode(env, method: Method, seed: int, train: bool) -> dict:
+def run_episode(env, method: Method, seed: int, train: bool, time_limit: float | None = None) -> dict:
     """One episode; returns the env's metrics plus return and the time split (seconds). The SUMO part of
-    the split is the kernel's own count (`Kernel.count_sumo_time`), 0 where it is not counting."""
+    the split is the kernel's own count (`Kernel.count_sumo_time`), 0 where it is not counting.
+    `time_limit` cuts the episode after that many simulated s (`VehicleRoutingEnv.reset`'s option)."""
     from cosim.errors import SumoFault
 
     clock = time.perf_counter
@@ -47,7 +71,7 @@ def run_episode(env, method: Method, seed: int, train: bool) -> dict:
             sumo_env += sumo_seconds() - s0
 
     try:
-        obs, infos = in_env(env.reset, seed=seed)
+        obs, infos = in_env(env.reset, seed=seed, options={"time_limit": time_limit} if time_limit else None)
     except SumoFault as exc:  # SUMO failed to start twice
         metrics = {"sumo_fault": True, "fault": str(exc)[:200], "decisions": 0}
     else:
@@ -78,5 +102,6 @@ def run_episode(env, method: Method, seed: int, train: bool) -> dict:
         t_torch_update_s=method.timers.get("torch_update", 0.0),
         t_python_s=wall - t_env - torch_s - (sumo_s - sumo_env),  # runner + method Python
         decisions_per_s=(metrics.get("decisions", 0) / wall) if wall > 0 else 0.0,
+        peak_rss_mb=peak_rss_mb(),  # of the process that ran it (a rollout worker's own)
     )
     return row

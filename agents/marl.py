@@ -4,7 +4,9 @@ Every agent decides only at junctions, so an agent's transitions are (obs, actio
 the reward summed until its next decision or the end of its trip (the env delivers the reward of an
 action with the agent's next decision or at termination). The reward an agent gets before its first
 decision belongs to no action and is not learned from. Reaching the horizon counts as terminal: the
-timeout penalty is in the reward and the time of day is in the observation.
+timeout penalty is in the reward and the time of day is in the observation. A training time limit
+(``run.time_limit``) is not part of the task: an agent it cuts is bootstrapped from the critic's value
+of its final observation (`compute_gae`'s ``bootstrap``).
 
 * IPPO: the critic sees the agent's own observation.
 * MAPPO: the critic sees agent-specific global state, ``[env.state(), own observation]``, taken at the
@@ -34,13 +36,14 @@ from agents.ppo.core import PPO, ActorCritic, Batch, ExtraLoss, PPOConfig, compu
 
 
 class _Step:
-    __slots__ = ("obs", "mask", "state_row", "action", "logp", "value", "reward", "done")
+    __slots__ = ("obs", "mask", "state_row", "action", "logp", "value", "reward", "done", "bootstrap")
 
     def __init__(self, obs, mask, state_row, action, logp, value):
         self.obs, self.mask, self.state_row = obs, mask, state_row
         self.action, self.logp, self.value = action, logp, value
         self.reward = 0.0
         self.done = False
+        self.bootstrap = 0.0  # the value beyond a time limit's cut (0: the sequence really ended)
 
 
 class PPOLearner(Method):
@@ -88,6 +91,9 @@ class PPOLearner(Method):
         }
 
     # -------------------------------------------------------------------------------- acting
+    def schedule(self, episode: int) -> None:
+        self.policy.set_prior(self.cfg.prior_at(episode))
+
     def begin_episode(self, env, train: bool) -> None:
         self.traj: dict[str, list[_Step]] = {}
         self.states: list[np.ndarray] = []
@@ -138,6 +144,21 @@ class PPOLearner(Method):
                     t = traj.get(name)
                     if t:
                         t[-1].done = True
+        cut = [n for n, d in trunc.items() if d and traj.get(n) and "final_observation" in infos.get(n, ())]
+        if cut:
+            self._bootstrap(env, cut, infos)
+
+    def _bootstrap(self, env, names: list[str], infos: dict) -> None:
+        """The critic's value of where each agent stood when a time limit cut it: one batched pass."""
+        o = np.stack([infos[n]["final_observation"] for n in names])
+        idx = torch.from_numpy(np.fromiter((self.index[n] for n in names), dtype=np.int64, count=len(names)))
+        critic_in = o
+        if self.critic == "central":
+            critic_in = np.concatenate([np.broadcast_to(env.state(), (len(names), self.state_size)), o], axis=1)
+        with torch.no_grad():
+            v = self.policy.value(torch.from_numpy(np.ascontiguousarray(critic_in, dtype=np.float32)), idx).numpy()
+        for n, value in zip(names, v):
+            self.traj[n][-1].bootstrap = float(value)
 
     # -------------------------------------------------------------------------------- learning
     def episode_payload(self) -> dict | None:
@@ -162,6 +183,7 @@ class PPOLearner(Method):
             "value": np.array([s.value for s in steps], dtype=np.float64),
             "reward": np.array([s.reward for s in steps], dtype=np.float64),
             "done": np.array([s.done for s in steps], dtype=np.float64),
+            "bootstrap": np.array([s.bootstrap for s in steps], dtype=np.float64),
             "agent_idx": np.array(agent_idx, dtype=np.int64),
         }
         if self.critic == "central":
@@ -176,7 +198,8 @@ class PPOLearner(Method):
             return np.concatenate([p[key] for p in payloads]) if len(payloads) > 1 else payloads[0][key]
 
         values = cat("value")
-        adv, ret = compute_gae(cat("reward"), values, cat("done"), self.cfg.gamma, self.cfg.gae_lambda)
+        adv, ret = compute_gae(cat("reward"), values, cat("done"), self.cfg.gamma, self.cfg.gae_lambda,
+                               bootstrap=cat("bootstrap"))  # fmt: skip
         obs = torch.from_numpy(cat("obs"))
         if self.critic == "central":
             states = np.concatenate([p["states"][p["state_row"]] for p in payloads])
@@ -211,6 +234,7 @@ class PPOLearner(Method):
         logs = self.ppo.update(self.batch_from(payloads))
         self.timers["torch_update"] = self.timers.get("torch_update", 0.0) + time.perf_counter() - t0
         logs["update_skipped"] = False
+        logs["action_prior"] = float(self.policy.prior[0])
         return logs
 
     def end_episode(self, env, train: bool, faulted: bool) -> dict:

@@ -35,7 +35,7 @@ import numpy as np
 
 from agents.base import Method, TrainError
 from agents.config import TrainConfig
-from agents.episode import make_env, run_episode
+from agents.episode import make_env, peak_rss_mb, run_episode
 from agents.methods import make_method
 from core.jsonio import atomic_write, clean, remove_stale_temps
 from core.settings import diff
@@ -171,10 +171,46 @@ def _determinism() -> tuple[int, bool]:
     return old
 
 
+class _LineProgress:
+    """Where stderr is no terminal (a log file, a batch job), the progress bar's content as one plain line
+    per update: episode, elapsed time, ETA and the status line. Same calls as rich's Progress."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.t0, self.tasks = stream, time.monotonic(), {}
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def stop(self) -> None:
+        pass
+
+    def add_task(self, description: str, total: int, completed: int = 0, status: str = "") -> int:
+        self.tasks[0] = {"description": description, "total": total, "first": completed}
+        return 0
+
+    def update(self, task: int, completed: int, status: str = "") -> None:
+        t = self.tasks[task]
+        elapsed = time.monotonic() - self.t0
+        done = completed - t["first"]
+        eta = elapsed / done * (t["total"] - completed) if done > 0 else float("nan")
+
+        def hms(x: float) -> str:
+            return "?" if x != x else f"{int(x) // 3600}:{int(x) % 3600 // 60:02d}:{int(x) % 60:02d}"
+
+        print(f"{t['description']}: episode {completed}/{t['total']}  elapsed {hms(elapsed)}  ETA {hms(eta)}  "
+              f"{status}", file=self.stream, flush=True)  # fmt: skip
+
+
 def _progress(enabled: bool):
     if not enabled:
         return None
+    import sys
+
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return _LineProgress(sys.stderr)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -191,7 +227,7 @@ def _progress(enabled: bool):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
-        console=Console(stderr=True),
+        console=console,
     )
 
 
@@ -375,10 +411,18 @@ def _count(state: dict, row: dict) -> None:
 
 
 def _status(state: dict, latest: dict | None, speed: str) -> str:
-    """The progress bar's status line: the latest travel time, the speed, the faults so far."""
-    mtt = (latest or {}).get("mean_travel_time")
-    travel = f"travel {mtt:.0f} s  " if isinstance(mtt, (int, float)) else ""
-    return f"{travel}{speed}  faults {state['sumo_faults']}"
+    """The progress bar's status line (beside the episode count, elapsed time and ETA): the latest episode's
+    simulated time, arrivals and travel time, the speed, the faults so far."""
+    latest = latest or {}
+    parts = []
+    if isinstance(latest.get("sim_time"), (int, float)):
+        parts.append(f"{latest.get('phase', '')} sim {latest['sim_time']:.0f} s".strip())
+    if isinstance(latest.get("arrived"), int) and latest.get("agents"):
+        parts.append(f"arrived {latest['arrived']}/{latest['agents']}")
+    mtt = latest.get("mean_travel_time")
+    if isinstance(mtt, (int, float)):
+        parts.append(f"travel {mtt:.0f} s")
+    return "  ".join([*parts, speed, f"faults {state['sumo_faults']}"])
 
 
 def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
@@ -437,7 +481,8 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         while state["episode"] < cfg.run.episodes:
             e = state["episode"] + 1
             t0 = time.perf_counter()
-            row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True)
+            method.schedule(e)
+            row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True, time_limit=cfg.run.time_limit)
             state["wall_s"] += time.perf_counter() - t0
             state["episode"] = e
             _count(state, row)
@@ -480,6 +525,7 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
             k = min(pool.n, cfg.run.episodes - state["episode"])
             jobs = [Job(e, episode_seed(cfg.run.seed, e), True) for e in range(first, first + k)]
             t0 = time.perf_counter()
+            method.schedule(first)  # before the weights go out: the workers act with it
             t_send = time.perf_counter()
             weights = weights_bytes(method) if method.learns else None
             t_send = time.perf_counter() - t_send
@@ -489,7 +535,8 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
             for job, (row, payload) in zip(jobs, results):
                 state["episode"] = job.episode
                 _count(state, row)
-                write(_row("train", state, job.episode, job.seed, state["wall_s"] + t_rollout, row))
+                last_row = _row("train", state, job.episode, job.seed, state["wall_s"] + t_rollout, row)
+                write(last_row)
                 payloads.append(payload)
             t1 = time.perf_counter()
             logs = method.learn(payloads) if method.learns else {}
@@ -498,6 +545,7 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
             state["wall_s"] += time.perf_counter() - t0
             decisions = sum(int(r.get("decisions") or 0) for r, _ in results)
             write({"phase": "update", "episode": state["episode"], "env_steps": state["env_steps"],
+                   "learner_peak_rss_mb": peak_rss_mb(),
                    "wall_s": state["wall_s"], "episodes": k, "workers": pool.n, "workers_replaced": pool.replaced,
                    "t_rollout_s": t_rollout, "t_update_s": t_update, "t_weights_s": t_send,
                    "decisions_per_s": decisions / max(time.perf_counter() - t0, 1e-9), **logs})  # fmt: skip
@@ -508,7 +556,7 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
             last_eval = evaluate() if due else {}
             checkpoint()
             if bar is not None:
-                bar.update(task, completed=last, status=_status(state, last_eval, f"{pool.n} workers"))
+                bar.update(task, completed=last, status=_status(state, last_eval or last_row, f"{pool.n} workers"))
     finally:
         pool.close()
 

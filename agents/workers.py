@@ -56,6 +56,7 @@ class Rollouts:
 
         cfg, scenario_path, method = pickle.loads(blob)
         self.index = index
+        self.time_limit = cfg.run.time_limit
         self.env = make_env(Scenario.load(scenario_path), cfg, method.env_settings)
         method.collect_only = True  # end_episode keeps the samples for the learner instead of updating
         self.method = method
@@ -71,7 +72,8 @@ class Rollouts:
             self.method.policy.load_state_dict(torch.load(io.BytesIO(weights)))
         torch.manual_seed(job.seed)  # the episode's action sampling depends on it alone
         t_load = time.perf_counter() - t0
-        row = run_episode(self.env, self.method, job.seed, train=job.train)
+        row = run_episode(self.env, self.method, job.seed, train=job.train,
+                          time_limit=self.time_limit if job.train else None)  # fmt: skip
         payload = self.method.take_payload() if job.train and self.method.learns else None
         row["t_transfer_s"] = t_load
         row["worker"] = self.index

@@ -38,10 +38,9 @@ def run_app(app, argv: list[str] | None = None) -> None:
     Ctrl-C into a silent exit status 130 (it returns 130 in this mode, which nothing else here returns)."""
     import sys
 
-    import click
-
     from core.secrets import redact, redact_logging
 
+    abort, usage, leave = _click_exceptions()
     redact_logging()
     try:
         code = app(argv, standalone_mode=False)
@@ -50,15 +49,32 @@ def run_app(app, argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *abort):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.ClickException as exc:  # usage errors: click's own message and status
-        exc.show()
+    except usage as exc:  # an unknown flag, a value of the wrong type: click's message, on one line
+        command = getattr(getattr(exc, "ctx", None), "command_path", "") or "cosim"
+        message = " ".join(redact(exc.format_message()).split())
+        print(f"error: {message} (see `{command} --help`)", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except leave as exc:
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(Abort, ClickException, Exit) classes of click and of the copy of click that typer >= 0.2x carries
+    inside itself (`typer._click`): the command line is parsed by the latter, and an exception of one is
+    not an instance of the other's classes."""
+    import importlib
+
+    mods = []
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return tuple(tuple(getattr(m, cls) for m in mods if hasattr(m, cls)) for cls in ("Abort", "ClickException", "Exit"))
 
 
 def standalone(register, help: str, argv: list[str] | None = None) -> None:

@@ -70,6 +70,8 @@ SHORTCUTS: dict[str, Shortcut] = {
         Shortcut("seeds", "run.seeds", ("--seeds",), int),
         Shortcut("eval_every", "run.eval_every", ("--eval-every",), int),
         Shortcut("eval_seed", "run.eval_seed", ("--eval-seed",), int),
+        Shortcut("time_limit", "run.time_limit", ("--time-limit",), float,
+                 "Cut training episodes after this many simulated s, bootstrapping the values (null: the horizon)."),
         Shortcut("workers", "run.workers", ("--workers", "-w"), int),
         Shortcut("rollout_workers", "run.rollout_workers", ("--workers", "-w"), str,
                  "Rollout worker processes, each with its own SUMO (auto: one per free core).",

@@ -252,6 +252,16 @@ class VehicleRoutingEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, options: dict | None = None):
+        """A new episode with SUMO seed `seed`. ``options={"time_limit": s}`` cuts it after `s` simulated
+        seconds (a training budget, not part of the task): agents still driving then are truncated without
+        the timeout penalty, and their infos hold ``final_observation`` and ``final_action_mask``, what
+        they would see at their next fork (or at the end of the edge they are on, when no fork is left),
+        so that a learner can bootstrap their values. The horizon ends an episode as before."""
+        limit = (options or {}).get("time_limit")
+        if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
+            raise CosimError(f"time_limit must be a number of seconds > 0, got {limit!r}")
+        self._end = self.begin + (min(float(limit), self.horizon) if limit is not None else self.horizon)
+        self._cut = limit is not None and float(limit) < self.horizon
         if seed is not None:
             self._rng = np.random.default_rng(seed)
             sumo_seed = int(seed)
@@ -356,12 +366,12 @@ class VehicleRoutingEnv(ParallelEnv):
         # the scheduler changes these in place only (between episodes it makes new ones)
         heap, due, ready = sched.heap, sched.due, sched.ready
         live, finished = self.agents, self._finished  # changed in place until the next return
-        end = self.begin + self.horizon  # on the scenario's clock
+        end = self._end  # on the scenario's clock: the horizon, or the episode's time limit
         traffic, intent, edge_ids, team = self.traffic, self.intent, self.graph.edges, self.team
         try:
             while True:
                 if self.time >= end:
-                    return self._finish(truncated=True)
+                    return self._finish(truncated=True, cut=self._cut)
                 ev = k.step()
                 if team:
                     if self._paid:
@@ -512,27 +522,48 @@ class VehicleRoutingEnv(ParallelEnv):
             "sumo_fault": fault,
         }
 
-    def _finish(self, truncated: bool, fault: bool = False):
-        """Horizon reached (or SUMO failed): every live agent is truncated, except those that arrived since
-        the last return (terminated, with their reward up to the arrival). Agents whose vehicles never
-        departed were never live: they appear only in the metrics."""
+    def _finish(self, truncated: bool, fault: bool = False, cut: bool = False):
+        """Horizon or time limit reached (or SUMO failed): every live agent is truncated, except those that
+        arrived since the last return (terminated, with their reward up to the arrival). Agents whose
+        vehicles never departed were never live: they appear only in the metrics. At a time limit (`cut`)
+        the truncated get no timeout penalty and a final observation (see `reset`)."""
         live = self.agents
         now = self.time
         obs = dict.fromkeys(live, self._idle_obs)
         rew, term, trunc, infos = {}, dict.fromkeys(live, False), dict.fromkeys(live, True), {}
+        driving = [self._by_name[n] for n in live if self._by_name[n].status != DONE]
+        roads = dict(zip((a.name for a in driving), self.kernel.positions([a.name for a in driving]))) if cut else {}
         for name in live:
             a = self._by_name[name]
             if a.status == DONE:
                 rew[name] = self._cost(a, a.arrival_time, False, a.arrival_clock)
                 term[name], trunc[name] = True, False
+                infos[name] = self._final_info(a, fault)
             else:
-                rew[name] = self._cost(a, now, True, self._team_clock) if not fault else 0.0
-            infos[name] = self._final_info(a, fault)
+                rew[name] = self._cost(a, now, not cut, self._team_clock) if not fault else 0.0
+                infos[name] = self._final_info(a, fault)
+                if cut:
+                    infos[name].update(self._final_observation(a, roads[name][0]))
         self._finished = []
         self._scheduler.ready.clear()
         self.agents = []
         self._summarise(truncated=truncated, fault=fault)
         return obs, rew, term, trunc, infos
+
+    def _final_observation(self, a: AgentState, road: str) -> dict:
+        """What an agent cut by the time limit would see next: the choice at its next fork, or, with no
+        fork left, at the end of the edge it is on (one candidate). Nothing on its destination edge: its
+        trip is as good as over (the learner bootstraps 0)."""
+        e = a.next_decision_edge
+        if e < 0:
+            e = self.graph.index.get(road, a.route[0] if a.route else a.last_edge)
+        if e < 0 or e == a.dest:
+            return {"time_limit": True}
+        c = self.choice_at(e, a.dest)
+        if not c.edges:
+            return {"time_limit": True}
+        return {"time_limit": True, "final_observation": self._observe(a, c),
+                "final_action_mask": self._masks[len(c.edges)]}  # fmt: skip
 
     def _fault(self, exc: Exception):
         self.faults += 1
@@ -563,6 +594,7 @@ class VehicleRoutingEnv(ParallelEnv):
             "missed_decisions": self._scheduler.missed,
             "rejected_commands": self._rejected,
             "truncated": truncated,
+            "time_limit": self._end - self.begin if self._cut else None,  # s, where a time limit cut it short
             "sumo_fault": fault,
             "sumo_faults_total": self.faults,
             "all_vehicles_mean_travel_time": stats.get("duration", float("nan")),

@@ -44,6 +44,20 @@ class PPOConfig:
     # choice): an untrained policy then drives like the app plus exploration (3.0: ~90 % action 0 among
     # three candidates) and learns a residual over it. 0: a plain policy, every action alike at the start
     action_prior: float = field(default=0.0, metadata=limits(ge=0, le=20))
+    # the exploration schedule: the prior moves linearly from action_prior (training episode 1) to
+    # action_prior_end (episode action_prior_episodes and after); None: constant. With rollout workers
+    # an iteration's episodes share the prior of its first episode (one update, one policy)
+    action_prior_end: float | None = field(default=None, metadata=limits(ge=0, le=20))
+    action_prior_episodes: int = field(default=0, metadata=limits(ge=0))
+
+    def prior_at(self, episode: int) -> float:
+        """The action prior of training episode `episode` (1-based) under the schedule."""
+        start, end, n = self.action_prior, self.action_prior_end, self.action_prior_episodes
+        if end is None:
+            return float(start)
+        if episode >= n:
+            return float(end)
+        return float(start + (end - start) * (episode - 1) / (n - 1))
 
     @classmethod
     def from_dict(cls, d: dict) -> PPOConfig:

@@ -33,26 +33,31 @@ def compute_gae(
     gamma: float = 0.99,
     lam: float = 0.95,
     last_value: float = 0.0,
+    bootstrap: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Advantages and returns (= advantage + value) for transitions laid out one after another.
 
-    Transition t is followed by t+1 unless ``dones[t]`` is 1 (its sequence ends there: no bootstrap), so
-    the sequences of several agents can be concatenated, each ending with a done. A last transition
-    that is not done bootstraps from ``last_value`` (a rollout cut mid-sequence).
+    Transition t is followed by t+1 unless ``dones[t]`` is 1 (its sequence ends there), so the sequences
+    of several agents can be concatenated, each ending with a done. A sequence that ends because a time
+    limit cut it, not because the agent arrived, goes on beyond the cut: ``bootstrap[t]`` holds the
+    critic's value of where the agent stood then (0 for a real end), and the done transition is worth
+    ``r_t + gamma * bootstrap[t]`` (Pardo et al., "Time Limits in Reinforcement Learning", 2018). A last
+    transition that is not done bootstraps from ``last_value`` (a rollout cut mid-sequence).
 
-        delta_t = r_t + gamma * V_{t+1} * (1 - d_t) - V_t
+        delta_t = r_t + gamma * (V_{t+1} * (1 - d_t) + b_t * d_t) - V_t
         A_t     = delta_t + gamma * lam * (1 - d_t) * A_{t+1}
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     dones = np.asarray(dones, dtype=np.float64)
+    boot = np.zeros(len(rewards)) if bootstrap is None else np.asarray(bootstrap, dtype=np.float64)
     n = len(rewards)
     adv = np.zeros(n, dtype=np.float64)
     last = 0.0
     for t in range(n - 1, -1, -1):
         nonterminal = 1.0 - dones[t]
         nxt = values[t + 1] if t + 1 < n else last_value
-        delta = rewards[t] + gamma * nxt * nonterminal - values[t]
+        delta = rewards[t] + gamma * (nxt * nonterminal + boot[t] * dones[t]) - values[t]
         last = delta + gamma * lam * nonterminal * last
         adv[t] = last
     return adv.astype(np.float32), (adv + values).astype(np.float32)
@@ -129,19 +134,27 @@ class ActorCritic(nn.Module):
     ):
         super().__init__()
         self.obs_size, self.n_actions = obs_size, n_actions
-        # a fixed logit bonus for action 0 (the env's first candidate: live-fastest or free-flow shortest),
-        # so the network learns a residual over that choice; a setting, not a parameter (not in state_dict)
-        self.prior = torch.zeros(n_actions)
-        self.prior[0] = float(action_prior)
-        self.action_prior = float(action_prior)
+        # a logit bonus for action 0 (the env's first candidate: live-fastest or free-flow shortest), so the
+        # network learns a residual over that choice. A buffer, not a parameter: no gradient, but it travels
+        # with the weights (to rollout workers, into checkpoints), since the exploration schedule moves it
+        self.register_buffer("prior", torch.zeros(n_actions))
+        self.set_prior(action_prior)
         self.critic_size = critic_size or obs_size
         self.n_agents, self.shared = n_agents, shared
         self.actor = MLP(obs_size, n_actions, hidden, n_agents, shared, out_std=0.01, agent_id=agent_id)
         self.critic = MLP(self.critic_size, 1, hidden, n_agents, shared, out_std=1.0, agent_id=agent_id)
 
+    def set_prior(self, value: float) -> None:
+        self.prior[0] = float(value)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint from before the prior travelled with the weights: its policy had the tree's prior
+        state_dict.setdefault(prefix + "prior", self.prior.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def logits(self, obs, mask, agent_idx=None) -> torch.Tensor:
         raw = self.actor(obs, agent_idx)
-        return masked_logits(raw + self.prior if self.action_prior else raw, mask)
+        return masked_logits(raw + self.prior, mask)  # + 0 leaves every bit of a prior-free policy as it was
 
     def dist(self, obs, mask, agent_idx=None) -> torch.distributions.Categorical:
         return torch.distributions.Categorical(logits=self.logits(obs, mask, agent_idx), validate_args=False)
