@@ -52,6 +52,8 @@ class PPOLearner(Method):
     learns = True
     collect_only = False  # set in rollout workers: end_episode keeps the samples (take_payload) for the learner
     _payload: dict | None = None
+    _sample_eval = False  # this episode is an evaluation that samples (PPOConfig.eval_actions)
+    _eval_draws = None
 
     def __init__(self, cfg: PPOConfig, critic: str = "local", name: str = "ippo", extra_loss: ExtraLoss | None = None):
         super().__init__()
@@ -97,6 +99,8 @@ class PPOLearner(Method):
     def begin_episode(self, env, train: bool) -> None:
         self.traj: dict[str, list[_Step]] = {}
         self.states: list[np.ndarray] = []
+        self._eval_draws = None  # an evaluation that samples: a generator seeded at its first decision
+        self._sample_eval = not train and self.cfg.eval_actions == "sample"
 
     def act(self, env, obs: dict, train: bool) -> dict:
         names = env.deciding_agents
@@ -113,13 +117,16 @@ class PPOLearner(Method):
                 self.states.append(env.state())
                 state_row = len(self.states) - 1
                 critic_in = np.concatenate([np.broadcast_to(self.states[-1], (len(names), self.state_size)), o], axis=1)
+        if self._sample_eval and self._eval_draws is None:  # the env is reset by now: its seed is known
+            self._eval_draws = torch.Generator().manual_seed(int(env.sumo_seed))
         t0 = time.perf_counter()
         a, logp, v = self.policy.act(
             torch.from_numpy(o),
             torch.from_numpy(m),
             None if critic_in is None else torch.from_numpy(critic_in),
             torch.from_numpy(idx),
-            greedy=not train,
+            greedy=not train and not self._sample_eval,
+            generator=self._eval_draws,
         )
         a, logp = a.numpy(), logp.numpy()
         v = v.numpy() if v is not None else None

@@ -606,6 +606,11 @@ class VehicleRoutingEnv(ParallelEnv):
 
     # ------------------------------------------------------------------ extras
     @property
+    def sumo_seed(self) -> int:
+        """The SUMO seed of the current (or last) episode."""
+        return self._sim_seed
+
+    @property
     def deciding_agents(self) -> list[str]:
         """Agents at a decision point now: the ones whose action counts (others may be omitted)."""
         return [a.name for a in self._scheduler.ready]

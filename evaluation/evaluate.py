@@ -22,6 +22,7 @@ from pathlib import Path
 import typer
 
 from core.errors import UserError, check_positive, check_seed
+from core.settings import SET_HELP
 
 EVAL_METRICS = ("mean_travel_time", "arrival_rate", "return", "teleports", "mean_travel_time_arrived",
                 "all_vehicles_mean_travel_time", "decisions")  # fmt: skip
@@ -42,20 +43,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return p
 
 
-def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, horizon: float | None = None):
+def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, horizon: float | None = None,
+                           sets: list[str] | tuple[str, ...] = ()):  # fmt: skip
     """The run's tree (settings the checkpoint does not record take their defaults), moved to `scenario`
-    with the given agent count and horizon (None: that city's own)."""
+    with the given agent count and horizon (None: that city's own), then the `--set` overrides."""
     from dataclasses import replace
 
-    from core.settings import SettingsError, from_dict
+    from core.settings import SettingsError, from_dict, resolve
     from evaluation.config import ExperimentConfig
 
     try:
         cfg = from_dict(ExperimentConfig, ck.get("config") or {})
     except SettingsError as exc:
         raise EvaluateError(f"the checkpoint's configuration does not fit this version: {exc}") from None
-    return replace(cfg, scenario=replace(cfg.scenario, name=scenario),
-                   env=replace(cfg.env, n_agents=agents, horizon=horizon))  # fmt: skip
+    cfg = replace(cfg, scenario=replace(cfg.scenario, name=scenario),
+                  env=replace(cfg.env, n_agents=agents, horizon=horizon))  # fmt: skip
+    if sets:
+        try:
+            cfg = resolve(ExperimentConfig, None, sets, base=cfg)
+        except SettingsError as exc:
+            raise EvaluateError(str(exc)) from None
+    return cfg
 
 
 def load_weights(method, state: dict) -> dict:
@@ -88,15 +96,16 @@ def load_weights(method, state: dict) -> dict:
     return {"actor": True, "critic": critic_fits}
 
 
-def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, horizon: float | None = None):
-    """(cfg, method, env, ck, loaded) ready to act greedily on `scenario` (a built Scenario)."""
+def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, horizon: float | None = None,
+            sets: list[str] | tuple[str, ...] = ()):  # fmt: skip
+    """(cfg, method, env, ck, loaded) ready to act on `scenario` (a built Scenario)."""
     from agents.episode import make_env
     from agents.methods import make_method
     from agents.runner import load_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     ck = load_checkpoint(path)
-    cfg = config_from_checkpoint(ck, scenario=scenario.name, agents=agents, horizon=horizon)
+    cfg = config_from_checkpoint(ck, scenario=scenario.name, agents=agents, horizon=horizon, sets=sets)
     state = ck.get("method")
     if isinstance(state, dict) and "policy" in state:
         # a PPO-family learner (IPPO, MAPPO, RELED and its variants): acting greedily needs only its
@@ -170,7 +179,11 @@ def evaluate_checkpoint(
     agents: int | None = None,
     horizon: float | None = None,
     seed: int | None = None,
+    sets: list[str] | tuple[str, ...] = (),
 ) -> dict:
+    """`cosim evaluate`: the checkpoint's policy on `scenario`, `episodes` seeds from `seed` on. `sets`
+    (``--set``) change the run's settings for this evaluation: ``algorithm.ppo.eval_actions=sample``,
+    ``scenario.demand_scale=1.5`` (the city is then built at that demand), env settings."""
     from evaluation.results import stats
     from scenarios import ensure_built
 
@@ -183,8 +196,15 @@ def evaluate_checkpoint(
     if seed is not None:
         check_seed("--seed", seed, count=episodes)
     resolve_checkpoint(checkpoint)  # a missing checkpoint is reported before building a city
-    sc = ensure_built(scenario)
-    cfg, method, env, ck, loaded = rebuild(checkpoint, sc, agents=agents, horizon=horizon)
+    from core.settings import SettingsError, resolve
+    from evaluation.config import ExperimentConfig
+
+    try:
+        overrides = resolve(ExperimentConfig, None, sets).scenario.overrides() if sets else {}
+    except SettingsError as exc:
+        raise EvaluateError(str(exc)) from None
+    sc = ensure_built(scenario, **overrides)
+    cfg, method, env, ck, loaded = rebuild(checkpoint, sc, agents=agents, horizon=horizon, sets=sets)
     trained = ((ck.get("config") or {}).get("scenario") or {}).get("name")
     base = cfg.run.eval_seed if seed is None else seed
     rows = []
@@ -202,6 +222,7 @@ def evaluate_checkpoint(
         "scenario": sc.name,
         "same_city": Path(str(trained)).name == sc.name,
         "agents": len(env.possible_agents),
+        "actions": cfg.algorithm.ppo.eval_actions if getattr(method, "policy", None) is not None else "fixed",
         "loaded": loaded,
         "episodes": rows,
         "mean": {k: stats([r.get(k) for r in rows]) for k in EVAL_METRICS},
@@ -213,7 +234,8 @@ def _print_table(res: dict) -> None:
     from rich.table import Table
 
     t = Table(
-        title=f"{res['method']} trained on {res['trained_on']} -> {res['scenario']} ({res['agents']} agents, greedy)"
+        title=f"{res['method']} trained on {res['trained_on']} -> {res['scenario']} ({res['agents']} agents, "
+        f"{res['actions']} actions)"
     )
     for c in ("episode", "seed", "mean travel time s", "arrival rate", "return", "teleports", "decisions"):
         t.add_column(c, justify="right")
@@ -255,9 +277,12 @@ def register(app: typer.Typer) -> None:
             None, "--seed", help="SUMO seed of the first episode (default: the run's evaluation seed)."
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        set_: list[str] = typer.Option(
+            [], "--set", help=SET_HELP + " E.g. algorithm.ppo.eval_actions=sample, scenario.demand_scale=1.5."
+        ),
     ) -> None:
-        """Run a trained policy greedily on a city it never saw and report the training metrics."""
-        res = evaluate_checkpoint(checkpoint, scenario, episodes, agents, horizon, seed)
+        """Run a trained policy (greedily, unless the run samples) on any city and report the training metrics."""
+        res = evaluate_checkpoint(checkpoint, scenario, episodes, agents, horizon, seed, sets=set_)
         if as_json:
             print(json.dumps(res, indent=1, default=str))
         else:

@@ -42,7 +42,7 @@ def test_the_tree_has_its_sections_and_each_default_once():
 
 def test_precedence_defaults_file_flags_set(tmp_path):
     f = tmp_path / "exp.toml"
-    f.write_text('[env]\nreward_scale = 30.0\nn_agents = 7\n[algorithm.ppo]\nlr = 0.002\n[run]\nepisodes = 9\n')
+    f.write_text("[env]\nreward_scale = 30.0\nn_agents = 7\n[algorithm.ppo]\nlr = 0.002\n[run]\nepisodes = 9\n")
     t = resolve(ExperimentConfig, f, ["run.episodes=11", "gamma=0.9"], {"env.n_agents": 8, "run.seed": None})
     assert (t.env.reward_scale, t.env.n_agents, t.algorithm.ppo.lr, t.run.episodes) == (30.0, 8, 0.002, 11)
     assert t.algorithm.ppo.gamma == 0.9 and t.run.seed == 0  # a bare key names its one setting; None = not given
@@ -52,11 +52,31 @@ def test_precedence_defaults_file_flags_set(tmp_path):
     assert resolve(ExperimentConfig, run) == t
 
 
+def test_the_example_configs_resolve_into_valid_trees():
+    """The files under examples/ are what the docs tell users to run: each must resolve and pass the
+    checks a run makes before it starts (ranges, workers against cores are left to the run)."""
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert examples
+    for f in examples:
+        t = resolve(ExperimentConfig, f)
+        problems = t.algorithm.ppo.problems()
+        assert not problems, (f.name, problems)
+        assert t.env.n_agents and t.run.episodes, f.name
+    city = resolve(ExperimentConfig, Path(__file__).parent.parent / "examples" / "adlershof-1000.toml")
+    assert (city.scenario.name, city.env.n_agents, city.run.rollout_workers) == ("adlershof", 1000, 2)
+    assert city.algorithm.ppo.action_prior > 0 and city.run.time_limit is not None
+
+
 @pytest.mark.parametrize(
     "sets, message",
     [
         (["envv.reward_scale=1"], r"--set envv\.reward_scale: unknown setting"),
-        (["env.reward_scal=1"], r"--set env\.reward_scal: unknown key 'reward_scal' in env; known: backend, continuation, control"),
+        (
+            ["env.reward_scal=1"],
+            r"--set env\.reward_scal: unknown key 'reward_scal' in env; known: backend, continuation, control",
+        ),
         (["env.reward_scale=abc"], r"env\.reward_scale must be a number, got 'abc'"),
         (["env.n_agents=2.5"], r"env\.n_agents must be an integer or null, got 2\.5"),
         (["algorithm.ppo.shared=1"], r"algorithm\.ppo\.shared must be true or false, got 1"),

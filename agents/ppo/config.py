@@ -49,6 +49,11 @@ class PPOConfig:
     # an iteration's episodes share the prior of its first episode (one update, one policy)
     action_prior_end: float | None = field(default=None, metadata=limits(ge=0, le=20))
     action_prior_episodes: int = field(default=0, metadata=limits(ge=0))
+    # how a policy acts outside training (evaluations, `cosim evaluate`, compare's final figures): "greedy"
+    # takes each agent's most likely action; "sample" draws from the policy with a generator seeded by the
+    # episode's SUMO seed (reproducible, and the same draws for every checkpoint). In a congestion game a
+    # shared greedy policy sends every agent in the same state the same way; the sampled one splits them
+    eval_actions: str = field(default="greedy", metadata=limits(choices=("greedy", "sample")))
 
     def prior_at(self, episode: int) -> float:
         """The action prior of training episode `episode` (1-based) under the schedule."""
@@ -74,6 +79,8 @@ class PPOConfig:
                 continue
             if kind.startswith("bool"):
                 ok, want = isinstance(v, bool), "true or false"
+            elif kind.startswith("str"):
+                ok, want = isinstance(v, str), "a word"
             elif kind.startswith("int"):
                 ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
             else:

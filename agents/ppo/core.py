@@ -178,12 +178,13 @@ class ActorCritic(nn.Module):
         return lp.gather(-1, actions.unsqueeze(-1)).squeeze(-1), entropy, self.value(critic_in, agent_idx)
 
     @torch.no_grad()
-    def act(self, obs, mask, critic_in=None, agent_idx=None, greedy: bool = False):
+    def act(self, obs, mask, critic_in=None, agent_idx=None, greedy: bool = False, generator=None):
         """Batched action selection for all deciding agents: (actions, log-probs, values); values are
-        None without critic input (greedy evaluation needs none). Plain log_softmax + multinomial:
-        several times faster than torch.distributions for a handful of rows."""
+        None without critic input (evaluation needs none). Plain log_softmax + multinomial: several times
+        faster than torch.distributions for a handful of rows. `generator`: draw from it instead of
+        torch's global stream (evaluations that sample leave the training stream alone)."""
         lp = self.log_probs(obs, mask, agent_idx)
-        a = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1).squeeze(-1)
+        a = lp.argmax(-1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator).squeeze(-1)
         logp = lp.gather(-1, a.unsqueeze(-1)).squeeze(-1)
         v = self.value(critic_in, agent_idx) if critic_in is not None else None
         return a, logp, v
