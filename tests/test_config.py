@@ -42,7 +42,7 @@ def test_the_tree_has_its_sections_and_each_default_once():
 
 def test_precedence_defaults_file_flags_set(tmp_path):
     f = tmp_path / "exp.toml"
-    f.write_text("[env]\nreward_scale = 30.0\nn_agents = 7\n[algorithm.ppo]\nlr = 0.002\n[run]\nepisodes = 9\n")
+    f.write_text('[env]\nreward_scale = 30.0\nn_agents = 7\n[algorithm.ppo]\nlr = 0.002\n[run]\nepisodes = 9\n')
     t = resolve(ExperimentConfig, f, ["run.episodes=11", "gamma=0.9"], {"env.n_agents": 8, "run.seed": None})
     assert (t.env.reward_scale, t.env.n_agents, t.algorithm.ppo.lr, t.run.episodes) == (30.0, 8, 0.002, 11)
     assert t.algorithm.ppo.gamma == 0.9 and t.run.seed == 0  # a bare key names its one setting; None = not given

@@ -33,9 +33,7 @@ SECRET = "sk-test-0123456789-do-not-leak"
 TINY = dict(seeds=2, episodes=3, agents=12, horizon=900.0, eval_every=1, workers=2)
 
 
-def run_cli(
-    command: str, *args: str, env_extra: dict | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
+def run_cli(command: str, *args: str, env_extra: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "cosim", command, *args], capture_output=True,
                           text=True, env=env, timeout=timeout)  # fmt: skip
@@ -102,9 +100,7 @@ def test_results_json_matches_the_runs_metrics(tiny):
     assert fb["level"] == level and fb["of"] == 2 and fb["reached"] == sum(f is not None for f in firsts)
     assert res["methods"]["shortest"]["first_beats"] == {}
     # every run recorded routes for the map only for its first seed
-    assert (out / "runs" / "ippo-s0" / "routes.json").exists() and not (
-        out / "runs" / "ippo-s1" / "routes.json"
-    ).exists()
+    assert (out / "runs" / "ippo-s0" / "routes.json").exists() and not (out / "runs" / "ippo-s1" / "routes.json").exists()
 
 
 @pytest.mark.slow
@@ -175,7 +171,7 @@ def test_report_renders_offline_in_headless_chromium(tiny, tmp_path):
     if keep:
         shutil.copy(shot, keep)
     dom = dump_dom(out / "report.html")
-    assert 'id="results"' in dom and 'id="runs"' in dom and dom.count("data:image/png;base64,") >= 3
+    assert "id=\"results\"" in dom and "id=\"runs\"" in dom and dom.count("data:image/png;base64,") >= 3
 
 
 @pytest.mark.slow
@@ -207,10 +203,7 @@ def test_a_failing_run_and_a_dying_worker_are_marked_and_the_others_finish(helsi
     assert status["random-s0"]["status"] == "failed" and "died" in status["random-s0"]["error"]
     for ok in ("shortest-s0", "random-s1"):
         assert status[ok]["status"] == "ok" and status[ok]["final"]["mean_travel_time"] > 0
-    assert (
-        res["methods"]["shortest"]["runs_failed"] == 1
-        and res["methods"]["shortest"]["final"]["mean_travel_time"]["n"] == 1
-    )
+    assert res["methods"]["shortest"]["runs_failed"] == 1 and res["methods"]["shortest"]["final"]["mean_travel_time"]["n"] == 1
     on_disk = json.loads((out / "results.json").read_text())
     assert {r["name"]: r["status"] for r in on_disk["runs"]} == {k: v["status"] for k, v in status.items()}
     html = (out / "report.html").read_text()
@@ -283,9 +276,7 @@ def test_which_methods_want_demonstrations(monkeypatch):
     for m in ("ippo", "mappo", "shortest", "random", "sumo-rerouting", "replay"):
         assert not wants_demos(m), m
     # a method registered later that declares it is handed the demonstrations too
-    monkeypatch.setitem(
-        methods.METHODS, "toy-expert", methods.MethodSpec("toy-expert", lambda cfg: None, "t", True, needs_demos=True)
-    )
+    monkeypatch.setitem(methods.METHODS, "toy-expert", methods.MethodSpec("toy-expert", lambda cfg: None, "t", True, needs_demos=True))
     assert wants_demos("toy-expert")
 
 
@@ -346,14 +337,10 @@ def test_ray_not_installed_is_a_clear_error(helsinki, tmp_path, monkeypatch):
     ],
 )
 def test_bad_input_is_refused_before_anything_runs(helsinki, tmp_path, kwargs, message):
-    args = dict(
-        scenario="helsinki", methods="shortest,ippo", seeds=1, episodes=1, out=tmp_path / "o", log=lambda m: None
-    )
+    args = dict(scenario="helsinki", methods="shortest,ippo", seeds=1, episodes=1, out=tmp_path / "o", log=lambda m: None)
     args.update(kwargs)
     with pytest.raises(UserError, match=message):
-        compare(
-            args.pop("scenario"), args.pop("methods"), args.pop("seeds"), args.pop("episodes"), args.pop("out"), **args
-        )
+        compare(args.pop("scenario"), args.pop("methods"), args.pop("seeds"), args.pop("episodes"), args.pop("out"), **args)
     assert not (tmp_path / "o").exists()
 
 
@@ -499,11 +486,7 @@ def test_evaluate_bad_input(helsinki, kouvola, tmp_path):
     assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: no checkpoint at"), p.stderr
     # one network per agent (--independent) fits only the same number of agents
     run = tmp_path / "indep"
-    train(
-        TrainConfig.of(method="ippo", episodes=1, eval_every=0, agents=4, horizon=300.0, ppo={"shared": False}),
-        run,
-        progress=False,
-    )
+    train(TrainConfig.of(method="ippo", episodes=1, eval_every=0, agents=4, horizon=300.0, ppo={"shared": False}), run, progress=False)
     with pytest.raises(EvaluateError, match="one network per agent.*--agents 4"):
         evaluate_checkpoint(run, str(kouvola.path), agents=6)
     res = evaluate_checkpoint(run, str(kouvola.path), agents=4, horizon=300.0)

@@ -116,9 +116,7 @@ def _synthetic_demos(folder: Path, n_agents=4, per_agent=24, obs_size=8, n_actio
     np.savez(folder / "demos.npz", agent=np.repeat(np.arange(n_agents), per_agent), obs=obs, mask=mask,
              action=action, reward=np.zeros(n, np.float32), done=np.zeros(n, bool))  # fmt: skip
     (folder / "agents.json").write_text(json.dumps([f"a{i}" for i in range(n_agents)]))
-    (folder / "expert_traces.json").write_text(
-        json.dumps({f"a{i}": [[0, 0, 0], [100, 0, 10]] for i in range(n_agents)})
-    )
+    (folder / "expert_traces.json").write_text(json.dumps({f"a{i}": [[0, 0, 0], [100, 0, 10]] for i in range(n_agents)}))
     return folder
 
 
@@ -253,11 +251,7 @@ def test_agent_indication_makes_per_agent_choices_imitable(tmp_path):
             assert torch.equal(learner.policy.actor.embedding, torch.zeros(2, 64))
             torch.manual_seed(0)
             plain = ActorCritic(8, 4, hidden=64, n_agents=2)
-            x, m, i = (
-                torch.from_numpy(obs),
-                torch.ones(16, 4, dtype=torch.bool),
-                torch.from_numpy(np.r_[np.zeros(8, int), np.ones(8, int)]),
-            )
+            x, m, i = torch.from_numpy(obs), torch.ones(16, 4, dtype=torch.bool), torch.from_numpy(np.r_[np.zeros(8, int), np.ones(8, int)])
             assert torch.equal(plain.logits(x, m, i), learner.policy.logits(x, m, i))
         else:
             assert learner.policy.actor.embedding is None
@@ -281,21 +275,13 @@ def test_reled_run_logs_weights_and_finite_losses(demos, tmp_path):
     cfg = TrainConfig.of(method="reled", episodes=2, seed=0, eval_every=1, options=opts, **SMALL)
     res = train(cfg, out, progress=False)
     rows = read_metrics(out)
-    assert [(r["phase"], r["episode"]) for r in rows] == [
-        ("eval", 0),
-        ("train", 1),
-        ("eval", 1),
-        ("train", 2),
-        ("eval", 2),
-    ]
+    assert [(r["phase"], r["episode"]) for r in rows] == [("eval", 0), ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)]
     doc = json.loads((out / "config.json").read_text())["method"]
     names = doc["demo_agents"]
     assert doc["demos"]["folder"] == str(demos) and doc["reled"]["adaptive"] and 0 < len(names) <= SMALL["agents"]
     assert doc["ppo"]["agent_id"] is True  # the RELED family's default: shared networks with agent indication
     # the warm start ran once, before the first (evaluation) episode, and brought the policy to the expert
-    assert (
-        rows[0]["pretrain_steps"] == 200 and rows[0]["pretrain_agreement"] > rows[0]["pretrain_agreement_before"] + 0.1
-    )
+    assert rows[0]["pretrain_steps"] == 200 and rows[0]["pretrain_agreement"] > rows[0]["pretrain_agreement_before"] + 0.1
     assert all("pretrain_steps" not in r for r in rows[1:])
     tr = [r for r in rows if r["phase"] == "train"]
     for k, r in enumerate(tr):
@@ -308,9 +294,7 @@ def test_reled_run_logs_weights_and_finite_losses(demos, tmp_path):
         assert r["bc_weight_min"] <= r["bc_weight_mean"] <= r["bc_weight_max"] and r["dtw_min"] <= r["dtw_max"]
         fin = np.isfinite(d)
         assert fin.sum() + r["dtw_missing"] == len(d)
-        np.testing.assert_allclose(
-            w[fin], 0.5**k * d[fin] / (d[fin] + 300.0), rtol=1e-3, atol=1e-4
-        )  # as logged (rounded)
+        np.testing.assert_allclose(w[fin], 0.5**k * d[fin] / (d[fin] + 300.0), rtol=1e-3, atol=1e-4)  # as logged (rounded)
     assert tr[0]["dtw_max"] > 0  # a random expert: some agents strayed from it
     assert res["last_eval"]["episode"] == 2 and math.isfinite(res["last_eval"]["mean_travel_time"])
 
@@ -339,8 +323,7 @@ def test_variants_use_their_demos_and_weights(demos, tmp_path):
     from core.settings import locate
 
     assert {k: locate(TrainConfig, k) for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")} == {
-        k: f"algorithm.reled.{k}" for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")
-    }  # `--set w0=…` reaches RELED
+        k: f"algorithm.reled.{k}" for k in ("w0", "eta", "d0", "phi", "bc_batch", "pretrain")}  # `--set w0=…` reaches RELED
 
 
 def test_resume_equals_uninterrupted(demos, tmp_path, monkeypatch):
@@ -425,11 +408,7 @@ def test_demo_provider_and_errors(demos, tmp_path, helsinki):
         load_demos(tmp_path / "empty")
     small = _synthetic_demos(tmp_path / "syn", obs_size=5)  # another observation size
     with pytest.raises(TrainError, match="observations of size 5"):
-        train(
-            TrainConfig.of(method="reled", episodes=1, options={"demos": str(small)}, **SMALL),
-            tmp_path / "y",
-            progress=False,
-        )
+        train(TrainConfig.of(method="reled", episodes=1, options={"demos": str(small)}, **SMALL), tmp_path / "y", progress=False)
 
 
 def test_cli_demos_and_settings(demos, tmp_path):
@@ -444,10 +423,7 @@ def test_cli_demos_and_settings(demos, tmp_path):
     assert cfg["method"]["reled"]["w0"] == 0.25
     r = subprocess.run([*run, "--method", "ippo", "--demos", str(demos), "--out", str(tmp_path / "i")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert (
-        r.returncode == 2
-        and r.stderr.strip() == "error: --demos is for methods that learn from demonstrations, not 'ippo'"
-    )
+    assert r.returncode == 2 and r.stderr.strip() == "error: --demos is for methods that learn from demonstrations, not 'ippo'"
     r = subprocess.run([*run, "--method", "ippo", "--set", "w0=1", "--out", str(tmp_path / "i")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "algorithm.reled.w0 is a setting of reled, leed" in r.stderr

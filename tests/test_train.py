@@ -59,17 +59,9 @@ def reference(helsinki, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("method", ["ippo", "mappo"])
 def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
     out = tmp_path / method
-    res = train(
-        TrainConfig.of(method=method, episodes=2, seed=0, eval_every=1, agents=15, horizon=600.0), out, progress=False
-    )
+    res = train(TrainConfig.of(method=method, episodes=2, seed=0, eval_every=1, agents=15, horizon=600.0), out, progress=False)
     rows = read_metrics(out)
-    assert [(r["phase"], r["episode"]) for r in rows] == [
-        ("eval", 0),
-        ("train", 1),
-        ("eval", 1),
-        ("train", 2),
-        ("eval", 2),
-    ]
+    assert [(r["phase"], r["episode"]) for r in rows] == [("eval", 0), ("train", 1), ("eval", 1), ("train", 2), ("eval", 2)]
     for r in rows:
         assert REQUIRED <= set(r), REQUIRED - set(r)
         assert r["mean_travel_time"] > 0 and 0 <= r["arrival_rate"] <= 1
@@ -84,9 +76,7 @@ def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
     assert train_rows[1]["env_steps"] == train_rows[0]["decisions"] + train_rows[1]["decisions"]
     assert res["episodes"] == 2 and res["last_eval"]["episode"] == 2
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["algorithm"]["method"] == method and cfg["method"]["critic"] == (
-        "central" if method == "mappo" else "local"
-    )
+    assert cfg["config"]["algorithm"]["method"] == method and cfg["method"]["critic"] == ("central" if method == "mappo" else "local")
     ck = torch.load(out / CHECKPOINT, weights_only=True)
     assert ck["episode"] == 2 and {"torch", "numpy", "python"} <= set(ck["rng"]) and "optimizer" in ck["method"]
     assert not list(out.glob("*.tmp"))
@@ -94,11 +84,7 @@ def test_learner_runs_with_finite_losses(helsinki, tmp_path, method):
 
 def test_independent_networks(helsinki, tmp_path):
     out = tmp_path / "indep"
-    train(
-        TrainConfig.of(method="ippo", episodes=1, eval_every=0, ppo={"shared": False}, agents=10, horizon=600.0),
-        out,
-        progress=False,
-    )
+    train(TrainConfig.of(method="ippo", episodes=1, eval_every=0, ppo={"shared": False}, agents=10, horizon=600.0), out, progress=False)
     (row,) = read_metrics(out)
     assert math.isfinite(row["policy_loss"])
     w = _params(out)["actor.layers.0.weight"]
@@ -109,11 +95,7 @@ def test_independent_networks(helsinki, tmp_path):
 def test_baselines(helsinki, tmp_path):
     res = {}
     for m in ("random", "shortest", "sumo-rerouting"):
-        train(
-            TrainConfig.of(method=m, episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0),
-            tmp_path / m,
-            progress=False,
-        )
+        train(TrainConfig.of(method=m, episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / m, progress=False)
         (res[m],) = read_metrics(tmp_path / m)
     assert res["shortest"]["mean_travel_time"] < res["random"]["mean_travel_time"]
     assert res["shortest"]["arrival_rate"] >= res["random"]["arrival_rate"]
@@ -125,11 +107,7 @@ def test_baselines(helsinki, tmp_path):
     plans = {t.id: [g.edges[i] for i in g.path(g.index[t.origin], g.index[t.destination])] for t in helsinki.trips(30)}
     pf = tmp_path / "plans.json"
     pf.write_text(json.dumps(plans))
-    train(
-        TrainConfig.of(method="replay", plans=str(pf), episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0),
-        tmp_path / "replay",
-        progress=False,
-    )
+    train(TrainConfig.of(method="replay", plans=str(pf), episodes=1, eval_every=0, seed=1, agents=30, horizon=1800.0), tmp_path / "replay", progress=False)
     (rep,) = read_metrics(tmp_path / "replay")
     assert rep["mean_travel_time"] == res["shortest"]["mean_travel_time"]
     assert rep["decisions"] == res["shortest"]["decisions"]
@@ -167,26 +145,10 @@ def test_resume_other_methods(helsinki, tmp_path, method):
 def test_kill_and_resume_equals_uninterrupted(reference, tmp_path):
     """SIGKILL a real training process mid-run, resume it, and get the uninterrupted run's results."""
     out = tmp_path / "run"
-    args = [
-        "--method",
-        "ippo",
-        "--episodes",
-        "4",
-        "--seed",
-        "3",
-        "--eval-every",
-        "2",
-        "--agents",
-        "20",
-        "--horizon",
-        "900",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    args = ["--method", "ippo", "--episodes", "4", "--seed", "3", "--eval-every", "2", "--agents", "20",
+            "--horizon", "900", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     killed = False
     try:
@@ -265,12 +227,8 @@ def test_sumo_fault_loses_one_episode(helsinki, tmp_path):
         return env
 
     out = tmp_path / "fault"
-    res = train(
-        TrainConfig.of(method="ippo", episodes=3, eval_every=0, seed=0, agents=15, horizon=600.0),
-        out,
-        progress=False,
-        env_factory=faulty_env,
-    )
+    res = train(TrainConfig.of(method="ippo", episodes=3, eval_every=0, seed=0, agents=15, horizon=600.0), out,
+                progress=False, env_factory=faulty_env)
     rows = read_metrics(out)
     assert [r["sumo_fault"] for r in rows] == [False, True, False]
     assert [r["sumo_faults"] for r in rows] == [0, 1, 1]
@@ -310,14 +268,10 @@ def test_unknown_method_and_bad_numbers(tmp_path):
     with pytest.raises(TrainError, match="needs --plans"):
         train(TrainConfig.of(method="replay", episodes=1, **SMALL), tmp_path / "a", progress=False)
     with pytest.raises(TrainError, match="plans file .* does not exist"):
-        train(
-            TrainConfig.of(method="replay", plans=str(tmp_path / "none.json"), **SMALL), tmp_path / "a", progress=False
-        )
+        train(TrainConfig.of(method="replay", plans=str(tmp_path / "none.json"), **SMALL), tmp_path / "a", progress=False)
     (tmp_path / "bad.json").write_text('{"a": "not a list"}')
     with pytest.raises(TrainError, match="must map agent ids to lists of edge ids"):
-        train(
-            TrainConfig.of(method="replay", plans=str(tmp_path / "bad.json"), **SMALL), tmp_path / "a", progress=False
-        )
+        train(TrainConfig.of(method="replay", plans=str(tmp_path / "bad.json"), **SMALL), tmp_path / "a", progress=False)
     assert not (tmp_path / "a").exists()
 
 
@@ -341,9 +295,7 @@ def test_out_dir_with_another_run_is_refused(reference, tmp_path):
     with pytest.raises(TrainError, match=r"different config \(run.seed: 3 -> 4\)"):
         train(TrainConfig.of(method="ippo", episodes=4, seed=4, eval_every=2, **SMALL), run, progress=False)
     with pytest.raises(TrainError, match=r"different config \(algorithm.method: 'ippo' -> 'mappo'\)"):
-        train(
-            TrainConfig.of(method="mappo", episodes=4, seed=3, eval_every=2, **SMALL), run, resume=True, progress=False
-        )
+        train(TrainConfig.of(method="mappo", episodes=4, seed=3, eval_every=2, **SMALL), run, resume=True, progress=False)
     with pytest.raises(TrainError, match="already holds this run; pass --resume"):
         train(same, run, progress=False)
     before = (run / "metrics.jsonl").read_text()
@@ -356,23 +308,8 @@ def test_out_dir_with_another_run_is_refused(reference, tmp_path):
     (run / CHECKPOINT).write_bytes((reference / CHECKPOINT).read_bytes()[:500])  # torn file
     with pytest.raises(TrainError, match="corrupt"):
         train(same, run, resume=True, progress=False)
-    r = _cli(
-        "--method",
-        "ippo",
-        "--episodes",
-        "4",
-        "--seed",
-        "3",
-        "--eval-every",
-        "2",
-        "--agents",
-        "20",
-        "--horizon",
-        "900",
-        "--out",
-        str(run),
-        "--resume",
-    )
+    r = _cli("--method", "ippo", "--episodes", "4", "--seed", "3", "--eval-every", "2", "--agents", "20",
+             "--horizon", "900", "--out", str(run), "--resume")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "corrupt" in r.stderr
 
 
@@ -397,7 +334,5 @@ def test_a_second_writer_of_a_run_folder_is_refused(helsinki, tmp_path):
     finally:
         holder.kill()  # killed, not released: the OS frees the lock
         holder.wait()
-    res = train(
-        TrainConfig.of(method="shortest", episodes=1, agents=5, horizon=300.0, eval_every=0), run, progress=False
-    )
+    res = train(TrainConfig.of(method="shortest", episodes=1, agents=5, horizon=300.0, eval_every=0), run, progress=False)
     assert res["episodes"] == 1 and len(read_metrics(run)) == 1
