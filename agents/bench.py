@@ -71,7 +71,8 @@ def throughput(scenario: str, agents: int, workers: list[int], *, method: str = 
     decision over the training wall time, PPO updates included (worker start-up and warm-up excluded,
     together reported as startup_s); speedup is over one worker (today's in-process runner); the shares
     split the learner's wall time into SUMO, the env's Python, inference, update, transfer (weights out,
-    samples back, waiting for the slowest worker) and the rest (runner Python). Peak memory (MiB): the
+    samples back, waiting for the slowest worker) and the rest (runner Python); with `run.policy_lag` 1 the
+    update runs beside the workers' episodes, so its share is outside that sum. Peak memory (MiB): the
     learner process's over the run (with one worker it runs the env too) and each worker's."""
     import dataclasses
     import tempfile
@@ -91,7 +92,14 @@ def throughput(scenario: str, agents: int, workers: list[int], *, method: str = 
                 scenario=dataclasses.replace(base.scenario, name=scenario),
                 env=dataclasses.replace(base.env, n_agents=agents, horizon=horizon if horizon else base.env.horizon),
                 algorithm=dataclasses.replace(base.algorithm, method=method),
-                run=dataclasses.replace(base.run, seed=seed, episodes=w * iterations, eval_every=0, rollout_workers=w),
+                run=dataclasses.replace(
+                    base.run,
+                    seed=seed,
+                    episodes=w * iterations,
+                    eval_every=0,
+                    rollout_workers=w,
+                    policy_lag=base.run.policy_lag if w > 1 else 0,
+                ),  # in-process: no lag
             )
             reset_peak_rss()
             t0 = time.perf_counter()
@@ -106,6 +114,7 @@ def throughput(scenario: str, agents: int, workers: list[int], *, method: str = 
                 k = int(r.get("worker", 0))
                 per_worker[k] = max(per_worker.get(k, 0.0), float(r["peak_rss_mb"]))
         row.update(scenario=scenario, method=method, agents=agents, workers=w, episodes=res["episodes"],
+                   policy_lag=cfg.run.policy_lag,
                    startup_s=round(total - row["wall_s"], 3), learner_peak_mb=learner_mb,
                    worker_peak_mb=[per_worker[k] for k in sorted(per_worker)] if w > 1 else [])  # fmt: skip
         first = first or row["decisions_per_s"]
@@ -141,6 +150,7 @@ def _split(metrics: list[dict], workers: int) -> dict:
         busy = per_worker * sum(r.get("episode_wall_s") or 0.0 for r in train)
         parts["transfer"] = max(0.0, sum(u["t_rollout_s"] for u in updates) - busy)  # pickling, pipes, waiting
     share = {k: round(v / wall, 4) if wall else float("nan") for k, v in parts.items()}
-    share["other"] = round(1.0 - sum(share.values()), 4)
+    overlapped = any(u.get("policy_lag") for u in updates)  # the update ran beside the workers' episodes
+    share["other"] = round(1.0 - sum(v for k, v in share.items() if not (overlapped and k == "update")), 4)
     return {"decisions": decisions, "wall_s": round(wall, 3),
             "decisions_per_s": round(decisions / wall, 1) if wall else float("nan"), "share": share}  # fmt: skip

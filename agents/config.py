@@ -86,6 +86,10 @@ class RunConfig:
     rollout_workers: int = field(
         default=1, metadata=limits(ge=0)
     )  # train: processes running episodes for one learner (0: one per free core)
+    # rollout workers: 0, each iteration's episodes act with the policy of the update just made (the learner
+    # waits for them, the workers for its update); 1, with the policy one update older, so the workers run
+    # the next episodes while the learner updates (PPO's ratio is taken against the policy that acted)
+    policy_lag: int = field(default=0, metadata=limits(ge=0, le=1))
     executor: str = field(
         default="local", metadata=limits(choices=("local", "ray"))
     )  # compare's runs and train's rollout workers: local (processes) or ray
@@ -166,6 +170,9 @@ class TrainConfig:
         if n > episodes:
             raise TrainError(f"--workers {n} is more than --episodes {episodes}: each worker runs one episode per "
                              "iteration, so the extra ones would have nothing to do")  # fmt: skip
+        if self.run.policy_lag and n == 1 and self.run.executor == "local":
+            raise TrainError("run.policy_lag = 1 overlaps the update with rollout workers' episodes, and one worker "
+                             "runs in-process: use --workers 2 or more, or run.policy_lag = 0")  # fmt: skip
         if self.run.executor == "local" and n > 1:
             from core.procs import free_cores
 

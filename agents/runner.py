@@ -382,6 +382,7 @@ def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
             method.load_state_dict(ck["method"])
             _set_rng_state(ck["rng"])
             state = {k: ck[k] for k in state}
+            state["behaviour_weights"] = ck.get("behaviour_weights")
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise TrainError(
                 f"checkpoint {out / CHECKPOINT} does not fit this run ({type(exc).__name__}: {str(exc)[:120]}); "
@@ -438,7 +439,7 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         if on_row is not None:
             on_row(row)
 
-    def checkpoint() -> None:
+    def checkpoint(behaviour: bytes | None = None) -> None:
         import torch
 
         ck = {
@@ -449,6 +450,8 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             "method": method.state_dict(),
             "rng": _rng_state(),
         }
+        if behaviour is not None:  # policy_lag: the weights the next iteration's episodes act with
+            ck["behaviour_weights"] = behaviour
         buf = io.BytesIO()
         torch.save(ck, buf)
         _atomic_write(out / CHECKPOINT, buf.getvalue())
@@ -505,9 +508,14 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
 
 
 def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, task) -> None:
-    """Synchronous parallel rollouts: per iteration the N workers run the next N training episodes with the
-    current weights and the learner updates once on all of them (agents/workers.py). Rows: one per
-    episode (with the worker that ran it), one per update; evaluations run here, between iterations."""
+    """Parallel rollouts: iterations of N training episodes, one per worker, and one update on all of
+    them (agents/workers.py). With `run.policy_lag` L, iteration j acts with the policy after update
+    j-1-L. L = 0: the workers wait for the update, the learner for the workers. L = 1: a worker starts its
+    episode of iteration j+1 as soon as it is free, with the policy one update older, while the learner
+    still waits for iteration j and updates on it. Which weights and seed each episode gets is fixed by
+    its number alone, so a run is reproducible, and a checkpoint keeps the weights of the iteration in
+    flight (resume re-runs it exactly). Rows, in episode order: one per episode (with the worker that ran
+    it), one per update; evaluations run here, between updates."""
     from agents.workers import Rollouts, weights_bytes
     from core.procs import Job, WorkerPool
 
@@ -519,42 +527,86 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
         pool = RayWorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, address=address)
     else:
         pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, worker_cls=Rollouts)
+    lag = cfg.run.policy_lag
+    # this call's iterations (a resumed run starts at an update): (first episode, last episode)
+    iters = [(e, min(e + pool.n - 1, cfg.run.episodes)) for e in range(state["episode"] + 1, cfg.run.episodes + 1,
+                                                                          pool.n)]  # fmt: skip
+    weights: dict[int, bytes | None] = {}  # iteration -> the weights its episodes act with
+    t_weights = 0.0
+
+    def snapshot(j: int) -> None:
+        nonlocal t_weights
+        if j < len(iters) and j not in weights:
+            t = time.perf_counter()
+            method.schedule(iters[j][0])  # before the weights go out: the workers act with it
+            weights[j] = weights_bytes(method) if method.learns else None
+            t_weights += time.perf_counter() - t
+
+    behaviour = state.pop("behaviour_weights", None)
+    if lag and behaviour is not None and iters:
+        weights[0] = behaviour  # resumed: the iteration that was in flight
+    for j in range(lag + 1):
+        snapshot(j)
+    # worker i runs the i-th episode of each iteration (which worker ran an episode is part of its row)
+    todo = {i: [(j, a + i) for j, (a, b) in enumerate(iters) if a + i <= b] for i in range(pool.n)}
+    free, results = set(range(pool.n)), {}
+
+    def dispatch() -> None:
+        for i in sorted(free):
+            if todo[i] and todo[i][0][0] in weights:
+                j, e = todo[i].pop(0)
+                pool.submit(i, Job(e, episode_seed(cfg.run.seed, e), True), weights[j])
+                free.discard(i)
+
+    updated = -1  # the last iteration of this call whose update is made
+    t0 = time.perf_counter()
     try:
-        while state["episode"] < cfg.run.episodes:
-            first = state["episode"] + 1
-            k = min(pool.n, cfg.run.episodes - state["episode"])
-            jobs = [Job(e, episode_seed(cfg.run.seed, e), True) for e in range(first, first + k)]
-            t0 = time.perf_counter()
-            method.schedule(first)  # before the weights go out: the workers act with it
-            t_send = time.perf_counter()
-            weights = weights_bytes(method) if method.learns else None
-            t_send = time.perf_counter() - t_send
-            results = pool.run(jobs, weights)
+        while updated + 1 < len(iters):
+            dispatch()
+            j = updated + 1
+            first, last = iters[j]
+            if not all(e in results for e in range(first, last + 1)):
+                for i, job, result in pool.collect():
+                    free.add(i)
+                    results[job.episode] = result
+                continue
             t_rollout = time.perf_counter() - t0
+            batch = [results.pop(e) for e in range(first, last + 1)]
             payloads = []
-            for job, (row, payload) in zip(jobs, results):
-                state["episode"] = job.episode
+            for e, (row, payload) in zip(range(first, last + 1), batch):
+                state["episode"] = e
                 _count(state, row)
-                last_row = _row("train", state, job.episode, job.seed, state["wall_s"] + t_rollout, row)
+                last_row = _row("train", state, e, episode_seed(cfg.run.seed, e), state["wall_s"] + t_rollout, row)
                 write(last_row)
                 payloads.append(payload)
+            if lag and j + 1 not in weights:  # the run ends here: its continuation would act with these
+                method.schedule(last + 1)
+                weights[j + 1] = weights_bytes(method) if method.learns else None
             t1 = time.perf_counter()
+            method.schedule(first)  # the learner's policy as it acted (a snapshot may have moved it on)
             logs = method.learn(payloads) if method.learns else {}
             t_update = time.perf_counter() - t1
             logs, warm = {**warm, **logs}, {}
+            updated = j
+            weights.pop(j, None)
+            snapshot(j + 1 + lag)  # the iteration these new weights are for
+            method.schedule(first)
             state["wall_s"] += time.perf_counter() - t0
-            decisions = sum(int(r.get("decisions") or 0) for r, _ in results)
+            decisions = sum(int(r.get("decisions") or 0) for r, _ in batch)
             write({"phase": "update", "episode": state["episode"], "env_steps": state["env_steps"],
-                   "learner_peak_rss_mb": peak_rss_mb(),
-                   "wall_s": state["wall_s"], "episodes": k, "workers": pool.n, "workers_replaced": pool.replaced,
-                   "t_rollout_s": t_rollout, "t_update_s": t_update, "t_weights_s": t_send,
-                   "decisions_per_s": decisions / max(time.perf_counter() - t0, 1e-9), **logs})  # fmt: skip
-            last = state["episode"]
+                   "learner_peak_rss_mb": peak_rss_mb(), "policy_lag": lag,
+                   "wall_s": state["wall_s"], "episodes": len(batch), "workers": pool.n,
+                   "workers_replaced": pool.replaced, "t_rollout_s": t_rollout, "t_update_s": t_update,
+                   "t_weights_s": t_weights, "decisions_per_s": decisions / max(time.perf_counter() - t0, 1e-9),
+                   **logs})  # fmt: skip
+            t_weights = 0.0
             due = cfg.run.eval_every and (
                 any(e % cfg.run.eval_every == 0 for e in range(first, last + 1)) or last == cfg.run.episodes
             )
+            dispatch()  # the workers start before the evaluation
             last_eval = evaluate() if due else {}
-            checkpoint()
+            checkpoint(behaviour=weights.get(j + 1) if lag else None)
+            t0 = time.perf_counter()
             if bar is not None:
                 bar.update(task, completed=last, status=_status(state, last_eval or last_row, f"{pool.n} workers"))
     finally:

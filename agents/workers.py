@@ -113,6 +113,8 @@ class RayWorkerPool:
         ray = require_ray()
         self.ray, self.n, self.replaced = ray, n, 0
         self.started = False
+        self._refs: dict = {}  # result ref -> (worker, job, weights ref, tries, sent at) of each job out
+        self._wref = None  # (weights, their object ref): put once, shared by an iteration's jobs
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
             if address:
@@ -137,29 +139,47 @@ class RayWorkerPool:
             raise
 
     def run(self, jobs: list[Job], weights: bytes | None) -> list[tuple[dict, dict | None]]:
-        ray = self.ray
-        wref = ray.put(weights)
-        refs = {self.actors[i].run.remote(job, wref): i for i, job in enumerate(jobs)}
+        for i, job in enumerate(jobs):
+            self.submit(i, job, weights)
         results: list = [None] * len(jobs)
-        tries = [0] * len(jobs)
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1, timeout=EPISODE_TIMEOUT_S)
-            if not done:
-                raise TimeoutError(f"no Ray worker answered within {EPISODE_TIMEOUT_S:.0f} s")
-            ref = done[0]
-            i = refs.pop(ref)
+        while self.pending:
+            for i, _job, result in self.collect(timeout=EPISODE_TIMEOUT_S):
+                results[i] = result
+        return results
+
+    @property
+    def pending(self) -> int:
+        return len(self._refs)
+
+    def submit(self, i: int, job: Job, weights: bytes | None) -> None:
+        """As `core.procs.WorkerPool.submit`; the weights go into Ray's object store once per iteration."""
+        if self._wref is None or self._wref[0] is not weights:
+            self._wref = (weights, self.ray.put(weights))
+        self._refs[self.actors[i].run.remote(job, self._wref[1])] = (i, job, self._wref[1], 0, time.perf_counter())
+
+    def collect(self, timeout: float = 5.0) -> list[tuple[int, Job, tuple[dict, dict | None]]]:
+        """As `core.procs.WorkerPool.collect`: a dead actor is replaced and its job run again."""
+        ray = self.ray
+        if not self._refs:
+            return []
+        done, _ = ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        oldest = min(sent for *_, sent in self._refs.values())
+        if not done and time.perf_counter() - oldest >= EPISODE_TIMEOUT_S:
+            raise TimeoutError(f"no Ray worker answered within {EPISODE_TIMEOUT_S:.0f} s")
+        out = []
+        for ref in done:
+            i, job, wref, tries, _ = self._refs.pop(ref)
             try:
-                results[i] = ray.get(ref)
+                out.append((i, job, ray.get(ref)))
             except Exception as exc:  # noqa: BLE001 - the actor died (RayActorError and kin)
-                tries[i] += 1
-                if tries[i] > RESTARTS_PER_JOB:
-                    results[i] = ({"sumo_fault": True, "fault": f"Ray worker {i} failed: {type(exc).__name__}",
-                                   "decisions": 0, "worker": i, "worker_restarted": True}, None)  # fmt: skip
+                if tries + 1 > RESTARTS_PER_JOB:
+                    out.append((i, job, ({"sumo_fault": True, "fault": f"Ray worker {i} failed: {type(exc).__name__}",
+                                          "decisions": 0, "worker": i, "worker_restarted": True}, None)))  # fmt: skip
                     continue
                 self.actors[i] = self.actor_cls.remote(self.blob, i)
                 self.replaced += 1
-                refs[self.actors[i].run.remote(jobs[i], wref)] = i
-        return results
+                self._refs[self.actors[i].run.remote(job, wref)] = (i, job, wref, tries + 1, time.perf_counter())
+        return out
 
     def close(self) -> None:
         ray = self.ray

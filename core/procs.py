@@ -170,7 +170,8 @@ class _Slot:
 
 class WorkerPool:
     """N worker processes; `run(jobs, weights)` runs the jobs on them and returns the results in job
-    order: (row, payload) per job. `worker_cls` is what each process holds (built from the pickled
+    order: (row, payload) per job. `submit` and `collect` do the same one job at a time, for a learner
+    that hands out the next job while others still run. `worker_cls` is what each process holds (built from the pickled
     (cfg, scenario path, method) and its index, answering `run(job, weights)` and `close()`): a training
     run's `agents.workers.Rollouts`, or SED's plan executor (`llm.rollouts.PlanRollouts`, whose
     "weights" are a plan set)."""
@@ -186,6 +187,7 @@ class WorkerPool:
         self.blob = pickle.dumps((cfg, str(scenario_path), method))
         self.slots = [_Slot(self.ctx, self.blob, i, worker_cls) for i in range(n)]
         self.replaced = 0
+        self._pending: dict = {}  # connection -> (worker, job, weights) of each job handed out
         try:
             for s in self.slots:
                 s.wait_ready(start_timeout)
@@ -203,39 +205,58 @@ class WorkerPool:
         return new
 
     def run(self, jobs: list[Job], weights: bytes | None) -> list[tuple[dict, dict | None]]:
-        from multiprocessing.connection import wait
-
+        """Run the jobs on workers 0..len(jobs)-1, one each, and wait for all: the results in job order."""
         if len(jobs) > self.n:
             raise ValueError(f"{len(jobs)} jobs for {self.n} workers")
-        results: list = [None] * len(jobs)
-        pending = {}
         for i, job in enumerate(jobs):
-            slot = self._send(self.slots[i], job, weights)
-            pending[slot.conn] = i
-        while pending:
-            ready = wait(list(pending), timeout=5.0)
-            now = time.perf_counter()
-            for conn in ready:
-                i = pending.pop(conn)
-                slot = self.slots[i]
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    msg = None
-                if msg is not None and msg[0] == "done":
-                    results[i] = (msg[1], msg[2])
-                    slot.restarts = 0
-                    continue
-                self._retry(i, jobs[i], weights, pending, results, "its process died")
-            for conn, i in list(pending.items()):  # silent for too long: replace it
-                slot = self.slots[i]
-                if now - slot.sent_at > self.episode_timeout or not slot.proc.is_alive():
-                    if conn.poll():
-                        continue  # its answer arrived meanwhile: read it in the next round
-                    pending.pop(conn)
-                    why = "it gave no answer in time" if slot.proc.is_alive() else "its process died"
-                    self._retry(i, jobs[i], weights, pending, results, why)
+            self.submit(i, job, weights)
+        results: list = [None] * len(jobs)
+        while self.pending:
+            for i, _job, result in self.collect():
+                results[i] = result
         return results
+
+    @property
+    def pending(self) -> int:
+        """Jobs handed out whose results have not been collected."""
+        return len(self._pending)
+
+    def submit(self, i: int, job: Job, weights: bytes | None) -> None:
+        """Hand `job` to worker i (which must be idle) and return at once; `collect` gets its result."""
+        if any(k == i for k, _, _ in self._pending.values()):
+            raise ValueError(f"worker {i} is busy")
+        slot = self._send(self.slots[i], job, weights)
+        self._pending[slot.conn] = (i, job, weights)
+
+    def collect(self, timeout: float = 5.0) -> list[tuple[int, Job, tuple[dict, dict | None]]]:
+        """The jobs finished by now, as (worker, job, (row, payload)), waiting up to `timeout` s for the
+        first; a worker that died or stayed silent past `episode_timeout` is replaced and its job run again
+        (or given up as a faulted episode after RESTARTS_PER_JOB tries, which is then among the results)."""
+        from multiprocessing.connection import wait
+
+        done = []
+        ready = wait(list(self._pending), timeout=timeout) if self._pending else []
+        now = time.perf_counter()
+        for conn in ready:
+            i, job, weights = self._pending.pop(conn)
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg is not None and msg[0] == "done":
+                self.slots[i].restarts = 0
+                done.append((i, job, (msg[1], msg[2])))
+                continue
+            self._retry(i, job, weights, done, "its process died")
+        for conn, (i, job, weights) in list(self._pending.items()):  # silent for too long: replace it
+            slot = self.slots[i]
+            if now - slot.sent_at > self.episode_timeout or not slot.proc.is_alive():
+                if conn.poll():
+                    continue  # its answer arrived meanwhile: read it in the next round
+                self._pending.pop(conn)
+                why = "it gave no answer in time" if slot.proc.is_alive() else "its process died"
+                self._retry(i, job, weights, done, why)
+        return done
 
     def _send(self, slot: _Slot, job: Job, weights: bytes | None) -> _Slot:
         """Hand a job to a worker; one that died while idle is replaced first. Returns the slot used."""
@@ -248,15 +269,15 @@ class WorkerPool:
                 slot = self._replace(slot)
         raise PoolError(f"rollout worker {slot.index} keeps dying before it can take an episode")
 
-    def _retry(self, i: int, job: Job, weights, pending: dict, results: list, why: str) -> None:
+    def _retry(self, i: int, job: Job, weights, done: list, why: str) -> None:
         """The worker of job i is gone: replace it and run the job again, or give the episode up."""
         slot = self.slots[i]
         if slot.restarts >= RESTARTS_PER_JOB:
-            results[i] = ({"sumo_fault": True, "fault": f"rollout worker {i} failed: {why}", "decisions": 0,
-                           "worker": i, "worker_restarted": True}, None)  # fmt: skip
+            done.append((i, job, ({"sumo_fault": True, "fault": f"rollout worker {i} failed: {why}", "decisions": 0,
+                                   "worker": i, "worker_restarted": True}, None)))  # fmt: skip
             return
         slot = self._send(self._replace(slot), job, weights)
-        pending[slot.conn] = i
+        self._pending[slot.conn] = (i, job, weights)
 
     def close(self) -> None:
         for s in self.slots:

@@ -180,6 +180,12 @@ CASES: list[Case] = [
     Case("train-time-limit-negative-set", ["train", "-s", "{kouvola}", "--set", "run.time_limit=-60", "--out",
                                            "{tmp}/run"],
          message=r"run\.time_limit must be a positive number, got -60\.0", untouched="{tmp}/run"),
+    Case("train-policy-lag-two", ["train", "-s", "{kouvola}", "--workers", "2", "--set", "run.policy_lag=2",
+                                  "--out", "{tmp}/run"],
+         message=r"run\.policy_lag must be in 0\.\.1, got 2", untouched="{tmp}/run"),
+    Case("train-policy-lag-in-process", ["train", "-s", "{kouvola}", "--set", "run.policy_lag=1", "--out", "{tmp}/run"],
+         message=r"run\.policy_lag = 1 overlaps the update with rollout workers' episodes, and one worker runs "
+                 r"in-process: use --workers 2 or more, or run\.policy_lag = 0", untouched="{tmp}/run"),
     Case("train-unknown-flag", ["train", "-s", "{kouvola}", "--bogus", "--out", "{tmp}/run"],
          message=r"No such option: --bogus \(.*\(see `.*cosim train --help`\)", untouched="{tmp}/run"),
     Case("build-wrong-type", ["scenario", "build", "kouvola", "--agents", "many"],

@@ -101,6 +101,37 @@ def test_kill_and_resume_with_two_workers_equals_uninterrupted(kouvola, cosim_ho
     _assert_same_params(out, ref)
 
 
+def _lagged(out: Path, resume: bool = False, **kw) -> dict:
+    import dataclasses
+
+    cfg = TrainConfig.of(**{**SMALL, "method": "ippo", "seed": 5, "eval_every": 2, "rollout_workers": 2, **kw})
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, policy_lag=1))
+    return train(cfg, out, progress=False, resume=resume)
+
+
+def test_policy_lag_acts_one_update_behind_and_resumes_exactly(kouvola, cosim_home, tmp_path):
+    _lagged(tmp_path / "lag", episodes=6)
+    _run(tmp_path / "sync", rollout_workers=2, episodes=6, eval_every=2)
+    lag, sync = read_metrics(tmp_path / "lag"), read_metrics(tmp_path / "sync")
+
+    def episodes(rows: list[dict]) -> dict[int, dict]:
+        return {r["episode"]: r for r in _comparable(rows) if r["phase"] == "train"}
+
+    lag_eps, sync_eps = episodes(lag), episodes(sync)
+    assert sorted(lag_eps) == [1, 2, 3, 4, 5, 6] and [lag_eps[e]["worker"] for e in (1, 2, 3, 4)] == [0, 1, 0, 1]
+    # the first iteration acts with the initial policy either way; under the lag the second does too, so it
+    # differs from the synchronous run's second iteration, which acts with the first update's policy
+    assert lag_eps[1] == sync_eps[1] and lag_eps[2] == sync_eps[2]
+    assert (lag_eps[3], lag_eps[4]) != (sync_eps[3], sync_eps[4])
+    updates = [r for r in lag if r["phase"] == "update"]
+    assert [r["policy_lag"] for r in updates] == [1, 1, 1] and all(math.isfinite(r["policy_loss"]) for r in updates)
+    # stopped after 4 episodes (iteration 3 never started), then resumed to 6: the run that went straight on
+    _lagged(tmp_path / "resumed", episodes=4)
+    _lagged(tmp_path / "resumed", resume=True, episodes=6)
+    assert _comparable(read_metrics(tmp_path / "resumed")) == _comparable(lag)
+    _assert_same_params(tmp_path / "resumed", tmp_path / "lag")
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
