@@ -73,7 +73,9 @@ def throughput(scenario: str, agents: int, workers: list[int], *, method: str = 
     split the learner's wall time into SUMO, the env's Python, inference, update, transfer (weights out,
     samples back, waiting for the slowest worker) and the rest (runner Python); with `run.policy_lag` 1 the
     update runs beside the workers' episodes, so its share is outside that sum. Peak memory (MiB): the
-    learner process's over the run (with one worker it runs the env too) and each worker's."""
+    learner process's over the run (with one worker it runs the env too) and each worker's. worker_busy
+    (several workers): the share of the workers' time spent in episodes, the rest idle (waiting for the
+    update, for the slower worker, for transfers)."""
     import dataclasses
     import tempfile
     import time
@@ -129,6 +131,7 @@ def _split(metrics: list[dict], workers: int) -> dict:
     train = [r for r in metrics if r.get("phase") == "train"][workers:]
     updates = [r for r in metrics if r.get("phase") == "update"][1:]
     decisions = sum(int(r.get("decisions") or 0) for r in train)
+    busy = None
     if workers == 1:  # in-process: episodes back to back, each with its update
         wall = sum(r["episode_wall_s"] for r in train)
         parts = {
@@ -152,5 +155,8 @@ def _split(metrics: list[dict], workers: int) -> dict:
     share = {k: round(v / wall, 4) if wall else float("nan") for k, v in parts.items()}
     overlapped = any(u.get("policy_lag") for u in updates)  # the update ran beside the workers' episodes
     share["other"] = round(1.0 - sum(v for k, v in share.items() if not (overlapped and k == "update")), 4)
-    return {"decisions": decisions, "wall_s": round(wall, 3),
+    # the share of the workers' time spent running episodes: what a faster or slower host leaves alone
+    # (its decisions/s move with it), so what tells the runner's idle time apart from the machine's speed
+    worker_busy = round(busy / wall, 4) if busy is not None and wall else None
+    return {"decisions": decisions, "wall_s": round(wall, 3), "worker_busy": worker_busy,
             "decisions_per_s": round(decisions / wall, 1) if wall else float("nan"), "share": share}  # fmt: skip

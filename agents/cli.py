@@ -150,8 +150,9 @@ def register_bench(bench_app: typer.Typer) -> None:
                 mem = f"learner {r['learner_peak_mb']:.0f} MiB" + (
                     f", workers {'/'.join(f'{m:.0f}' for m in r['worker_peak_mb'])} MiB" if r["worker_peak_mb"] else ""
                 )
+                busy = f", workers busy {r['worker_busy']:.0%}" if r.get("worker_busy") is not None else ""
                 typer.echo(f"{r['workers']} workers: {r['decisions_per_s']:.0f} decisions/s, speedup {r['speedup']:.2f}, "
-                           f"efficiency {r['efficiency']:.2f}; {sh}; peak {mem}", err=True)  # fmt: skip
+                           f"efficiency {r['efficiency']:.2f}{busy}; {sh}; peak {mem}", err=True)  # fmt: skip
         print(json.dumps(rows, indent=None if as_json else 1))
 
 

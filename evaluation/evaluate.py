@@ -4,9 +4,11 @@ The environment's observation is city-independent (a fixed number of candidate e
 by relative or normalised features; see cosim/features.py), so a policy trained on one city runs on any
 other: for PPO-family learners (IPPO, MAPPO, RELED, LEED, ablations) a PPO learner with the run's PPO
 settings is set up on the new city and the checkpoint's *actor* weights are loaded (acting greedily
-needs nothing else — no demonstrations); other methods are rebuilt from the run's config. A centralised critic (MAPPO) is sized by the city's number of edges and is not needed to act
-greedily, so it is left out when it does not fit. Independent per-agent networks (``--independent``)
-only fit the same number of agents.
+needs nothing else — no demonstrations); other methods are rebuilt from the run's config. A centralised
+critic (MAPPO) is sized by the city's number of edges and is not needed to act greedily, so it is left
+out when it does not fit. RELED's per-agent embedding is the training city's: on any other city (or
+another agent count) every agent acts with the mean of its rows. Independent per-agent networks
+(``--independent``) only fit the same number of agents.
 
     cosim evaluate --checkpoint runs/helsinki-ippo-s0 --scenario kouvola --episodes 3 --json
 
@@ -66,24 +68,38 @@ def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, h
     return cfg
 
 
-def load_weights(method, state: dict) -> dict:
+PER_AGENT = "actor.embedding"  # agent indication (RELED's default): one learned row per training agent
+
+
+def load_weights(method, state: dict, *, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
     """Load a checkpoint's method state into a method set up for (possibly) another city.
 
     PPO-family methods (anything with a torch ``policy`` holding ``actor.*`` parameters): the actor must
-    fit; the critic is loaded only if it fits too. Other methods: their own ``load_state_dict``.
-    Returns what was loaded: {"actor": bool, "critic": bool}."""
+    fit; the critic is loaded only if it fits too. The actor's per-agent embedding (``agent_id``, on by
+    default for RELED and LEED) belongs to the training city's agents: it is loaded as it is for those
+    same agents, and elsewhere every agent gets the mean of the learned rows (the policy's average
+    agent), whatever the agent count. `observation` names the checkpoint's observation and this env's,
+    for the error when they differ. Other methods: their own ``load_state_dict``.
+    Returns what was loaded: {"actor": bool, "critic": bool, "agent_embedding": "own" | "mean" | None}."""
     policy = getattr(method, "policy", None)
     if policy is None or not isinstance(state, dict) or "policy" not in state:
         method.load_state_dict(state)
-        return {"actor": False, "critic": False}
+        return {"actor": False, "critic": False, "agent_embedding": None}
     saved = state["policy"]
     own = policy.state_dict()
     actor = {k: v for k, v in saved.items() if k.startswith("actor.")}
+    rows = actor.pop(PER_AGENT, None)
     bad = [k for k, v in actor.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
     if bad or not actor:
         k = bad[0] if bad else "actor.*"
         got = tuple(saved[k].shape) if k in saved else None
         want = tuple(own[k].shape) if k in own else None
+        first = next((n for n in actor if n.endswith(".weight")), None)
+        if first in own and saved[first].shape[-1] != own[first].shape[-1]:
+            raise EvaluateError(
+                f"the checkpoint's observation ({observation[0] or 'saved'}, {saved[first].shape[-1]} features) "
+                f"differs from this environment's ({observation[1] or 'here'}, {own[first].shape[-1]} features)"
+            )
         hint = ""
         if got and want and len(got) == 3 and got[0] != want[0]:
             hint = (f"; the checkpoint has one network per agent ({got[0]} agents): evaluate it with "
@@ -91,9 +107,30 @@ def load_weights(method, state: dict) -> dict:
         raise EvaluateError(
             f"the checkpoint's policy does not fit this environment ({k}: saved {got}, needed {want}){hint}"
         )
-    critic_fits = all(k in own and tuple(own[k].shape) == tuple(v.shape) for k, v in saved.items())
+    embedding = None
+    if rows is not None:
+        if PER_AGENT not in own:
+            raise EvaluateError("the checkpoint's policy has a per-agent embedding (agent_id) and this one none")
+        if same_agents and tuple(rows.shape) == tuple(own[PER_AGENT].shape):
+            actor[PER_AGENT], embedding = rows, "own"
+        else:
+            actor[PER_AGENT] = rows.mean(0, keepdim=True).expand_as(own[PER_AGENT]).clone()
+            embedding = "mean"
+    critic_fits = embedding != "mean" and all(
+        k in own and tuple(own[k].shape) == tuple(v.shape) for k, v in saved.items()
+    )
     policy.load_state_dict(saved if critic_fits else {**own, **actor})
-    return {"actor": True, "critic": critic_fits}
+    return {"actor": True, "critic": critic_fits, "agent_embedding": embedding}
+
+
+def trained_name(ck: dict) -> str | None:
+    """The city a checkpoint was trained on, as its run named it."""
+    return ((ck.get("config") or {}).get("scenario") or {}).get("name")
+
+
+def describe_observation(env_cfg) -> str:
+    """An observation as a user names it: its registered name and the action width it is laid out for."""
+    return f"observation {env_cfg.observation!r}, max_actions {env_cfg.max_actions}"
 
 
 def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, horizon: float | None = None,
@@ -117,9 +154,15 @@ def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, hori
     else:
         method = make_method(cfg)
     env = make_env(scenario, cfg, method.env_settings)
+    saved_cfg = config_from_checkpoint(ck, scenario=str(trained_name(ck)))
+    # the same city built the same way: the same agents, in the same order (their count is the shape's)
+    same_agents = Path(str(trained_name(ck))).name == scenario.name and (
+        cfg.scenario.overrides() == saved_cfg.scenario.overrides()
+    )
+    observation = (describe_observation(saved_cfg.env), describe_observation(cfg.env))
     try:
         method.setup(env)
-        loaded = load_weights(method, ck["method"])
+        loaded = load_weights(method, ck["method"], same_agents=same_agents, observation=observation)
     except EvaluateError:
         env.close()
         raise
@@ -205,7 +248,7 @@ def evaluate_checkpoint(
         raise EvaluateError(str(exc)) from None
     sc = ensure_built(scenario, **overrides)
     cfg, method, env, ck, loaded = rebuild(checkpoint, sc, agents=agents, horizon=horizon, sets=sets)
-    trained = ((ck.get("config") or {}).get("scenario") or {}).get("name")
+    trained = trained_name(ck)
     base = cfg.run.eval_seed if seed is None else seed
     rows = []
     try:

@@ -231,6 +231,7 @@ def test_bench_throughput_reports_each_worker_count(kouvola, cosim_home):
         assert set(x["share"]) == {"sumo", "env_python", "inference", "update", "transfer", "other"}
         assert all(0 <= v <= 1 for k, v in x["share"].items() if k != "other") and x["share"]["sumo"] > 0.1
     assert rows[1]["share"]["transfer"] > 0 and rows[0]["share"]["transfer"] == 0
+    assert rows[0]["worker_busy"] is None and 0.2 < rows[1]["worker_busy"] < 1.0
 
 
 def test_ray_executor_on_a_local_head_runs_two_workers(kouvola, cosim_home, tmp_path):
