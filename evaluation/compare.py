@@ -635,8 +635,10 @@ def _print_summary(res: dict) -> None:
     from rich.table import Table
 
     from evaluation.report import fmt_stat
+    from evaluation.results import evaluation_kind
 
-    t = Table(title=f"{res['comparison']['scenario']}: final greedy evaluation, mean ± std over seeds")
+    t = Table(title=f"{res['comparison']['scenario']}: final {evaluation_kind(res['comparison'])} evaluation, "
+              "mean ± std over seeds")  # fmt: skip
     for c in ("method", "travel time s", "all vehicles s", "arrival rate", "return", "episodes to target", "runs ok"):
         t.add_column(c, justify="right" if c != "method" else "left")
     for m, d in res["methods"].items():

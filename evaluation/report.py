@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cosim.demos import DemosError, read_plans, read_rounds
-from evaluation.results import FINAL_METRICS, HIGHER_IS_BETTER, read_rows
+from evaluation.results import FINAL_METRICS, HIGHER_IS_BETTER, evaluation_kind, read_rows
 
 LABELS = {
     "mean_travel_time": "mean travel time (s)",
@@ -218,7 +218,7 @@ def learning_curves(results: dict, rows: dict[str, list[dict]], colors: dict[str
             all_mtt.extend(mean.tolist())
     ax.set_xlabel("training episode")
     ax.set_ylabel(LABELS["mean_travel_time"])
-    ax.set_title("greedy evaluation (fixed seed): mean travel time", fontsize=11)
+    ax.set_title(f"{evaluation_kind(results['comparison'])} evaluation (fixed seed): mean travel time", fontsize=11)
     ax.grid(alpha=0.3)
     finite = [v for v in all_mtt if v and math.isfinite(v) and v > 0]
     if finite and max(finite) / min(finite) > 4:
@@ -255,7 +255,9 @@ def final_bars(results: dict, colors: dict[str, str]) -> str | None:
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xticks(range(len(methods)), methods, rotation=20 if len(methods) > 4 else 0)
     ax.set_ylabel(LABELS["mean_travel_time"])
-    ax.set_title("final greedy evaluation: mean ± std over seeds (dots: seeds)", fontsize=10)
+    ax.set_title(
+        f"final {evaluation_kind(results['comparison'])} evaluation: mean ± std over seeds (dots: seeds)", fontsize=10
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return png_data_uri(fig)
@@ -568,6 +570,10 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     out_dir = Path(out_dir)
     comp = results["comparison"]
     methods = list(comp["methods"])
+    ev = evaluation_kind(comp)
+    ev_what = (
+        "the policy's most likely action" if ev == "greedy" else "actions drawn from the policy, seeded by the episode"
+    )
     colors = _colors(methods)
     rows = {r["name"]: read_rows(r["dir"]) for r in results["runs"]}
     failed = [r for r in results["runs"] if r["status"] != "ok"]
@@ -577,7 +583,7 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     body = [
         f"<h1>Comparison on {esc(comp['scenario'])}</h1>",
         f"<p class='sub'>{esc(', '.join(methods))} · {esc(comp['seeds'])} seed(s) each · {esc(comp['episodes'])} training "
-        f"episodes per run · {esc(agents)} controlled agents · greedy evaluation every {esc(comp['eval_every'])} "
+        f"episodes per run · {esc(agents)} controlled agents · {ev} evaluation every {esc(comp['eval_every'])} "
         f"episode(s) on SUMO seed {esc(comp['eval_seed'])} · comparison <code>{esc(results.get('id'))}</code> · "
         f"written {esc(ts)}</p>",
     ]
@@ -598,9 +604,9 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     )
     body.append(
         "<p class='note'>Each cell: mean ± sample standard deviation over the seeds that finished, below it the "
-        "min – max. Final metrics are each run's last greedy evaluation (the policy's most likely action, fixed "
+        f"min – max. Final metrics are each run's last {ev} evaluation ({ev_what}, fixed "
         f"evaluation seed); mean travel time counts agents still driving at the horizon with their time so far. {target} "
-        "<i>Episodes / decisions to target</i>: training episodes / agent decisions completed at a run's first greedy "
+        f"<i>Episodes / decisions to target</i>: training episodes / agent decisions completed at a run's first {ev} "
         "evaluation at or below the target (resolution: the evaluation interval), over the seeds that reached it. "
         "Best value per column in green.</p>"
     )
@@ -609,19 +615,19 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
         body.append("<h3 id='first-beats-h'>When each learned method first beats each baseline</h3>")
         body.append(beats)
         body.append(
-            "<p class='note'>Training episodes completed at a run's first greedy evaluation whose mean travel time is "
+            f"<p class='note'>Training episodes completed at a run's first {ev} evaluation whose mean travel time is "
             "strictly below the baseline's final mean (in the column head; across its seeds); mean ± std over the "
             "seeds that got there (resolution: the evaluation interval). <i>never</i>: no evaluation of any seed did.</p>"
         )
     bars = final_bars(results, colors)
     if bars:
-        body.append(_img(bars, "final travel time per method", "Final greedy-evaluation mean travel time per method."))
+        body.append(_img(bars, "final travel time per method", f"Final {ev}-evaluation mean travel time per method."))
     body.append("<h2 id='curves'>Learning curves</h2>")
     curves = learning_curves(results, rows, colors)
     if curves:
         body.append(_img(curves, "learning curves",
                          f"Training episodes (stochastic policy; rolling mean over {max(1, min(10, int(comp['episodes']) // 5))} "
-                         "episode(s)) against agent decisions and against training wall-clock, and greedy evaluations against "
+                         f"episode(s)) against agent decisions and against training wall-clock, and {ev} evaluations against "
                          "training episodes. Lines: mean across seeds; shaded bands: min – max across seeds; error bars: ± "
                          "std. Methods that do not learn appear as dashed levels (mean over their training episodes)."))  # fmt: skip
     else:

@@ -52,6 +52,13 @@ DEFINITIONS = {
 }
 
 
+def evaluation_kind(comparison: dict) -> str:
+    """How the runs' evaluations chose actions, as the tables and the report say it: "greedy" (the
+    policy's most likely action) or "sampled" (`algorithm.ppo.eval_actions = sample`)."""
+    ppo = (((comparison or {}).get("config") or {}).get("algorithm") or {}).get("ppo") or {}
+    return "sampled" if ppo.get("eval_actions") == "sample" else "greedy"
+
+
 def _final(last: dict) -> dict:
     """A run's final metrics; the return does not apply to a run that made no decisions (SUMO's device
     steers its agents), so it is left out rather than counted as a perfect 0."""

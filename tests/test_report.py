@@ -109,6 +109,22 @@ def test_results_statistics_and_sample_efficiency(report):
     assert se["reached"] == 2 and se["of"] == 2 and se["episodes"]["mean"] == 6
 
 
+def test_a_comparison_that_samples_its_evaluations_says_so(report, tmp_path):
+    """algorithm.ppo.eval_actions = sample: every title and note of the report names sampled evaluations."""
+    from evaluation.results import evaluation_kind
+
+    path, _ = report
+    assert "greedy evaluation every 1" in path.read_text()
+    runs, rows = _make_runs(tmp_path, {"ippo": [_rows(200, 400)]})
+    comp = {**_comparison(["ippo"], seeds=1), "config": {"algorithm": {"ppo": {"eval_actions": "sample"}}}}
+    assert evaluation_kind(comp) == "sampled" and evaluation_kind(_comparison(["ippo"])) == "greedy"
+    res = summarise(comp, runs, rows)
+    res.update(id="s1", out=str(tmp_path), scenario_folder=None, demos=None, executor="local", workers=1, wall_s=1.0)
+    html = write_report(tmp_path, res).read_text()
+    assert "sampled evaluation every 1" in html and "actions drawn from the policy" in html
+    assert "greedy" not in html.replace("greedy route", "")
+
+
 def test_reference_methods_and_an_unreached_target(tmp_path):
     assert reference_methods(["reled", "ippo", "mappo", "shortest"]) == ["ippo", "mappo"]
     assert reference_methods(["reled", "reled-nosed", "shortest"]) == ["shortest"]
