@@ -36,6 +36,10 @@ class Method:
         rollout workers with its first episode: where a schedule (exploration) stands. What it changes
         must travel with the weights, so that workers act with it too."""
 
+    def switch_env(self, env) -> None:
+        """Called before an episode on another env than the last (a run on several cities): what the
+        method keys by the env's agents follows it."""
+
     def begin_episode(self, env, train: bool) -> None:
         pass
 

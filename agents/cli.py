@@ -82,7 +82,9 @@ def register(app: typer.Typer) -> None:
         _check_own_settings(cfg)
         if shortcuts["algorithm.demos"] is not None and not spec.needs_demos:
             raise TrainError(f"--demos is for methods that learn from demonstrations, not {cfg.algorithm.method!r}")
-        name, run = cfg.scenario.name, cfg.run
+        cities = cfg.scenario.cities()
+        name = cfg.scenario.name if len(cities) == 1 else "+".join(Path(c).name for c in cities)
+        run = cfg.run
         out_dir = out or (Path(run.out) if run.out else Path("runs") / f"{name}-{cfg.algorithm.method}-s{run.seed}")
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(run, out=str(out_dir)))
         if resume and not (Path(out_dir) / "config.json").is_file():

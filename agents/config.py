@@ -159,6 +159,27 @@ class TrainConfig:
         if problems:
             raise TrainError("; ".join(problems[:3]))
         self._check_rollout_workers()
+        self._check_cities()
+
+    def _check_cities(self) -> None:
+        """Training on several cities: each at most once, and a policy with nothing tied to one city's
+        agents or edges (IPPO's shared networks; MAPPO's critic is sized by a city's edges, RELED's
+        demonstrations and per-agent embedding belong to one city's agents: not yet)."""
+        from agents.base import TrainError
+
+        cities = self.scenario.cities()
+        if len(cities) < 2:
+            return
+        if len(set(cities)) < len(cities) or not all(cities):
+            raise TrainError(f"--scenario {','.join(cities)}: name each city once")
+        ppo = self.algorithm.ppo
+        if self.algorithm.method != "ippo" or not ppo.shared or ppo.agent_id:
+            raise TrainError(
+                f"training on several cities (--scenario {','.join(cities)}) takes ippo with shared networks and no "
+                f"per-agent embedding for now, not {self.algorithm.method}"
+                + (" with --independent" if not ppo.shared else "")
+                + (" with agent_id" if ppo.agent_id else "")
+            )
 
     def _check_rollout_workers(self) -> None:
         """One rule for rollout workers: each runs one episode per iteration on its own core, so more

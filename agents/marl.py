@@ -93,6 +93,13 @@ class PPOLearner(Method):
         }
 
     # -------------------------------------------------------------------------------- acting
+    def switch_env(self, env) -> None:
+        # another city's agents (only shared networks without per-agent rows train on several cities:
+        # TrainConfig.check), so their index is only the order of the batch
+        if list(env.possible_agents) != self.agent_names:
+            self.agent_names = list(env.possible_agents)
+            self.index = {a: i for i, a in enumerate(self.agent_names)}
+
     def schedule(self, episode: int) -> None:
         self.policy.set_prior(self.cfg.prior_at(episode))
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.base import Method, TrainError
+from agents.cities import city_of
 from agents.config import TrainConfig
 from agents.episode import make_env, peak_rss_mb, run_episode
 from agents.methods import make_method
@@ -77,6 +78,12 @@ def validate(cfg: TrainConfig) -> None:
 
     check_method(cfg.algorithm.method)
     cfg.check()
+    cities = cfg.scenario.cities()
+    if len(cities) > 1:  # an unknown one is named before any city is built
+        from scenarios.build import resolve
+
+        for c in cities:
+            resolve(c)
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -359,22 +366,30 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % 2**32)
         torch.manual_seed(cfg.run.seed)
+        from agents.cities import CityEnvs
         from scenarios import ensure_built
 
-        scenario = ensure_built(cfg.scenario.name, **cfg.scenario.overrides())
+        scenarios = [ensure_built(c, **cfg.scenario.overrides()) for c in cfg.scenario.cities()]
         method = method or make_method(cfg)
-        env = (env_factory or make_env)(scenario, cfg, method.env_settings)
+
+        def make(sc):
+            e = (env_factory or make_env)(sc, cfg, method.env_settings)
+            if hasattr(e, "kernel"):
+                e.kernel.count_sumo_time()  # the time split of every row
+            return e
+
+        cities = CityEnvs(scenarios, make, first=make(scenarios[0]))
         try:
-            return _start(cfg, out, env, method, ck, progress, on_row)
+            return _start(cfg, out, cities, method, ck, progress, on_row)
         finally:
-            env.close()
+            cities.close()
     finally:
         torch.set_num_threads(torch_settings[0])
         torch.use_deterministic_algorithms(torch_settings[1])
 
 
-def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
-    method.setup(env)
+def _start(cfg, out, cities, method, ck, progress, on_row) -> dict:
+    method.setup(cities.get(0))
     out.mkdir(parents=True, exist_ok=True)
     state = {"episode": 0, "env_steps": 0, "wall_s": 0.0, "sumo_faults": 0, "rows": 0}
     if ck is not None:
@@ -395,7 +410,7 @@ def _start(cfg, out, env, method, ck, progress, on_row) -> dict:
         doc = {"config": cfg.to_dict(), "method": _jsonable(method.describe()), "versions": _versions()}
         _atomic_write(out / CONFIG, (json.dumps(doc, indent=2) + "\n").encode())
         _atomic_write(out / METRICS, b"")
-    return _loop(cfg, out, env, method, state, progress, on_row)
+    return _loop(cfg, out, cities, method, state, progress, on_row)
 
 
 def _row(phase: str, state: dict, episode: int, seed: int, wall_s: float, episode_row: dict) -> dict:
@@ -426,9 +441,14 @@ def _status(state: dict, latest: dict | None, speed: str) -> str:
     return "  ".join([*parts, speed, f"faults {state['sumo_faults']}"])
 
 
-def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
-    if hasattr(env, "kernel"):
-        env.kernel.count_sumo_time()  # the time split of every row
+def _loop(cfg, out, cities, method, state, progress, on_row) -> dict:
+    several = len(cities) > 1
+
+    def city_env(i: int):
+        env = cities.get(i)
+        method.switch_env(env)
+        return env
+
     metrics_f = open(out / METRICS, "a")
 
     def write(row: dict) -> None:
@@ -457,12 +477,14 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
         _atomic_write(out / CHECKPOINT, buf.getvalue())
 
     def evaluate() -> dict:
-        t0 = time.perf_counter()
-        row = run_episode(env, method, cfg.run.eval_seed, train=False)
-        state["wall_s"] += time.perf_counter() - t0
-        state["sumo_faults"] += bool(row.get("sumo_fault"))
-        row = _row("eval", state, state["episode"], cfg.run.eval_seed, state["wall_s"], row)
-        write(row)
+        """One evaluation episode on each city of the run (one row each); returns the last row."""
+        for i in range(len(cities)):
+            t0 = time.perf_counter()
+            row = run_episode(city_env(i), method, cfg.run.eval_seed, train=False)
+            state["wall_s"] += time.perf_counter() - t0
+            state["sumo_faults"] += bool(row.get("sumo_fault"))
+            row = _row("eval", state, state["episode"], cfg.run.eval_seed, state["wall_s"], row)
+            write({**row, "city": cities.name(i)} if several else row)
         return row
 
     bar = _progress(progress)
@@ -480,12 +502,16 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
             checkpoint()
         last_eval: dict = {}
         if (cfg.rollout_workers > 1 or cfg.run.executor == "ray") and state["episode"] < cfg.run.episodes:
-            _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, task if bar else None)
+            _loop_parallel(cfg, cities, method, state, write, evaluate, checkpoint, bar, task if bar else None)
         while state["episode"] < cfg.run.episodes:
             e = state["episode"] + 1
             t0 = time.perf_counter()
             method.schedule(e)
-            row = run_episode(env, method, episode_seed(cfg.run.seed, e), train=True, time_limit=cfg.run.time_limit)
+            city = city_of(cfg.run.seed, e, len(cities))
+            row = run_episode(city_env(city), method, episode_seed(cfg.run.seed, e), train=True,
+                              time_limit=cfg.run.time_limit)  # fmt: skip
+            if several:
+                row["city"] = cities.name(city)
             state["wall_s"] += time.perf_counter() - t0
             state["episode"] = e
             _count(state, row)
@@ -507,7 +533,7 @@ def _loop(cfg, out, env, method, state, progress, on_row) -> dict:
     return _summary(out, state)
 
 
-def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, task) -> None:
+def _loop_parallel(cfg, cities, method, state, write, evaluate, checkpoint, bar, task) -> None:
     """Parallel rollouts: iterations of N training episodes, one per worker, and one update on all of
     them (agents/workers.py). With `run.policy_lag` L, iteration j acts with the policy after update
     j-1-L. L = 0: the workers wait for the update, the learner for the workers. L = 1: a worker starts its
@@ -520,13 +546,14 @@ def _loop_parallel(cfg, env, method, state, write, evaluate, checkpoint, bar, ta
     from core.procs import Job, WorkerPool
 
     warm = method.before_rollouts() if method.learns else {}
+    paths = [str(sc.path) for sc in cities.scenarios]  # the worker's env drives the city of each episode
     if cfg.run.executor == "ray":
         from agents.workers import RayWorkerPool
 
         address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
-        pool = RayWorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, address=address)
+        pool = RayWorkerPool(cfg, paths, method, cfg.rollout_workers, address=address)
     else:
-        pool = WorkerPool(cfg, env.scenario.path, method, cfg.rollout_workers, worker_cls=Rollouts)
+        pool = WorkerPool(cfg, paths, method, cfg.rollout_workers, worker_cls=Rollouts)
     lag = cfg.run.policy_lag
     # this call's iterations (a resumed run starts at an update): (first episode, last episode)
     iters = [(e, min(e + pool.n - 1, cfg.run.episodes)) for e in range(state["episode"] + 1, cfg.run.episodes + 1,

@@ -51,16 +51,25 @@ class Rollouts:
 
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)
+        from agents.cities import CityEnvs
         from agents.episode import make_env
         from scenarios import Scenario
 
-        cfg, scenario_path, method = pickle.loads(blob)
-        self.index = index
+        cfg, paths, method = pickle.loads(blob)
+        paths = paths if isinstance(paths, list) else [paths]
+        self.index, self.seed = index, cfg.run.seed
         self.time_limit = cfg.run.time_limit
-        self.env = make_env(Scenario.load(scenario_path), cfg, method.env_settings)
+
+        def make(sc):
+            env = make_env(sc, cfg, method.env_settings)
+            env.kernel.count_sumo_time()
+            return env
+
+        # several cities: the env of each episode's city, made when first needed
+        scenarios = [Scenario.load(p) for p in paths]
+        self.cities = CityEnvs(scenarios, make, first=make(scenarios[0]))
         method.collect_only = True  # end_episode keeps the samples for the learner instead of updating
         self.method = method
-        self.env.kernel.count_sumo_time()
 
     def run(self, job: Job, weights: bytes | None) -> tuple[dict, dict | None]:
         import torch
@@ -72,8 +81,15 @@ class Rollouts:
             self.method.policy.load_state_dict(torch.load(io.BytesIO(weights)))
         torch.manual_seed(job.seed)  # the episode's action sampling depends on it alone
         t_load = time.perf_counter() - t0
-        row = run_episode(self.env, self.method, job.seed, train=job.train,
+        from agents.cities import city_of
+
+        city = city_of(self.seed, job.episode, len(self.cities)) if job.train else 0
+        env = self.cities.get(city)
+        self.method.switch_env(env)
+        row = run_episode(env, self.method, job.seed, train=job.train,
                           time_limit=self.time_limit if job.train else None)  # fmt: skip
+        if len(self.cities) > 1:
+            row["city"] = self.cities.name(city)
         payload = self.method.take_payload() if job.train and self.method.learns else None
         row["t_transfer_s"] = t_load
         row["worker"] = self.index
@@ -83,7 +99,7 @@ class Rollouts:
         return os.getpid()
 
     def close(self) -> None:
-        self.env.close()
+        self.cities.close()
 
 
 # ------------------------------------------------------------------------------------------ Ray
@@ -130,7 +146,8 @@ class RayWorkerPool:
                 raise TrainError(
                     f"--workers {n}: the Ray cluster has {cpus} CPUs, so it can place at most {cpus} workers"
                 )
-            self.blob = pickle.dumps((cfg, str(scenario_path), method))
+            path = [str(x) for x in scenario_path] if isinstance(scenario_path, list) else str(scenario_path)
+            self.blob = pickle.dumps((cfg, path, method))
             self.actor_cls = ray.remote(num_cpus=1, max_restarts=0)(Rollouts)
             self.actors = [self.actor_cls.remote(self.blob, i) for i in range(n)]
             ray.get([a.pid.remote() for a in self.actors], timeout=START_TIMEOUT_S)

@@ -184,7 +184,8 @@ class WorkerPool:
 
         self.ctx = multiprocessing.get_context("spawn")
         self.worker_cls = worker_cls
-        self.blob = pickle.dumps((cfg, str(scenario_path), method))
+        path = [str(x) for x in scenario_path] if isinstance(scenario_path, list) else str(scenario_path)
+        self.blob = pickle.dumps((cfg, path, method))
         self.slots = [_Slot(self.ctx, self.blob, i, worker_cls) for i in range(n)]
         self.replaced = 0
         self._pending: dict = {}  # connection -> (worker, job, weights) of each job handed out

@@ -654,5 +654,10 @@ class VehicleRoutingEnv(ParallelEnv):
     def render(self):
         return None  # the GUI (EnvConfig(gui=True)) renders live
 
+    def suspend(self):
+        """End this env's SUMO between episodes (a process runs one libsumo simulation at a time, and a
+        run on several cities holds one env per city); the next reset starts a fresh one."""
+        self.kernel.suspend()
+
     def close(self):
         self.kernel.close()

@@ -391,6 +391,11 @@ class SumoKernel:
         self.faults += 1
         self._drop()
 
+    def suspend(self) -> None:
+        """End the running SUMO and keep the rest: the next start() launches a fresh one (another city's
+        env needs the process's one libsumo simulation meanwhile)."""
+        self._drop()
+
     def close(self) -> None:
         self._drop()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -7,7 +7,8 @@ What a run records:
 * **per-episode metrics** (through the runner's ``on_row`` hook): every numeric field of a metrics row
   under ``train/…`` or ``eval/…`` (mean travel time, arrival rate, return, teleports, losses, …), with
   ``episode``, ``env_steps`` and ``wall_s`` as x-axes (``train/*`` and ``eval/*`` are plotted against
-  ``env_steps`` by default); ``train/sps`` = decisions per second of the episode and ``sps`` = cumulative
+  ``env_steps`` by default); a run on several cities logs each row's figures under
+  ``train/<city>/…`` / ``eval/<city>/…`` as well; ``train/sps`` = decisions per second of the episode and ``sps`` = cumulative
   decisions / cumulative wall-clock; the wall-clock split ``t_sumo_s``, ``t_env_python_s``,
   ``t_torch_infer_s``, ``t_torch_update_s``, ``t_python_s``.
 * **LLM tables** when the run is given an SED demonstrations folder: ``llm/sed_rounds`` (bound and
@@ -252,6 +253,8 @@ class Tracker:
                 data[k] = n
             else:
                 data[f"{phase}/{k}"] = n
+                if isinstance(row.get("city"), str):  # a run on several cities: a curve per city too
+                    data[f"{phase}/{row['city']}/{k}"] = n
         if phase == "train":
             wall = row.get("episode_wall_s") or 0.0
             if wall:

@@ -51,6 +51,15 @@ class ScenarioConfig:
     demand_scale: float | None = field(
         default=None, metadata=limits(ge=0)
     )  # multiply the scenario's background demand (a stress test); null: as built
+    # training on several cities (`--scenario a,b,c` fills it too): each training episode draws one, by the
+    # run's seed and the episode's number; empty: `name` alone
+    names: tuple[str, ...] = ()
+
+    def cities(self) -> list[str]:
+        """The cities of the experiment: `names`, else `name` (which `--scenario a,b` makes a list)."""
+        if self.names:
+            return [str(n).strip() for n in self.names]
+        return [n.strip() for n in self.name.split(",")] if "," in self.name else [self.name]
 
     def overrides(self) -> dict:
         """Keyword overrides for scenarios.ensure_built (a scaled demand is its own build in the cache)."""

@@ -186,6 +186,14 @@ CASES: list[Case] = [
     Case("train-policy-lag-in-process", ["train", "-s", "{kouvola}", "--set", "run.policy_lag=1", "--out", "{tmp}/run"],
          message=r"run\.policy_lag = 1 overlaps the update with rollout workers' episodes, and one worker runs "
                  r"in-process: use --workers 2 or more, or run\.policy_lag = 0", untouched="{tmp}/run"),
+    # several cities (issue 30): an unknown one is named before any is built; what cannot train on several
+    Case("train-cities-unknown", ["train", "-s", "helsinki,atlantis", "--out", "{tmp}/run"],
+         message=r"unknown city 'atlantis'; known cities: ", untouched="{tmp}/run"),
+    Case("train-cities-twice", ["train", "-s", "kouvola,kouvola", "--out", "{tmp}/run"],
+         message=r"--scenario kouvola,kouvola: name each city once", untouched="{tmp}/run"),
+    Case("train-cities-mappo", ["train", "-s", "helsinki,kouvola", "-m", "mappo", "--out", "{tmp}/run"],
+         message=r"training on several cities \(--scenario helsinki,kouvola\) takes ippo with shared networks and "
+                 r"no per-agent embedding for now, not mappo", untouched="{tmp}/run"),
     Case("train-unknown-flag", ["train", "-s", "{kouvola}", "--bogus", "--out", "{tmp}/run"],
          message=r"No such option: --bogus \(.*\(see `.*cosim train --help`\)", untouched="{tmp}/run"),
     Case("build-wrong-type", ["scenario", "build", "kouvola", "--agents", "many"],

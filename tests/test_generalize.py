@@ -74,3 +74,63 @@ def test_a_checkpoint_with_another_observation_is_refused_naming_both(trained, k
     assert "\n" not in msg
     assert msg.startswith("the checkpoint's observation (observation 'live', max_actions 6, ")
     assert "differs from this environment's (observation 'candidate', max_actions 6, " in msg
+
+
+# ------------------------------------------------------------------------------- several cities
+CITIES = dict(scenario="helsinki,kouvola", method="ippo", agents=6, horizon=600.0, episodes=6, eval_every=3, seed=1)
+
+
+def _cities(rows: list[dict], phase: str = "train") -> list[tuple[int, str]]:
+    return [(r["episode"], r["city"]) for r in rows if r["phase"] == phase]
+
+
+def test_training_on_two_cities_draws_one_per_episode_by_seed(helsinki, kouvola, tmp_path):
+    from agents.cities import city_of
+    from tests.test_train import _assert_same_params, _comparable
+
+    train(TrainConfig.of(**CITIES), tmp_path / "a", progress=False)
+    rows = read_metrics(tmp_path / "a")
+    names = ["helsinki", "kouvola"]
+    drawn = _cities(rows)
+    assert drawn == [(e, names[city_of(1, e, 2)]) for e in range(1, 7)]
+    assert {c for _, c in drawn} == set(names)  # this seed draws both
+    # each evaluation runs on every city, one row each, and the two differ
+    assert _cities(rows, "eval") == [(e, c) for e in (0, 3, 6) for c in names]
+    evals = [r for r in rows if r["phase"] == "eval" and r["episode"] == 6]
+    assert evals[0]["mean_travel_time"] != evals[1]["mean_travel_time"]
+    # reproducible, and a run stopped after 3 episodes and resumed equals the one that went straight on
+    train(TrainConfig.of(**{**CITIES, "episodes": 3}), tmp_path / "b", progress=False)
+    train(TrainConfig.of(**CITIES), tmp_path / "b", progress=False, resume=True)
+    assert _comparable(read_metrics(tmp_path / "b")) == _comparable(rows)
+    _assert_same_params(tmp_path / "a", tmp_path / "b")
+    # another seed draws another sequence
+    assert [names[city_of(2, e, 2)] for e in range(1, 7)] != [c for _, c in drawn]
+
+
+def test_training_on_two_cities_with_two_workers_draws_the_same_cities(helsinki, kouvola, tmp_path):
+    from tests.test_train import _comparable
+
+    for out in ("w1", "w2"):
+        train(TrainConfig.of(**CITIES, rollout_workers=2), tmp_path / out, progress=False)
+    a, b = read_metrics(tmp_path / "w1"), read_metrics(tmp_path / "w2")
+    assert _comparable(a) == _comparable(b)
+    train(TrainConfig.of(**CITIES), tmp_path / "inproc", progress=False)
+    assert _cities(a) == _cities(read_metrics(tmp_path / "inproc"))
+    assert sorted({r["worker"] for r in a if r["phase"] == "train"}) == [0, 1]
+
+
+def test_a_run_on_two_cities_logs_each_citys_curve_to_wandb(helsinki, kouvola, tmp_path, monkeypatch):
+    """An offline W&B run (real wandb files, read back): every row's figures also under its city."""
+    from evaluation.tracking import tracked_train
+    from tests.tools.wandb_records import offline_runs, read_run_records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = TrainConfig.of(**{**CITIES, "episodes": 2, "eval_every": 2})
+    tracked_train(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    history = read_run_records(offline_runs(tmp_path / "run")[-1])["history"]
+    assert len(history) == len(rows)
+    for h, row in zip(history, rows):
+        key = f"{row['phase']}/{row['city']}/mean_travel_time"
+        assert h[key] == pytest.approx(row["mean_travel_time"])
+        assert h[f"{row['phase']}/mean_travel_time"] == pytest.approx(row["mean_travel_time"])
