@@ -337,11 +337,14 @@ def train(
     env_factory: Callable | None = None,
     on_row: Callable[[dict], None] | None = None,
     method: Method | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Train (or run a baseline) per `cfg` into `out`. Returns a summary (last eval row, counters).
 
     env_factory(scenario, cfg, env_settings) -> env replaces `make_env` (tests inject faults this way);
-    on_row(row) sees every metrics row as it is written (W&B logging); `method` overrides the registry.
+    on_row(row) sees every metrics row as it is written (W&B logging); `method` overrides the registry;
+    `init`, another run's folder or checkpoint: a new run starts from its weights (fine-tuning a policy
+    on another city; they must fit, as they do for IPPO's shared networks anywhere).
     """
     validate(cfg)
     if cfg.run.executor == "ray":  # no Ray or an unreachable cluster: one line before any folder exists
@@ -355,10 +358,14 @@ def train(
     out = Path(out)
     with run_lock(out):
         ck = prepare_out(out, cfg, resume)
-        return _train_locked(cfg, out, ck, progress, env_factory, on_row, method)
+        start = None
+        if init is not None and ck is None:
+            p = Path(init)
+            start = load_checkpoint(p / CHECKPOINT if p.is_dir() else p)["method"]
+        return _train_locked(cfg, out, ck, progress, env_factory, on_row, method, start)
 
 
-def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
+def _train_locked(cfg, out, ck, progress, env_factory, on_row, method, start=None) -> dict:
     torch_settings = _determinism()
     import torch
 
@@ -380,7 +387,7 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
 
         cities = CityEnvs(scenarios, make, first=make(scenarios[0]))
         try:
-            return _start(cfg, out, cities, method, ck, progress, on_row)
+            return _start(cfg, out, cities, method, ck, progress, on_row, start)
         finally:
             cities.close()
     finally:
@@ -388,8 +395,15 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method) -> dict:
         torch.use_deterministic_algorithms(torch_settings[1])
 
 
-def _start(cfg, out, cities, method, ck, progress, on_row) -> dict:
+def _start(cfg, out, cities, method, ck, progress, on_row, start=None) -> dict:
     method.setup(cities.get(0))
+    if start is not None:
+        try:
+            method.load_state_dict(start)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise TrainError(
+                f"the initial weights do not fit this run ({type(exc).__name__}: {str(exc)[:120]})"
+            ) from None
     out.mkdir(parents=True, exist_ok=True)
     state = {"episode": 0, "env_steps": 0, "wall_s": 0.0, "sumo_faults": 0, "rows": 0}
     if ck is not None:

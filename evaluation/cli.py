@@ -34,9 +34,11 @@ def _preset():
 def register(app: typer.Typer) -> None:
     from evaluation.compare import register as register_compare
     from evaluation.evaluate import register as register_evaluate
+    from evaluation.generalize import register as register_generalize
 
     register_compare(app)
     register_evaluate(app)
+    register_generalize(app)
 
     @app.command()
     @shortcut_options("scenario", "agents", "seeds", "episodes", "out", "workers", "llm", tree=lambda: type(_preset()),

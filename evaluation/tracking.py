@@ -345,6 +345,21 @@ class Tracker:
                 raise
             self._disable("table logging", exc)
 
+    def log_table(self, key: str, columns: list[str], rows: list[list], summary: dict | None = None) -> None:
+        """A table (and summary values) for a study's own W&B run (`cosim generalize`)."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=columns, data=rows)})
+            for k, v in (summary or {}).items():
+                self.run.summary[k] = v
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            self._disable("table logging", exc)
+
     def finish(self, result: dict | None = None, status: str = "ok", error: str | None = None) -> None:
         if self.run is None:
             return

@@ -134,3 +134,80 @@ def test_a_run_on_two_cities_logs_each_citys_curve_to_wandb(helsinki, kouvola, t
         key = f"{row['phase']}/{row['city']}/mean_travel_time"
         assert h[key] == pytest.approx(row["mean_travel_time"])
         assert h[f"{row['phase']}/mean_travel_time"] == pytest.approx(row["mean_travel_time"])
+
+
+# ------------------------------------------------------------------------------- cosim generalize
+GEN = ["generalize", "-s", "helsinki", "--held-out", "kouvola", "--seeds", "2", "--episodes", "2", "--eval-every", "2",
+       "--agents", "6", "--horizon", "600", "--eval-episodes", "2", "--fine-tune", "1"]  # fmt: skip
+
+
+def _cosim(*args: str, timeout: float = 600):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", "cosim", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)  # fmt: skip
+
+
+def test_cosim_generalize_writes_the_table_the_report_and_wandb(helsinki, kouvola, tmp_path):
+    import json
+    import statistics
+
+    from tests.tools.wandb_records import offline_runs, read_run_records
+
+    out = tmp_path / "gen"
+    p = _cosim(*GEN, "--out", str(out))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == str(out / "report.html")
+    res = json.loads((out / "results.json").read_text())
+    assert res["train"] == ["helsinki"] and res["held_out"] == ["kouvola"] and res["seeds"] == 2
+    city = res["cities"]["kouvola"]
+    pol, runs = city["policies"], city["runs"]
+    assert {k: pol[k]["n"] for k in pol} == {"shortest": 1, "sumo-rerouting": 1, "zero_shot": 2, "in_city": 2,
+                                             "fine_tuned": 2}  # fmt: skip
+    # the zero-shot runs are the helsinki policies, the in-city ones kouvola's, each on the same test seeds
+    assert [Path(r["run"]).name for r in runs["zero_shot"]] == ["multi-s0", "multi-s1"]
+    assert [Path(r["run"]).name for r in runs["in_city"]] == ["kouvola-s0", "kouvola-s1"]
+    assert all(r["agents"] == 6 and len(r["per_episode"]) == 2 for v in runs.values() for r in v)
+    gaps = [z["mean_travel_time"] / i["mean_travel_time"] for z, i in zip(runs["zero_shot"], runs["in_city"])]
+    assert city["gap"]["mean"] == pytest.approx(statistics.mean(gaps))
+    assert pol["zero_shot"]["mean"] == pytest.approx(statistics.mean(r["mean_travel_time"] for r in runs["zero_shot"]))
+    html = (out / "report.html").read_text()
+    assert "id='generalization-table'" in html and "<th>kouvola</th>" in html
+    assert f"<b>{city['gap']['mean']:.3f}</b>" in html
+    summary = read_run_records(offline_runs(out / "wandb-summary")[-1])["summary"]
+    assert summary["generalize/kouvola/gap"] == pytest.approx(city["gap"]["mean"])
+    assert summary["generalize/kouvola/zero_shot"] == pytest.approx(pol["zero_shot"]["mean"])
+    # a rerun keeps the finished runs (no training) and gives the same table
+    before = {f: f.stat().st_mtime_ns for f in out.glob("runs/*/checkpoint.pt")}
+    p = _cosim(*GEN, "--out", str(out))
+    assert p.returncode == 0 and "training" not in p.stderr, p.stderr[-2000:]
+    assert {f: f.stat().st_mtime_ns for f in out.glob("runs/*/checkpoint.pt")} == before
+    again = json.loads((out / "results.json").read_text())
+    assert again["cities"] == res["cities"]
+    # another study into the same folder is refused
+    p = _cosim(*[a if a != "2" else "3" for a in GEN[:8]], *GEN[8:], "--out", str(out))
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        f"error: {out} holds another generalisation study (other cities or settings); choose another --out"
+    ]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-s", "helsinki,kouvola", "--held-out", "kouvola"],
+         "error: held-out cities kouvola are also training cities: a zero-shot result needs cities the policy never "
+         "saw (--allow-overlap to evaluate there anyway)"),
+        (["-s", "helsinki", "--held-out", "kouvola,atlantis"], "error: unknown city 'atlantis'; known cities: "),
+        (["-s", "helsinki", "--held-out", "kouvola", "--fine-tune", "-2"], "error: --fine-tune must be >= 0 episodes, got -2"),
+        (["-s", "helsinki,kouvola", "--held-out", "adlershof", "-m", "mappo"],
+         "error: training on several cities (--scenario helsinki,kouvola) takes ippo with shared networks"),
+    ],
+)  # fmt: skip
+def test_cosim_generalize_bad_input_is_one_line_before_anything_runs(tmp_path, args, message):
+    p = _cosim("generalize", *args, "--out", str(tmp_path / "gen"), timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), p.stderr
+    assert not (tmp_path / "gen").exists()

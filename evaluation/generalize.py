@@ -1,0 +1,291 @@
+"""`cosim generalize`: does a policy travel? Train one policy on several cities, run it zero-shot on
+held-out cities it never saw, and set it there beside free-flow routes, SUMO's rerouting and the policy
+trained on that city itself (the in-city reference, same training budget).
+
+    cosim generalize -s helsinki,kouvola,cologne8.sumocfg --held-out ingolstadt21.sumocfg,adlershof -m ippo \
+        --seeds 3 --episodes 50 --eval-episodes 5 [--fine-tune 10] --out gen
+
+(any scenario reference: a shipped city, a recipe, an OSM file, a `.net.xml`, an imported `.sumocfg`
+or a built folder; the RESCO scenarios come from the sumo-rl wheel, see docs/scenarios.md).
+
+Folder (`--out`)::
+
+    runs/multi-s{s}            the policy trained on the training cities, seed s
+    runs/{city}-s{s}           the in-city reference: trained on that held-out city alone, seed s
+    runs/{city}-tuned-s{s}     --fine-tune K: the multi-city policy, K more episodes on that city
+    runs/{city}-{baseline}     shortest and sumo-rerouting on that city (no training: once per city)
+    results.json, report.html  the table below; W&B gets each training run and a summary run
+
+Every policy and baseline runs on the same `--eval-episodes` SUMO seeds from `--test-seed` (default
+20000; no training episode uses them). Per held-out city and policy: the mean over those episodes of the
+agents' mean travel time per run, then mean ± std and a 95 % interval over the training seeds. The
+generalisation gap is zero-shot ÷ in-city travel time, per seed. A rerun with the same settings resumes:
+finished runs are kept, unfinished ones go on from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from core.errors import UserError
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+FORMAT = 1
+BASELINES = ("shortest", "sumo-rerouting")
+
+
+class GeneralizeError(UserError):
+    """Bad input to `cosim generalize`: held-out cities that overlap the training ones, …"""
+
+
+def _slug(city: str) -> str:
+    return Path(city).name.replace(".", "_").replace(",", "_") or "city"
+
+
+def check_cities(train_cities: list[str], held_out: list[str], allow_overlap: bool) -> None:
+    """Both lists, before anything is built: each city known, and held out means not trained on."""
+    from scenarios.build import resolve
+
+    if not held_out or not all(held_out):
+        raise GeneralizeError("--held-out needs at least one city (comma-separated)")
+    if len(set(held_out)) < len(held_out):
+        raise GeneralizeError(f"--held-out {','.join(held_out)}: name each city once")
+    for c in [*train_cities, *held_out]:
+        resolve(c)
+    both = [c for c in held_out if c in train_cities]
+    if both and not allow_overlap:
+        raise GeneralizeError(f"held-out cities {', '.join(both)} are also training cities: a zero-shot result "
+                              "needs cities the policy never saw (--allow-overlap to evaluate there anyway)")  # fmt: skip
+
+
+def _with(tree, cities: list[str], seed: int, **run):
+    """The tree for one training run: these cities, this seed, the rest as given."""
+    sc = dataclasses.replace(tree.scenario, name=",".join(cities), names=())
+    return dataclasses.replace(tree, scenario=sc, run=dataclasses.replace(tree.run, seed=seed, **run))
+
+
+def _train(cfg, out: Path, tags: list[str], log, init: Path | None = None) -> None:
+    """One training run into `out`; a finished one is kept, an unfinished one resumed."""
+    from agents.runner import CHECKPOINT, load_checkpoint
+    from evaluation.tracking import tracked_train
+
+    ck = out / CHECKPOINT
+    if ck.is_file() and load_checkpoint(ck)["episode"] >= cfg.run.episodes:
+        return
+    log(f"training {out.name} ({cfg.algorithm.method} on {cfg.scenario.name}, {cfg.run.episodes} episodes)")
+    tracked_train(cfg, out, resume=ck.is_file(), tags=tags, init=None if ck.is_file() else init)
+
+
+def _evaluate(run: Path, city: str, episodes: int, seed: int, env) -> dict:
+    """`cosim evaluate` of one run on one city, with the study's agent count and horizon."""
+    from evaluation.evaluate import evaluate_checkpoint
+
+    res = evaluate_checkpoint(run, city, episodes=episodes, seed=seed, agents=env.n_agents, horizon=env.horizon)
+    eps = res["episodes"]
+
+    def mean(k: str) -> float | None:
+        vals = [e.get(k) for e in eps if isinstance(e.get(k), (int, float))]
+        return sum(vals) / len(vals) if vals else None
+
+    return {"run": str(run), "mean_travel_time": mean("mean_travel_time"), "arrival_rate": mean("arrival_rate"),
+            "all_vehicles_mean_travel_time": mean("all_vehicles_mean_travel_time"), "agents": res["agents"],
+            "per_episode": [e.get("mean_travel_time") for e in eps]}  # fmt: skip
+
+
+def _summary(evals: list[dict]) -> dict | None:
+    """Mean ± std and the 95 % interval over runs (seeds) of each run's mean over the test episodes."""
+    from evaluation.results import stats
+
+    s = stats([e["mean_travel_time"] for e in evals])
+    if s is None:
+        return None
+    return {**s, "ci95": _ci95(s), "all_vehicles": stats([e["all_vehicles_mean_travel_time"] for e in evals]),
+            "arrival_rate": stats([e["arrival_rate"] for e in evals])}  # fmt: skip
+
+
+def _ci95(s: dict) -> float | None:
+    """Half-width of the t interval of the mean (None for a single value)."""
+    from scipy.stats import t
+
+    n = s["n"]
+    return float(t.ppf(0.975, n - 1) * s["std"] / n**0.5) if n > 1 else None
+
+
+def generalize(tree, held_out: list[str], *, out: Path, seeds: int, eval_episodes: int, test_seed: int,
+               fine_tune: int = 0, allow_overlap: bool = False, log=print) -> dict:  # fmt: skip
+    """The whole protocol (module docstring); returns results.json's content."""
+    from agents.runner import validate
+    from evaluation.results import stats
+
+    train_cities = tree.scenario.cities()
+    check_cities(train_cities, held_out, allow_overlap)
+    for n, v in (("--seeds", seeds), ("--eval-episodes", eval_episodes)):
+        if v < 1:
+            raise GeneralizeError(f"{n} must be a positive number, got {v}")
+    if fine_tune < 0:
+        raise GeneralizeError(f"--fine-tune must be >= 0 episodes, got {fine_tune}")
+    validate(_with(tree, train_cities, 0))  # the method, its ranges and what several cities allow
+    for c in held_out:
+        validate(_with(tree, [c], 0))
+    identity = {"format": FORMAT, "train": train_cities, "held_out": held_out, "method": tree.algorithm.method,
+                "seeds": seeds, "episodes": tree.run.episodes, "fine_tune": fine_tune,
+                "eval_episodes": eval_episodes, "test_seed": test_seed, "config": tree.identity()}  # fmt: skip
+    out = Path(out)
+    _prepare(out, identity)
+    tags = [f"generalize-{_digest(identity)}"]
+    t0 = time.perf_counter()
+    runs = out / "runs"
+    evals: dict[str, dict[str, list[dict]]] = {c: {} for c in held_out}
+    for c in held_out:
+        for b in BASELINES:
+            run = runs / f"{_slug(c)}-{b}"
+            cfg = dataclasses.replace(_with(tree, [c], 0, episodes=1, eval_every=0),
+                                      algorithm=dataclasses.replace(tree.algorithm, method=b))  # fmt: skip
+            _train(cfg, run, tags, log)
+            evals[c][b] = [_evaluate(run, c, eval_episodes, test_seed, tree.env)]
+    for s in range(seeds):
+        multi = runs / f"multi-s{s}"
+        _train(_with(tree, train_cities, s), multi, tags, log)
+        for c in held_out:
+            incity = runs / f"{_slug(c)}-s{s}"
+            _train(_with(tree, [c], s), incity, tags, log)
+            evals[c].setdefault("zero_shot", []).append(_evaluate(multi, c, eval_episodes, test_seed, tree.env))
+            evals[c].setdefault("in_city", []).append(_evaluate(incity, c, eval_episodes, test_seed, tree.env))
+            if fine_tune:
+                tuned = runs / f"{_slug(c)}-tuned-s{s}"
+                _train(_with(tree, [c], s, episodes=fine_tune), tuned, tags, log, init=multi)
+                evals[c].setdefault("fine_tuned", []).append(_evaluate(tuned, c, eval_episodes, test_seed, tree.env))
+    cities = {}
+    for c in held_out:
+        e = evals[c]
+        gaps = [z["mean_travel_time"] / i["mean_travel_time"] for z, i in zip(e["zero_shot"], e["in_city"])
+                if z["mean_travel_time"] and i["mean_travel_time"]]  # fmt: skip
+        gap = stats(gaps)
+        cities[c] = {"policies": {k: _summary(v) for k, v in e.items()}, "runs": e,
+                     "gap": {**gap, "ci95": _ci95(gap)} if gap else None}  # fmt: skip
+    res = {**{k: v for k, v in identity.items() if k != "config"}, "out": str(out), "cities": cities,
+           "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    from core.jsonio import atomic_write
+
+    atomic_write(out / RESULTS_FILE, json.dumps(res, indent=1, default=str))
+    from evaluation.report import write_generalization_report
+
+    write_generalization_report(out, res)
+    _log_wandb(tree, out, res, tags)
+    return res
+
+
+def _digest(identity: dict) -> str:
+    import hashlib
+
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _prepare(out: Path, identity: dict) -> None:
+    """A new folder, or this protocol's own (a rerun resumes it); anything else is refused."""
+    mine = out / "generalize.json"
+    if out.exists() and any(out.iterdir()):
+        if not mine.is_file():
+            raise GeneralizeError(f"{out} exists and is not a `cosim generalize` folder; choose another --out")
+        if json.loads(mine.read_text()).get("identity") != json.loads(json.dumps(identity, default=str)):
+            raise GeneralizeError(f"{out} holds another generalisation study (other cities or settings); "
+                                  "choose another --out")  # fmt: skip
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    from core.jsonio import atomic_write
+
+    atomic_write(mine, json.dumps({"identity": identity}, indent=1, default=str))
+
+
+def _log_wandb(tree, out: Path, res: dict, tags: list[str]) -> None:
+    """A W&B run holding the table (one row per held-out city and policy) and the gaps in its summary."""
+    from evaluation.tracking import Tracker
+
+    tracker = Tracker(
+        tree,
+        out / "wandb-summary",
+        name="generalize",
+        tags=tags,
+        extra_config={
+            "generalize": {k: res[k] for k in ("train", "held_out", "seeds", "episodes", "fine_tune", "eval_episodes")}
+        },
+    )
+    if not tracker.start():
+        return
+    rows, summary = [], {}
+    for city, c in res["cities"].items():
+        for policy, s in c["policies"].items():
+            if s:
+                rows.append([city, policy, s["mean"], s["std"], s["n"]])
+                summary[f"generalize/{city}/{policy}"] = s["mean"]
+        if c["gap"]:
+            summary[f"generalize/{city}/gap"] = c["gap"]["mean"]
+    tracker.log_table("generalize/table", ["city", "policy", "mean_travel_time", "std", "runs"], rows, summary)
+    tracker.finish()
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def register(app) -> None:
+    import typer
+
+    from core.settings import SET_HELP
+    from core.shortcuts import shortcut_options
+    from evaluation.config import ExperimentConfig
+
+    @app.command("generalize")
+    @shortcut_options("scenario", "method", "seeds", "episodes", "agents", "horizon", "eval_every", "out",
+                      tree=lambda: ExperimentConfig,
+                      helps={"scenario": "Training cities, comma-separated (names, recipes, files or built folders).",
+                             "out": "Study folder: runs, results.json, report.html (null: runs/generalize)."})  # fmt: skip
+    def generalize_cmd(
+        shortcuts: dict,
+        held_out: str = typer.Option(..., "--held-out", help="Cities the policy never trains on, comma-separated."),
+        eval_episodes: int = typer.Option(5, "--eval-episodes", help="Test episodes per policy and held-out city."),
+        test_seed: int = typer.Option(20_000, "--test-seed", help="SUMO seed of the first test episode."),
+        fine_tune: int = typer.Option(
+            0, "--fine-tune", help="Also train the zero-shot policy K episodes on each held-out city."
+        ),
+        allow_overlap: bool = typer.Option(
+            False, "--allow-overlap", help="Let held-out cities be training cities too."
+        ),
+        config: Path | None = typer.Option(None, "--config", help="TOML with any subset of the configuration tree."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        as_json: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+    ) -> None:
+        """Train on several cities, run zero-shot on held-out ones against shortest, rerouting and the in-city policy."""
+        from core.errors import check_seed
+        from core.settings import resolve
+
+        try:
+            tree = resolve(ExperimentConfig, config, set_, shortcuts)
+        except UserError as exc:
+            raise GeneralizeError(str(exc)) from None
+        check_seed("--test-seed", test_seed, count=eval_episodes if eval_episodes > 0 else 1)
+        cities = [c.strip() for c in held_out.split(",")]
+        out = Path(tree.run.out) if tree.run.out else Path("runs") / "generalize"
+        res = generalize(tree, cities, out=out, seeds=tree.run.seeds, eval_episodes=eval_episodes,
+                         test_seed=test_seed, fine_tune=fine_tune, allow_overlap=allow_overlap,
+                         log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+        if as_json:
+            print(json.dumps(res, indent=1, default=str))
+            return
+        for city, c in res["cities"].items():
+            parts = [f"{k} {v['mean']:.1f}" for k, v in c["policies"].items() if v]
+            gap = f"; gap {c['gap']['mean']:.3f}" if c["gap"] else ""
+            print(f"{city}: " + ", ".join(parts) + f" s{gap}", file=sys.stderr)
+        print(Path(res["out"]) / REPORT_FILE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from core.errors import standalone
+
+    standalone(register, "Generalisation studies (same as `cosim generalize`).", argv)
+
+
+if __name__ == "__main__":
+    main()
