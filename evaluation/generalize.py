@@ -13,12 +13,13 @@ Folder (`--out`)::
     runs/multi-s{s}            the policy trained on the training cities, seed s
     runs/{city}-s{s}           the in-city reference: trained on that held-out city alone, seed s
     runs/{city}-tuned-s{s}     --fine-tune K: the multi-city policy, K more episodes on that city
-    runs/{city}-{baseline}     shortest and sumo-rerouting on that city (no training: once per city)
+    runs/{city}-{baseline}     shortest, sumo-rerouting and navigation there (no training: once per city)
     results.json, report.html  the table below; W&B gets each training run and a summary run
 
 Every policy and baseline runs on the same `--eval-episodes` SUMO seeds from `--test-seed` (default
 20000; no training episode uses them). Per held-out city and policy: the mean over those episodes of the
-agents' mean travel time per run, then mean ± std and a 95 % interval over the training seeds. The
+agents' mean travel time per run, then mean ± std and a 95 % interval over the training seeds (for a
+baseline, which has no seeds, over its test episodes). The
 generalisation gap is zero-shot ÷ in-city travel time, per seed. A rerun with the same settings resumes:
 finished runs are kept, unfinished ones go on from their checkpoints.
 """
@@ -36,7 +37,7 @@ from core.errors import UserError
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.html"
 FORMAT = 1
-BASELINES = ("shortest", "sumo-rerouting")
+BASELINES = ("shortest", "sumo-rerouting", "navigation")  # free-flow routes, SUMO's device, a navigation app
 
 
 class GeneralizeError(UserError):
@@ -82,9 +83,16 @@ def _train(cfg, out: Path, tags: list[str], log, init: Path | None = None) -> No
 
 
 def _evaluate(run: Path, city: str, episodes: int, seed: int, env) -> dict:
-    """`cosim evaluate` of one run on one city, with the study's agent count and horizon."""
+    """`cosim evaluate` of one run on one city, with the study's agent count and horizon; kept in the run's
+    folder (`test-*.json`), so a rerun does not run it again."""
+    from agents.runner import CHECKPOINT
+    from core.jsonio import atomic_write
     from evaluation.evaluate import evaluate_checkpoint
 
+    key = f"test-{_slug(city)}-{seed}-{episodes}-{env.n_agents}-{env.horizon}.json"
+    kept = run / key
+    if kept.is_file() and kept.stat().st_mtime_ns >= (run / CHECKPOINT).stat().st_mtime_ns:
+        return json.loads(kept.read_text())
     res = evaluate_checkpoint(run, city, episodes=episodes, seed=seed, agents=env.n_agents, horizon=env.horizon)
     eps = res["episodes"]
 
@@ -92,20 +100,33 @@ def _evaluate(run: Path, city: str, episodes: int, seed: int, env) -> dict:
         vals = [e.get(k) for e in eps if isinstance(e.get(k), (int, float))]
         return sum(vals) / len(vals) if vals else None
 
-    return {"run": str(run), "mean_travel_time": mean("mean_travel_time"), "arrival_rate": mean("arrival_rate"),
-            "all_vehicles_mean_travel_time": mean("all_vehicles_mean_travel_time"), "agents": res["agents"],
-            "per_episode": [e.get("mean_travel_time") for e in eps]}  # fmt: skip
+    out = {"run": str(run), "mean_travel_time": mean("mean_travel_time"), "arrival_rate": mean("arrival_rate"),
+           "all_vehicles_mean_travel_time": mean("all_vehicles_mean_travel_time"), "agents": res["agents"],
+           "per_episode": [e.get("mean_travel_time") for e in eps],
+           "per_episode_all_vehicles": [e.get("all_vehicles_mean_travel_time") for e in eps],
+           "per_episode_arrival_rate": [e.get("arrival_rate") for e in eps]}  # fmt: skip
+    atomic_write(kept, json.dumps(out, indent=1))
+    return out
 
 
 def _summary(evals: list[dict]) -> dict | None:
-    """Mean ± std and the 95 % interval over runs (seeds) of each run's mean over the test episodes."""
+    """Mean ± std and the 95 % interval over runs (training seeds) of each run's mean over the test
+    episodes; a baseline (one run, no seeds): over its test episodes (`over` says which)."""
     from evaluation.results import stats
 
-    s = stats([e["mean_travel_time"] for e in evals])
+    if len(evals) == 1:
+        (e,) = evals
+        s = stats(e["per_episode"])
+        over = "episodes"
+        all_v, arr = stats(e.get("per_episode_all_vehicles") or []), stats(e.get("per_episode_arrival_rate") or [])
+    else:
+        s = stats([e["mean_travel_time"] for e in evals])
+        over = "seeds"
+        all_v = stats([e["all_vehicles_mean_travel_time"] for e in evals])
+        arr = stats([e["arrival_rate"] for e in evals])
     if s is None:
         return None
-    return {**s, "ci95": _ci95(s), "all_vehicles": stats([e["all_vehicles_mean_travel_time"] for e in evals]),
-            "arrival_rate": stats([e["arrival_rate"] for e in evals])}  # fmt: skip
+    return {**s, "ci95": _ci95(s), "over": over, "all_vehicles": all_v, "arrival_rate": arr}
 
 
 def _ci95(s: dict) -> float | None:
@@ -135,8 +156,7 @@ def generalize(tree, held_out: list[str], *, out: Path, seeds: int, eval_episode
     identity = {"format": FORMAT, "train": train_cities, "held_out": held_out, "method": tree.algorithm.method,
                 "seeds": seeds, "episodes": tree.run.episodes, "fine_tune": fine_tune,
                 "eval_episodes": eval_episodes, "test_seed": test_seed, "config": tree.identity()}  # fmt: skip
-    out = Path(out)
-    _prepare(out, identity)
+    out = _prepare(Path(out), identity)
     tags = [f"generalize-{_digest(identity)}"]
     t0 = time.perf_counter()
     runs = out / "runs"
@@ -144,7 +164,7 @@ def generalize(tree, held_out: list[str], *, out: Path, seeds: int, eval_episode
     for c in held_out:
         for b in BASELINES:
             run = runs / f"{_slug(c)}-{b}"
-            cfg = dataclasses.replace(_with(tree, [c], 0, episodes=1, eval_every=0),
+            cfg = dataclasses.replace(_with(tree, [c], 0, episodes=1, eval_every=0, rollout_workers=1, policy_lag=0),
                                       algorithm=dataclasses.replace(tree.algorithm, method=b))  # fmt: skip
             _train(cfg, run, tags, log)
             evals[c][b] = [_evaluate(run, c, eval_episodes, test_seed, tree.env)]
@@ -158,7 +178,10 @@ def generalize(tree, held_out: list[str], *, out: Path, seeds: int, eval_episode
             evals[c].setdefault("in_city", []).append(_evaluate(incity, c, eval_episodes, test_seed, tree.env))
             if fine_tune:
                 tuned = runs / f"{_slug(c)}-tuned-s{s}"
-                _train(_with(tree, [c], s, episodes=fine_tune), tuned, tags, log, init=multi)
+                workers = min(tree.run.rollout_workers, fine_tune)  # a short fine-tune may have fewer episodes
+                tuned_cfg = _with(tree, [c], s, episodes=fine_tune, rollout_workers=workers,
+                                  policy_lag=tree.run.policy_lag if workers > 1 else 0)  # fmt: skip
+                _train(tuned_cfg, tuned, tags, log, init=multi)
                 evals[c].setdefault("fine_tuned", []).append(_evaluate(tuned, c, eval_episodes, test_seed, tree.env))
     cities = {}
     for c in held_out:
@@ -186,20 +209,23 @@ def _digest(identity: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _prepare(out: Path, identity: dict) -> None:
-    """A new folder, or this protocol's own (a rerun resumes it); anything else is refused."""
+def _prepare(out: Path, identity: dict) -> Path:
+    """The output folder policy (`core/outputs.py`): new, empty or this study's own (a rerun resumes
+    it); another study's folder is refused too."""
+    from core.outputs import check_output
+
+    out = check_output(out, "cosim generalize", lambda names: "generalize.json" in names, error=GeneralizeError)
     mine = out / "generalize.json"
-    if out.exists() and any(out.iterdir()):
-        if not mine.is_file():
-            raise GeneralizeError(f"{out} exists and is not a `cosim generalize` folder; choose another --out")
+    if mine.is_file():
         if json.loads(mine.read_text()).get("identity") != json.loads(json.dumps(identity, default=str)):
             raise GeneralizeError(f"{out} holds another generalisation study (other cities or settings); "
                                   "choose another --out")  # fmt: skip
-        return
+        return out
     out.mkdir(parents=True, exist_ok=True)
     from core.jsonio import atomic_write
 
     atomic_write(mine, json.dumps({"identity": identity}, indent=1, default=str))
+    return out
 
 
 def _log_wandb(tree, out: Path, res: dict, tags: list[str]) -> None:

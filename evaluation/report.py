@@ -669,6 +669,7 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
 GENERALIZE_POLICIES = (
     ("shortest", "free-flow shortest"),
     ("sumo-rerouting", "SUMO rerouting"),
+    ("navigation", "navigation app"),
     ("zero_shot", "zero-shot (trained on the training cities)"),
     ("fine_tuned", "zero-shot policy, fine-tuned there"),
     ("in_city", "in-city reference (trained there)"),
@@ -684,7 +685,9 @@ def write_generalization_report(out_dir: str | Path, res: dict) -> Path:
         if not s:
             return "<td>–</td>"
         ci = f" (95 % ± {_f(s.get('ci95'), 1)})" if s.get("ci95") is not None else ""
-        return f"<td>{_f(s['mean'], 1)} ± {_f(s['std'], 1)} s{ci}<br><small>n = {s['n']}</small></td>"
+        return (
+            f"<td>{_f(s['mean'], 1)} ± {_f(s['std'], 1)} s{ci}<br><small>{s['n']} {esc(s.get('over', ''))}</small></td>"
+        )
 
     head = "".join(f"<th>{esc(label)}</th>" for _, label in GENERALIZE_POLICIES)
     rows = []
@@ -703,7 +706,8 @@ def write_generalization_report(out_dir: str | Path, res: dict) -> Path:
         f"<table id='generalization-table'><thead><tr><th>city</th>{head}<th>generalisation gap</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>",
         "<p class='note'>Agents' mean travel time: per run the mean over the test episodes, then mean ± sample "
-        "standard deviation over the training seeds (baselines: one run, no seeds) and the 95 % t-interval. "
+        "standard deviation over the training seeds (baselines, which have no seeds: over the test episodes) and the "
+        "95 % t-interval. "
         "Generalisation gap: zero-shot ÷ in-city travel time per seed (1 = as good as training there; "
         "the target is ≤ 1.03). Full numbers, all-vehicles means and arrival rates: <code>results.json</code>.</p>",
     ]

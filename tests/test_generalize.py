@@ -165,8 +165,11 @@ def test_cosim_generalize_writes_the_table_the_report_and_wandb(helsinki, kouvol
     assert res["train"] == ["helsinki"] and res["held_out"] == ["kouvola"] and res["seeds"] == 2
     city = res["cities"]["kouvola"]
     pol, runs = city["policies"], city["runs"]
-    assert {k: pol[k]["n"] for k in pol} == {"shortest": 1, "sumo-rerouting": 1, "zero_shot": 2, "in_city": 2,
-                                             "fine_tuned": 2}  # fmt: skip
+    # the policies over the training seeds, the baselines (one run each) over their test episodes
+    assert {k: (pol[k]["n"], pol[k]["over"]) for k in pol} == {
+        "shortest": (2, "episodes"), "sumo-rerouting": (2, "episodes"), "navigation": (2, "episodes"),
+        "zero_shot": (2, "seeds"), "in_city": (2, "seeds"), "fine_tuned": (2, "seeds")}  # fmt: skip
+    assert pol["shortest"]["mean"] == pytest.approx(statistics.mean(runs["shortest"][0]["per_episode"]))
     # the zero-shot runs are the helsinki policies, the in-city ones kouvola's, each on the same test seeds
     assert [Path(r["run"]).name for r in runs["zero_shot"]] == ["multi-s0", "multi-s1"]
     assert [Path(r["run"]).name for r in runs["in_city"]] == ["kouvola-s0", "kouvola-s1"]
@@ -180,11 +183,12 @@ def test_cosim_generalize_writes_the_table_the_report_and_wandb(helsinki, kouvol
     summary = read_run_records(offline_runs(out / "wandb-summary")[-1])["summary"]
     assert summary["generalize/kouvola/gap"] == pytest.approx(city["gap"]["mean"])
     assert summary["generalize/kouvola/zero_shot"] == pytest.approx(pol["zero_shot"]["mean"])
-    # a rerun keeps the finished runs (no training) and gives the same table
-    before = {f: f.stat().st_mtime_ns for f in out.glob("runs/*/checkpoint.pt")}
+    # a rerun keeps the finished runs (no training) and their test episodes, and gives the same table
+    before = {f: f.stat().st_mtime_ns for f in [*out.glob("runs/*/checkpoint.pt"), *out.glob("runs/*/test-*.json")]}
+    assert len(before) == 2 * (3 + 3 * 2)  # 3 baselines and 3 policies x 2 seeds, each with its test file
     p = _cosim(*GEN, "--out", str(out))
     assert p.returncode == 0 and "training" not in p.stderr, p.stderr[-2000:]
-    assert {f: f.stat().st_mtime_ns for f in out.glob("runs/*/checkpoint.pt")} == before
+    assert {f: f.stat().st_mtime_ns for f in [*out.glob("runs/*/checkpoint.pt"), *out.glob("runs/*/test-*.json")]} == before
     again = json.loads((out / "results.json").read_text())
     assert again["cities"] == res["cities"]
     # another study into the same folder is refused
