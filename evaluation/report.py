@@ -653,10 +653,16 @@ def write_report(out_dir: str | Path, results: dict) -> Path:
     body.append(f"<p><code>{esc(cmd)}</code></p><p class='note'>Scenario build: <code>{esc(comp.get('scenario_build'))}</code>; "
                 f"executor: {esc(results.get('executor'))} with {esc(results.get('workers'))} worker(s); total wall-clock "
                 f"{_f(results.get('wall_s'), 0)} s. Full numbers: <code>results.json</code>.</p>")  # fmt: skip
+    return _write_page(out_dir, f"Comparison on {comp['scenario']}", body)
+
+
+def _write_page(out_dir: Path, title: str, body: list[str]) -> Path:
+    """`out_dir/report.html`: one self-contained page (styles inline, images as data URIs), written
+    next to it and renamed into place."""
     doc = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>Comparison on {esc(comp['scenario'])} — RELED co-simulation</title><style>{CSS}</style></head>"
+        f"<title>{esc(title)} — RELED co-simulation</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>"
     )
     path = out_dir / "report.html"
@@ -711,17 +717,7 @@ def write_generalization_report(out_dir: str | Path, res: dict) -> Path:
         "Generalisation gap: zero-shot ÷ in-city travel time per seed (1 = as good as training there; "
         "the target is ≤ 1.03). Full numbers, all-vehicles means and arrival rates: <code>results.json</code>.</p>",
     ]
-    doc = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>Generalisation of {esc(res['method'])} — RELED co-simulation</title><style>{CSS}</style></head>"
-        f"<body><main>{''.join(body)}</main></body></html>"
-    )
-    path = out_dir / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return _write_page(out_dir, f"Generalisation of {res['method']}", body)
 
 
 def rebuild(d: Path) -> dict:
