@@ -31,6 +31,12 @@ class Method:
     def setup(self, env) -> None:
         """Called once with the env before the first episode (sizes, agent names)."""
 
+    def setup_cities(self, envs: list) -> None:
+        """Training on several cities: called instead of `setup`, once, with one env per city (the first
+        is where the run starts), for what a method must size or match on every city before it learns
+        (MAPPO's global state, RELED's demonstrations per city)."""
+        self.setup(envs[0])
+
     def schedule(self, episode: int) -> None:
         """Called by the learner before training episode `episode` (1-based), or before an iteration of
         rollout workers with its first episode: where a schedule (exploration) stands. What it changes
@@ -72,6 +78,12 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def load_weights(self, state: dict, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
+        """Another run's weights as where this one starts or what it evaluates, on this run's city (which
+        may be another): learners load what fits (`agents.marl.load_policy`); returns what was loaded."""
+        self.load_state_dict(state)
+        return {"actor": False, "critic": False, "agent_embedding": None}
 
     def describe(self) -> dict:
         """Resolved settings recorded in config.json."""

@@ -162,24 +162,32 @@ class TrainConfig:
         self._check_cities()
 
     def _check_cities(self) -> None:
-        """Training on several cities: each at most once, and a policy with nothing tied to one city's
-        agents or edges (IPPO's shared networks; MAPPO's critic is sized by a city's edges, RELED's
-        demonstrations and per-agent embedding belong to one city's agents: not yet)."""
+        """Training on several cities: each at most once, and a learner with nothing tied to one city's
+        agents (shared networks without a per-agent embedding; MAPPO's critic pads each city's global
+        state, RELED takes one demonstrations set per city)."""
         from agents.base import TrainError
+        from agents.methods import METHODS
 
         cities = self.scenario.cities()
         if len(cities) < 2:
             return
         if len(set(cities)) < len(cities) or not all(cities):
             raise TrainError(f"--scenario {','.join(cities)}: name each city once")
-        ppo = self.algorithm.ppo
-        if self.algorithm.method != "ippo" or not ppo.shared or ppo.agent_id:
+        ppo, method = self.algorithm.ppo, self.algorithm.method
+        spec = METHODS.get(method)
+        if spec is not None and not spec.learns:
+            raise TrainError(f"training on several cities (--scenario {','.join(cities)}) is for learning methods; "
+                             f"{method} learns nothing: evaluate it on each city instead")  # fmt: skip
+        if not ppo.shared or ppo.agent_id:
             raise TrainError(
-                f"training on several cities (--scenario {','.join(cities)}) takes ippo with shared networks and no "
-                f"per-agent embedding for now, not {self.algorithm.method}"
-                + (" with --independent" if not ppo.shared else "")
-                + (" with agent_id" if ppo.agent_id else "")
+                f"training on several cities (--scenario {','.join(cities)}) takes shared networks without a "
+                f"per-agent embedding (one city's agents are not another's), not "
+                + ("--independent" if not ppo.shared else "algorithm.ppo.agent_id = true")
             )
+        demos = [d for d in (self.algorithm.demos or "").split(",") if d.strip()]
+        if demos and len(demos) != len(cities):
+            raise TrainError(f"--demos names {len(demos)} folder{'s' * (len(demos) != 1)} for {len(cities)} cities: give one per city, "
+                             "comma-separated in the order of --scenario")  # fmt: skip
 
     def _check_rollout_workers(self) -> None:
         """One rule for rollout workers: each runs one episode per iteration on its own core, so more

@@ -12,6 +12,9 @@ of its final observation (`compute_gae`'s ``bootstrap``).
 * MAPPO: the critic sees agent-specific global state, ``[env.state(), own observation]``, taken at the
   decision step (the global state alone is identical for all agents deciding in one step, so it could
   not tell their values apart; the MAPPO paper's "agent-specific" state does the same).
+  Trained on several cities, the global state is each city's padded to the largest city's, with a
+  one-hot of the city at the end: one critic for all, which is training-only (a policy on another
+  city needs only the actor).
 Both share every hyperparameter (one `PPOConfig`); parameters are shared across agents unless
 ``PPOConfig.shared`` is False.
 
@@ -31,8 +34,18 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from agents.base import Method
+from agents.base import Method, TrainError
 from agents.ppo.core import PPO, ActorCritic, Batch, ExtraLoss, PPOConfig, compute_gae
+
+
+class _CityShape:
+    """What a learner keeps of one city's env when it trains on several: which city, and its sizes."""
+
+    def __init__(self, env) -> None:
+        self.key = str(env.scenario.path)
+        self.name = env.scenario.name
+        self.state_size = env.state_size
+        self.agents = list(env.possible_agents)
 
 
 class _Step:
@@ -54,6 +67,8 @@ class PPOLearner(Method):
     _payload: dict | None = None
     _sample_eval = False  # this episode is an evaluation that samples (PPOConfig.eval_actions)
     _eval_draws = None
+    city_envs: list = []  # training on several cities: one env per city (`setup_cities`)
+    city = 0  # the city of the current episode, an index into city_envs
 
     def __init__(self, cfg: PPOConfig, critic: str = "local", name: str = "ippo", extra_loss: ExtraLoss | None = None):
         super().__init__()
@@ -71,7 +86,10 @@ class PPOLearner(Method):
         self.agent_names = list(env.possible_agents)
         self.index = {a: i for i, a in enumerate(self.agent_names)}
         self.obs_size, self.n_actions = env.obs_size, env.config.max_actions
-        self.state_size = env.state_size if self.critic == "central" else 0
+        self.state_size = 0
+        if self.critic == "central":  # several cities: the largest city's state, then which city it is
+            sizes = [e.state_size for e in self.city_envs] if self.city_envs else [env.state_size]
+            self.state_size = max(sizes) + (len(sizes) if len(sizes) > 1 else 0)
         self.policy = ActorCritic(
             self.obs_size,
             self.n_actions,
@@ -93,12 +111,38 @@ class PPOLearner(Method):
         }
 
     # -------------------------------------------------------------------------------- acting
+    def setup_cities(self, envs: list) -> None:
+        # the envs themselves stay out of checkpoints and of what goes to rollout workers: only which
+        # city each is (its scenario's folder) and the sizes read here
+        self.city_envs = [_CityShape(e) for e in envs]
+        self.setup(envs[0])
+
     def switch_env(self, env) -> None:
         # another city's agents (only shared networks without per-agent rows train on several cities:
         # TrainConfig.check), so their index is only the order of the batch
+        if self.city_envs:
+            self.city = self.city_of_env(env)
         if list(env.possible_agents) != self.agent_names:
             self.agent_names = list(env.possible_agents)
             self.index = {a: i for i, a in enumerate(self.agent_names)}
+
+    def city_of_env(self, env) -> int:
+        key = str(env.scenario.path)
+        for i, c in enumerate(self.city_envs):
+            if c.key == key:
+                return i
+        raise ValueError(f"{key} is not one of this run's cities")
+
+    def global_state(self, env) -> np.ndarray:
+        """MAPPO's global state: the env's own, or on several cities the env's padded to the largest
+        city's with the city's one-hot at the end (the critic is trained only; the actor never sees it)."""
+        s = env.state()
+        if len(s) == self.state_size:
+            return s
+        out = np.zeros(self.state_size, dtype=np.float32)
+        out[: len(s)] = s
+        out[self.state_size - len(self.city_envs) + self.city] = 1.0
+        return out
 
     def schedule(self, episode: int) -> None:
         self.policy.set_prior(self.cfg.prior_at(episode))
@@ -121,7 +165,7 @@ class PPOLearner(Method):
         if train:  # greedy evaluation needs no critic (and MAPPO then skips the costly env.state())
             critic_in = o
             if self.critic == "central":
-                self.states.append(env.state())
+                self.states.append(self.global_state(env))
                 state_row = len(self.states) - 1
                 critic_in = np.concatenate([np.broadcast_to(self.states[-1], (len(names), self.state_size)), o], axis=1)
         if self._sample_eval and self._eval_draws is None:  # the env is reset by now: its seed is known
@@ -168,7 +212,9 @@ class PPOLearner(Method):
         idx = torch.from_numpy(np.fromiter((self.index[n] for n in names), dtype=np.int64, count=len(names)))
         critic_in = o
         if self.critic == "central":
-            critic_in = np.concatenate([np.broadcast_to(env.state(), (len(names), self.state_size)), o], axis=1)
+            critic_in = np.concatenate(
+                [np.broadcast_to(self.global_state(env), (len(names), self.state_size)), o], axis=1
+            )
         with torch.no_grad():
             v = self.policy.value(torch.from_numpy(np.ascontiguousarray(critic_in, dtype=np.float32)), idx).numpy()
         for n, value in zip(names, v):
@@ -272,3 +318,59 @@ class PPOLearner(Method):
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.ppo.opt.load_state_dict(state["optimizer"])
+
+    def load_weights(self, state: dict, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
+        if not isinstance(state, dict) or "policy" not in state:
+            raise TrainError("the checkpoint holds no policy weights (a method that learns nothing?)")
+        return load_policy(self.policy, state["policy"], same_agents=same_agents, observation=observation)
+
+
+PER_AGENT = "actor.embedding"  # agent indication (RELED's default): one learned row per training agent
+
+
+def load_policy(policy, saved: dict, *, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
+    """Load a checkpoint's policy weights into a policy set up for (possibly) another city.
+
+    The actor must fit; the critic is loaded only if it fits too. The actor's per-agent embedding (``agent_id``, on by
+    default for RELED and LEED) belongs to the training city's agents: it is loaded as it is for those
+    same agents, and elsewhere every agent gets the mean of the learned rows (the policy's average
+    agent), whatever the agent count. `observation` names the checkpoint's observation and this env's,
+    for the error when they differ (a TrainError, like every other misfit).
+    Returns what was loaded: {"actor": bool, "critic": bool, "agent_embedding": "own" | "mean" | None}."""
+    own = policy.state_dict()
+    actor = {k: v for k, v in saved.items() if k.startswith("actor.")}
+    rows = actor.pop(PER_AGENT, None)
+    bad = [k for k, v in actor.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if bad or not actor:
+        k = bad[0] if bad else "actor.*"
+        got = tuple(saved[k].shape) if k in saved else None
+        want = tuple(own[k].shape) if k in own else None
+        first = next((n for n in actor if n.endswith(".weight")), None)
+        if first in own and saved[first].shape[-1] != own[first].shape[-1]:
+            raise TrainError(
+                f"the checkpoint's observation ({observation[0] or 'saved'}, {saved[first].shape[-1]} features) "
+                f"differs from this environment's ({observation[1] or 'here'}, {own[first].shape[-1]} features)"
+            )
+        hint = ""
+        if got and want and len(got) == 3 and got[0] != want[0]:
+            hint = (f"; the checkpoint has one network per agent ({got[0]} agents): evaluate it with "
+                    f"--agents {got[0]} or train with shared parameters")  # fmt: skip
+        raise TrainError(
+            f"the checkpoint's policy does not fit this environment ({k}: saved {got}, needed {want}){hint}"
+        )
+    embedding = None
+    if rows is not None:
+        if PER_AGENT not in own:
+            raise TrainError("the checkpoint's policy has a per-agent embedding (agent_id) and this one none")
+        if same_agents and tuple(rows.shape) == tuple(own[PER_AGENT].shape):
+            actor[PER_AGENT], embedding = rows, "own"
+        else:
+            actor[PER_AGENT] = rows.mean(0, keepdim=True).expand_as(own[PER_AGENT]).clone()
+            embedding = "mean"
+    critic_fits = (
+        embedding != "mean"
+        and set(own) == set(saved)
+        and all(tuple(own[k].shape) == tuple(v.shape) for k, v in saved.items())
+    )
+    policy.load_state_dict(saved if critic_fits else {**own, **actor})
+    return {"actor": True, "critic": critic_fits, "agent_embedding": embedding}

@@ -6,7 +6,8 @@ receives the run's configuration tree (`agents.config.TrainConfig`: ``cfg.algori
 ``cfg.algorithm.reled``, ``cfg.algorithm.plans``, ``cfg.algorithm.demos``, …). ``needs_demos=True``
 marks methods that learn from (or replay) expert demonstrations.
 
-Demonstrations: ``cfg.algorithm.demos`` (``cosim train --demos DIR``) wins; otherwise the function set
+Demonstrations: ``cfg.algorithm.demos`` (``cosim train --demos DIR``; on several cities one folder per
+city, ``--demos A,B``) wins; otherwise the function set
 with ``set_demo_provider(fn)`` makes them, ``fn(cfg, first_round: bool) -> Path`` with the run's whole
 tree (the cosim CLI registers one that runs the SED pipeline with the tree's ``sed`` section; agents/
 itself never imports llm/).
@@ -101,6 +102,24 @@ def resolve_demos(cfg, first_round: bool = False) -> Path:
         torch.set_rng_state(states[2])
 
 
+def resolve_city_demos(cfg, first_round: bool = False) -> list[Path]:
+    """One demonstrations folder per city of the run, in its order of cities: ``--demos A,B`` names them,
+    else the provider makes each city's (with the run's tree on that city alone)."""
+    from dataclasses import replace
+
+    cities = cfg.scenario.cities()
+    if len(cities) == 1:
+        return [resolve_demos(cfg, first_round)]
+    given = [d.strip() for d in (cfg.algorithm.demos or "").split(",") if d.strip()]
+    out = []
+    for i, city in enumerate(cities):
+        one = replace(cfg, scenario=replace(cfg.scenario, name=city, names=()))
+        if given:
+            one = replace(one, algorithm=replace(cfg.algorithm, demos=given[i]))
+        out.append(resolve_demos(one, first_round))
+    return out
+
+
 def method_names() -> list[str]:
     return list(METHODS)
 
@@ -123,11 +142,12 @@ def expert_loss_methods() -> tuple[str, ...]:
 
 def ppo_config(cfg):
     """The run's PPOConfig, with the method's choice of agent indication where the tree leaves it open
-    (``algorithm.ppo.agent_id = null``)."""
+    (``algorithm.ppo.agent_id = null``): on one city, the expert-loss methods know their agent; on
+    several, no method does (one city's agents are not another's)."""
     from dataclasses import replace
 
     ppo = cfg.algorithm.ppo
-    default = check_method(cfg.algorithm.method).expert_loss
+    default = check_method(cfg.algorithm.method).expert_loss and len(cfg.scenario.cities()) == 1
     return replace(ppo, agent_id=default if ppo.agent_id is None else ppo.agent_id)
 
 
@@ -186,7 +206,7 @@ def _reled_family(name: str, adaptive: bool, first_round: bool):
         from agents.reled import RELEDConfig, RELEDLearner
 
         rcfg = RELEDConfig.from_settings(cfg.algorithm.reled, adaptive=adaptive)
-        return RELEDLearner(ppo_config(cfg), resolve_demos(cfg, first_round), rcfg, name=name)
+        return RELEDLearner(ppo_config(cfg), resolve_city_demos(cfg, first_round), rcfg, name=name)
 
     return factory
 

@@ -147,18 +147,25 @@ def load_expert_plans(folder: str | Path) -> dict[str, list[str]]:
 class RELEDLearner(PPOLearner):
     """PPO (IPPO-style local critic by default) plus the per-agent weighted expert term.
 
-    ``demos`` is a folder (see `load_demos`); ``cfg.adaptive`` selects RELED's DTW/decay weight or a
-    fixed ``w0``. State kept across episodes and checkpoints: the iteration counter ``k``, the last
+    ``demos`` is a folder (see `load_demos`), or on several cities one folder per city in the run's order
+    of cities; ``cfg.adaptive`` selects RELED's DTW/decay weight or a fixed ``w0``. State kept across episodes and checkpoints: the iteration counter ``k``, the last
     weights and DTW distances, and the demonstrations' digest (a resume with other demonstrations is
     refused).
     """
 
     def __init__(
-        self, ppo: PPOConfig, demos: str | Path, rcfg: RELEDConfig, name: str = "reled", critic: str = "local"
+        self,
+        ppo: PPOConfig,
+        demos: str | Path | list,
+        rcfg: RELEDConfig,
+        name: str = "reled",
+        critic: str = "local",
     ):
         super().__init__(ppo, critic=critic, name=name)
         self.rcfg = rcfg
-        self.demos = load_demos(demos)  # read now: a bad folder fails before SUMO starts
+        # read now: a bad folder fails before SUMO starts
+        self.demo_sets = [load_demos(f) for f in (demos if isinstance(demos, (list, tuple)) else [demos])]
+        self.digest = "+".join(d.digest for d in self.demo_sets)
         self.extra_loss = self.bc_loss
         self.k = 0
         self.pretrained = rcfg.pretrain == 0  # the warm start runs once, before the first episode
@@ -166,34 +173,49 @@ class RELEDLearner(PPOLearner):
 
     # -------------------------------------------------------------------------------- setup
     def setup(self, env) -> None:
+        """Match every city's expert samples to that city's agents. Agents are numbered across the run's
+        cities (city after city) for the per-agent weights and DTW distances; on one city that is the
+        env's own order."""
         super().setup(env)
-        d = self.demos
-        if d.obs.shape[1] != self.obs_size or d.mask.shape[1] != self.n_actions:
-            raise TrainError(
-                f"demonstrations in {d.folder} have observations of size {d.obs.shape[1]} and {d.mask.shape[1]} "
-                f"actions; this env has {self.obs_size} and {self.n_actions} (other observation or max_actions?)"
-            )
-        # demo agent index -> learner index (agents are matched by id; others are left out)
-        to_learner = np.array([self.index.get(a, -1) for a in d.agents], dtype=np.int64)
-        lidx = to_learner[d.agent] if d.n else np.zeros(0, dtype=np.int64)
-        keep = lidx >= 0
-        if not keep.any():
-            raise TrainError(
-                f"none of the {len(set(d.agents))} agents in {d.folder} is among this env's "
-                f"{len(self.agent_names)} agents (other scenario or --agents?)"
-            )
-        self.bc_obs = torch.from_numpy(d.obs[keep])
-        self.bc_mask = torch.from_numpy(d.mask[keep])
-        self.bc_act = torch.from_numpy(d.action[keep])
-        self.bc_agent = torch.from_numpy(lidx[keep])
-        # the agents that have expert samples, in learner order: the weight/DTW vectors follow it
-        self.demo_idx = np.unique(lidx[keep])
-        self.demo_names = [self.agent_names[i] for i in self.demo_idx]
-        counts = np.bincount(lidx[keep], minlength=len(self.agent_names)).astype(np.float64)
-        self.bc_count = torch.from_numpy(counts)
-        self.expert_xy = [self.demos.positions(a) for a in self.demo_names]
-        self.weights = np.zeros(len(self.agent_names))
-        self.dtw = np.full(len(self.agent_names), np.nan)
+        several = len(self.city_envs) > 1
+        cities = [(c.name, c.agents) for c in self.city_envs] if several else [("", list(env.possible_agents))]
+        if len(cities) != len(self.demo_sets):
+            raise TrainError(f"{len(self.demo_sets)} demonstrations folders for {len(cities)} cities: give one per "
+                             "city, in the order of --scenario")  # fmt: skip
+        parts, self.expert, self.city_agents, offset = [], [], [], 0
+        for c, ((city, agents), d) in enumerate(zip(cities, self.demo_sets)):
+            where = f" for {city}" if several else ""
+            if d.obs.shape[1] != self.obs_size or d.mask.shape[1] != self.n_actions:
+                raise TrainError(
+                    f"demonstrations in {d.folder}{where} have observations of size {d.obs.shape[1]} and "
+                    f"{d.mask.shape[1]} actions; this env has {self.obs_size} and {self.n_actions} (other observation "
+                    "or max_actions?)"
+                )
+            # demo agent index -> the city's agent index (agents are matched by id; others are left out)
+            index = {a: i for i, a in enumerate(agents)}
+            to_city = np.array([index.get(a, -1) for a in d.agents], dtype=np.int64)
+            lidx = to_city[d.agent] if d.n else np.zeros(0, dtype=np.int64)
+            keep = lidx >= 0
+            if not keep.any():
+                raise TrainError(
+                    f"none of the {len(set(d.agents))} agents in {d.folder} is among this env's "
+                    f"{len(agents)} agents{' of ' + city if several else ''} (other scenario or --agents?)"
+                )
+            parts.append((d.obs[keep], d.mask[keep], d.action[keep], lidx[keep] + offset))
+            for i in np.unique(lidx[keep]):
+                self.expert.append((offset + int(i), c, agents[i], d.positions(agents[i])))
+            self.city_agents.append((offset, len(agents)))
+            offset += len(agents)
+        self.n_all = offset
+        self.bc_obs, self.bc_mask, self.bc_act, self.bc_agent = (
+            torch.from_numpy(np.concatenate([p[j] for p in parts])) for j in range(4)
+        )
+        # the agents that have expert samples, in run order: the weight/DTW vectors follow it
+        self.demo_idx = np.array([g for g, *_ in self.expert], dtype=np.int64)
+        self.demo_names = [f"{cities[c][0]}/{a}" if several else a for _, c, a, _ in self.expert]
+        self.bc_count = torch.from_numpy(np.bincount(self.bc_agent.numpy(), minlength=offset).astype(np.float64))
+        self.weights = np.zeros(offset)
+        self.dtw = np.full(offset, np.nan)
         self._set_sample_coef()
 
     def _set_sample_coef(self) -> None:
@@ -213,8 +235,9 @@ class RELEDLearner(PPOLearner):
             "pretrain": r.pretrain,
             "formalisation": "this project's own (the RELED paper is public only as an abstract)",
         }  # fmt: skip
-        d["demos"] = {"folder": str(self.demos.folder), "digest": self.demos.digest, "samples": int(len(self.bc_act)),
-                      "dropped_samples": self.demos.dropped, "agents": len(self.demo_names)}  # fmt: skip
+        d["demos"] = {"folder": ", ".join(str(x.folder) for x in self.demo_sets), "digest": self.digest,
+                      "samples": int(len(self.bc_act)), "dropped_samples": sum(x.dropped for x in self.demo_sets),
+                      "agents": len(self.demo_names)}  # fmt: skip
         d["demo_agents"] = self.demo_names
         return d
 
@@ -266,14 +289,28 @@ class RELEDLearner(PPOLearner):
             self._pending_logs = self.pretrain()  # reported in this episode's metrics row
 
     def agent_dtw(self, env) -> np.ndarray:
-        """DTW distance of every agent with expert samples (learner order): latest trajectory vs expert."""
+        """DTW distance of every agent with expert samples in this episode's city (run order): latest
+        trajectory vs expert; NaN elsewhere."""
         g = env.graph
-        out = np.full(len(self.agent_names), np.nan)
-        for j, (i, name) in enumerate(zip(self.demo_idx, self.demo_names)):
-            traj = env.trajectory(name)
-            xy = g.xy[[g.index[e] for _, e in traj]] if traj else np.zeros((0, 2))
-            out[i] = dtw_distance(xy, self.expert_xy[j])
+        out = np.full(self.n_all, np.nan)
+        for i, city, name, expert_xy in self.expert:
+            if city == self.city:
+                traj = env.trajectory(name)
+                xy = g.xy[[g.index[e] for _, e in traj]] if traj else np.zeros((0, 2))
+                out[i] = dtw_distance(xy, expert_xy)
         return out
+
+    def _set_weights(self, dtw: np.ndarray, cities, k: int) -> None:
+        """The weights after iteration k: the DTW distances of the cities its episodes drove in replace
+        theirs (an agent without a trajectory there: NaN, phi = 1); other cities keep their last ones."""
+        new = self.dtw.copy()
+        for c in cities:
+            lo, n = self.city_agents[c]
+            new[lo : lo + n] = dtw[lo : lo + n]
+        w = np.zeros(self.n_all)
+        w[self.demo_idx] = reled_weights(new[self.demo_idx], k, self.rcfg)
+        self.weights, self.dtw = w, new
+        self._set_sample_coef()
 
     def before_rollouts(self) -> dict:
         """The warm start, in the learner, before the first weights go out to the rollout workers."""
@@ -287,8 +324,10 @@ class RELEDLearner(PPOLearner):
             if train and not faulted and self.rcfg.adaptive and any(self.traj.values()):
                 dtw = self.agent_dtw(env)
             super().end_episode(env, train, faulted)
-            if self._payload is not None and dtw is not None:
-                self._payload["dtw"] = dtw
+            if self._payload is not None:
+                self._payload["city"] = self.city
+                if dtw is not None:
+                    self._payload["dtw"] = dtw
             return {}
         pending, self._pending_logs = self._pending_logs, {}
         if not train:
@@ -298,11 +337,8 @@ class RELEDLearner(PPOLearner):
         logs: dict = {"reled_k": k, **pending}
         if faulted or not any(self.traj.values()):
             return {**super().end_episode(env, train, faulted), **logs}
-        dtw = self.agent_dtw(env) if self.rcfg.adaptive else np.full(len(self.agent_names), np.nan)
-        w = np.zeros(len(self.agent_names))
-        w[self.demo_idx] = reled_weights(dtw[self.demo_idx], k, self.rcfg)
-        self.weights, self.dtw = w, dtw
-        self._set_sample_coef()
+        dtw = self.agent_dtw(env) if self.rcfg.adaptive else np.full(self.n_all, np.nan)
+        self._set_weights(dtw, [self.city], k)
         logs.update(super().end_episode(env, train, faulted))
         logs.update(self._weight_logs(k))
         return logs
@@ -315,17 +351,14 @@ class RELEDLearner(PPOLearner):
         good = [p for p in payloads if p is not None]
         if not good:
             return {**self.update_on(good), **logs}
-        n = len(self.agent_names)
+        n = self.n_all
         if self.rcfg.adaptive:
             d = np.stack([p.get("dtw", np.full(n, np.nan)) for p in good])
             seen = np.isfinite(d).sum(axis=0)
             dtw = np.where(seen > 0, np.nansum(np.where(np.isfinite(d), d, 0.0), axis=0) / np.maximum(seen, 1), np.nan)
         else:
             dtw = np.full(n, np.nan)
-        w = np.zeros(n)
-        w[self.demo_idx] = reled_weights(dtw[self.demo_idx], k, self.rcfg)
-        self.weights, self.dtw = w, dtw
-        self._set_sample_coef()
+        self._set_weights(dtw, {p.get("city", 0) for p in good}, k)
         logs.update(self.update_on(good))
         logs.update(self._weight_logs(k))
         return logs
@@ -363,7 +396,7 @@ class RELEDLearner(PPOLearner):
             "k": self.k,
             "weights": torch.from_numpy(self.weights.copy()),
             "dtw": torch.from_numpy(self.dtw.copy()),
-            "demos_digest": self.demos.digest,
+            "demos_digest": self.digest,
             "pretrained": self.pretrained,
             "settings": self._settings(),
         }
@@ -375,12 +408,20 @@ class RELEDLearner(PPOLearner):
         return {"w0": r.w0, "eta": r.eta, "d0": r.d0, "phi": r.phi, "adaptive": r.adaptive, "bc_batch": r.bc_batch,
                 "pretrain": r.pretrain, "agent_id": self.cfg.agent_id}  # fmt: skip
 
+    def load_weights(self, state: dict, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
+        """Another run's policy as this run's start (a fine-tune): it replaces the behaviour-cloning warm
+        start; the expert term goes on with this run's demonstrations from k = 0."""
+        loaded = super().load_weights(state, same_agents=same_agents, observation=observation)
+        self.pretrained = True
+        return loaded
+
     def load_state_dict(self, state: dict) -> None:
         r = state["reled"]
-        if r["demos_digest"] != self.demos.digest:
+        if r["demos_digest"] != self.digest:
+            folders = ", ".join(str(x.folder) for x in self.demo_sets)
             raise TrainError(
-                f"the demonstrations in {self.demos.folder} differ from those this run was trained on "
-                f"(digest {self.demos.digest} != {r['demos_digest']}); use the original --demos folder"
+                f"the demonstrations in {folders} differ from those this run was trained on "
+                f"(digest {self.digest} != {r['demos_digest']}); use the original --demos folder"
             )
         old, new = r.get("settings"), self._settings()
         if old is not None and old != new:  # e.g. a default changed between the run and its resumption

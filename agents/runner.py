@@ -343,8 +343,9 @@ def train(
 
     env_factory(scenario, cfg, env_settings) -> env replaces `make_env` (tests inject faults this way);
     on_row(row) sees every metrics row as it is written (W&B logging); `method` overrides the registry;
-    `init`, another run's folder or checkpoint: a new run starts from its weights (fine-tuning a policy
-    on another city; they must fit, as they do for IPPO's shared networks anywhere).
+    `init`, another run's folder or checkpoint: a new run starts from its policy's weights (fine-tuning a
+    policy on another city): the actor must fit, the critic is taken where it fits, the optimizer and
+    everything else start fresh (`Method.load_weights`).
     """
     validate(cfg)
     if cfg.run.executor == "ray":  # no Ray or an unreachable cluster: one line before any folder exists
@@ -396,10 +397,15 @@ def _train_locked(cfg, out, ck, progress, env_factory, on_row, method, start=Non
 
 
 def _start(cfg, out, cities, method, ck, progress, on_row, start=None) -> dict:
-    method.setup(cities.get(0))
-    if start is not None:
+    if len(cities) > 1:
+        envs = [cities.get(i) for i in range(len(cities))]  # made now; SUMO starts at each one's first reset
+        cities.get(0)
+        method.setup_cities(envs)
+    else:
+        method.setup(cities.get(0))
+    if start is not None:  # another run's weights (a fine-tune): what fits this run's city
         try:
-            method.load_state_dict(start)
+            method.load_weights(start)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise TrainError(
                 f"the initial weights do not fit this run ({type(exc).__name__}: {str(exc)[:120]})"

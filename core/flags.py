@@ -43,6 +43,13 @@ def resolved_path(value) -> str | None:
     return None if value is None else str(Path(value).expanduser().resolve())
 
 
+def resolved_paths(value) -> str | None:
+    """A path, or several comma-separated (one per city), each made absolute."""
+    if value is None:
+        return None
+    return ",".join(str(Path(v.strip()).expanduser().resolve()) for v in str(value).split(",") if v.strip())
+
+
 @dataclass(frozen=True)
 class Shortcut:
     name: str  # the command's parameter and TrainConfig.of's keyword
@@ -63,8 +70,8 @@ SHORTCUTS: dict[str, Shortcut] = {
         Shortcut("plans", "algorithm.plans", ("--plans",), Path, "replay: JSON file agent id -> list of edge ids.",
                  parse=as_text),
         Shortcut("demos", "algorithm.demos", ("--demos",), Path,
-                 "Expert demonstrations folder (`cosim demos --out DIR`) for the methods that use them; "
-                 "default: made by the SED pipeline.", parse=resolved_path),
+                 "Expert demonstrations folder (`cosim demos --out DIR`) for the methods that use them, one per "
+                 "city comma-separated on several; default: made by the SED pipeline.", parse=resolved_paths),
         Shortcut("episodes", "run.episodes", ("--episodes", "-e"), int),
         Shortcut("seed", "run.seed", ("--seed",), int),
         Shortcut("seeds", "run.seeds", ("--seeds",), int),

@@ -68,59 +68,15 @@ def config_from_checkpoint(ck: dict, scenario: str, agents: int | None = None, h
     return cfg
 
 
-PER_AGENT = "actor.embedding"  # agent indication (RELED's default): one learned row per training agent
-
-
 def load_weights(method, state: dict, *, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
-    """Load a checkpoint's method state into a method set up for (possibly) another city.
+    """A checkpoint's weights into a method set up for (possibly) another city (`Method.load_weights`,
+    for PPO-family learners `agents.marl.load_policy`); what does not fit is an EvaluateError."""
+    from agents.base import TrainError
 
-    PPO-family methods (anything with a torch ``policy`` holding ``actor.*`` parameters): the actor must
-    fit; the critic is loaded only if it fits too. The actor's per-agent embedding (``agent_id``, on by
-    default for RELED and LEED) belongs to the training city's agents: it is loaded as it is for those
-    same agents, and elsewhere every agent gets the mean of the learned rows (the policy's average
-    agent), whatever the agent count. `observation` names the checkpoint's observation and this env's,
-    for the error when they differ. Other methods: their own ``load_state_dict``.
-    Returns what was loaded: {"actor": bool, "critic": bool, "agent_embedding": "own" | "mean" | None}."""
-    policy = getattr(method, "policy", None)
-    if policy is None or not isinstance(state, dict) or "policy" not in state:
-        method.load_state_dict(state)
-        return {"actor": False, "critic": False, "agent_embedding": None}
-    saved = state["policy"]
-    own = policy.state_dict()
-    actor = {k: v for k, v in saved.items() if k.startswith("actor.")}
-    rows = actor.pop(PER_AGENT, None)
-    bad = [k for k, v in actor.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
-    if bad or not actor:
-        k = bad[0] if bad else "actor.*"
-        got = tuple(saved[k].shape) if k in saved else None
-        want = tuple(own[k].shape) if k in own else None
-        first = next((n for n in actor if n.endswith(".weight")), None)
-        if first in own and saved[first].shape[-1] != own[first].shape[-1]:
-            raise EvaluateError(
-                f"the checkpoint's observation ({observation[0] or 'saved'}, {saved[first].shape[-1]} features) "
-                f"differs from this environment's ({observation[1] or 'here'}, {own[first].shape[-1]} features)"
-            )
-        hint = ""
-        if got and want and len(got) == 3 and got[0] != want[0]:
-            hint = (f"; the checkpoint has one network per agent ({got[0]} agents): evaluate it with "
-                    f"--agents {got[0]} or train with shared parameters")  # fmt: skip
-        raise EvaluateError(
-            f"the checkpoint's policy does not fit this environment ({k}: saved {got}, needed {want}){hint}"
-        )
-    embedding = None
-    if rows is not None:
-        if PER_AGENT not in own:
-            raise EvaluateError("the checkpoint's policy has a per-agent embedding (agent_id) and this one none")
-        if same_agents and tuple(rows.shape) == tuple(own[PER_AGENT].shape):
-            actor[PER_AGENT], embedding = rows, "own"
-        else:
-            actor[PER_AGENT] = rows.mean(0, keepdim=True).expand_as(own[PER_AGENT]).clone()
-            embedding = "mean"
-    critic_fits = embedding != "mean" and all(
-        k in own and tuple(own[k].shape) == tuple(v.shape) for k, v in saved.items()
-    )
-    policy.load_state_dict(saved if critic_fits else {**own, **actor})
-    return {"actor": True, "critic": critic_fits, "agent_embedding": embedding}
+    try:
+        return method.load_weights(state, same_agents=same_agents, observation=observation)
+    except TrainError as exc:
+        raise EvaluateError(str(exc)) from None
 
 
 def trained_name(ck: dict) -> str | None:
@@ -147,10 +103,13 @@ def rebuild(checkpoint: str | Path, scenario, *, agents: int | None = None, hori
     if isinstance(state, dict) and "policy" in state:
         # a PPO-family learner (IPPO, MAPPO, RELED and its variants): acting greedily needs only its
         # actor, so a plain PPO learner with the run's PPO settings stands in (no demonstrations needed)
-        from agents.marl import PPOLearner
+        from dataclasses import replace
+
+        from agents.marl import PER_AGENT, PPOLearner
         from agents.methods import ppo_config
 
-        method = PPOLearner(ppo_config(cfg), critic="central" if cfg.method == "mappo" else "local", name=cfg.method)
+        ppo = replace(ppo_config(cfg), agent_id=PER_AGENT in state["policy"])  # as it was trained (on 1 or more cities)
+        method = PPOLearner(ppo, critic="central" if cfg.method == "mappo" else "local", name=cfg.method)
     else:
         method = make_method(cfg)
     env = make_env(scenario, cfg, method.env_settings)

@@ -65,9 +65,15 @@ def check_cities(train_cities: list[str], held_out: list[str], allow_overlap: bo
 
 
 def _with(tree, cities: list[str], seed: int, **run):
-    """The tree for one training run: these cities, this seed, the rest as given."""
+    """The tree for one training run: these cities, this seed, the rest as given. Demonstrations given
+    with --demos are the training cities'; a run on a held-out city gets its own from the provider."""
     sc = dataclasses.replace(tree.scenario, name=",".join(cities), names=())
-    return dataclasses.replace(tree, scenario=sc, run=dataclasses.replace(tree.run, seed=seed, **run))
+    algorithm = tree.algorithm
+    if cities != tree.scenario.cities():
+        algorithm = dataclasses.replace(algorithm, demos=None)
+    return dataclasses.replace(
+        tree, scenario=sc, algorithm=algorithm, run=dataclasses.replace(tree.run, seed=seed, **run)
+    )
 
 
 def _train(cfg, out: Path, tags: list[str], log, init: Path | None = None) -> None:

@@ -191,9 +191,18 @@ CASES: list[Case] = [
          message=r"unknown city 'atlantis'; known cities: ", untouched="{tmp}/run"),
     Case("train-cities-twice", ["train", "-s", "kouvola,kouvola", "--out", "{tmp}/run"],
          message=r"--scenario kouvola,kouvola: name each city once", untouched="{tmp}/run"),
-    Case("train-cities-mappo", ["train", "-s", "helsinki,kouvola", "-m", "mappo", "--out", "{tmp}/run"],
-         message=r"training on several cities \(--scenario helsinki,kouvola\) takes ippo with shared networks and "
-                 r"no per-agent embedding for now, not mappo", untouched="{tmp}/run"),
+    Case("train-cities-agent-id", ["train", "-s", "helsinki,kouvola", "-m", "mappo", "--set", "algorithm.ppo.agent_id=true",
+                                   "--out", "{tmp}/run"],
+         message=r"training on several cities \(--scenario helsinki,kouvola\) takes shared networks without a "
+                 r"per-agent embedding \(one city's agents are not another's\), not algorithm\.ppo\.agent_id = true",
+         untouched="{tmp}/run"),
+    Case("train-cities-baseline", ["train", "-s", "helsinki,kouvola", "-m", "shortest", "--out", "{tmp}/run"],
+         message=r"training on several cities \(--scenario helsinki,kouvola\) is for learning methods; shortest "
+                 r"learns nothing: evaluate it on each city instead", untouched="{tmp}/run"),
+    Case("train-cities-demos", ["train", "-s", "helsinki,kouvola", "-m", "reled", "--demos", "{tmp}/d", "--out",
+                                "{tmp}/run"],
+         message=r"--demos names 1 folder for 2 cities: give one per city, comma-separated in the order of "
+                 r"--scenario", untouched="{tmp}/run"),
     Case("train-unknown-flag", ["train", "-s", "{kouvola}", "--bogus", "--out", "{tmp}/run"],
          message=r"No such option: --bogus \(.*\(see `.*cosim train --help`\)", untouched="{tmp}/run"),
     Case("build-wrong-type", ["scenario", "build", "kouvola", "--agents", "many"],

@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents.runner import TrainConfig, read_metrics, train
@@ -136,6 +137,114 @@ def test_a_run_on_two_cities_logs_each_citys_curve_to_wandb(helsinki, kouvola, t
         assert h[f"{row['phase']}/mean_travel_time"] == pytest.approx(row["mean_travel_time"])
 
 
+def _city_demos(root: Path, city: str) -> Path:
+    from llm.experts import write_expert_demos
+
+    folder = root / city
+    summary = write_expert_demos(TrainConfig.of(scenario=city, agents=6, horizon=600.0), "navigation", folder)
+    assert summary["agents"] == 6 and summary["demo_samples"] > 0
+    return folder
+
+
+def test_reled_trains_on_two_cities_with_one_demonstrations_set_each(helsinki, kouvola, nav_demos, tmp_path):
+    """The expert samples of both cities are learned from; an episode's DTW distances replace only its
+    city's agents' (the other city's keep theirs), and the weights of every agent decay with k."""
+    import json
+
+    demos = f"{nav_demos},{_city_demos(tmp_path, 'kouvola')}"
+    cfg = TrainConfig.of(**{**CITIES, "method": "reled", "episodes": 4, "eval_every": 2}, demos=demos)
+    train(cfg, tmp_path / "run", progress=False)
+    method = json.loads((tmp_path / "run" / "config.json").read_text())["method"]
+    assert method["ppo"]["agent_id"] is False  # on several cities no method knows its agent
+    names = method["demo_agents"]
+    per_city = {c: [n for n in names if n.startswith(c + "/")] for c in ("helsinki", "kouvola")}
+    assert per_city["helsinki"] and per_city["kouvola"] and len(names) == len(per_city["helsinki"] + per_city["kouvola"])
+    n = len(names)
+    rows = [r for r in read_metrics(tmp_path / "run") if r["phase"] == "train"]
+    assert {r["city"] for r in rows} == {"helsinki", "kouvola"}  # seed 1 draws both in 4 episodes
+    before = [None] * n
+    for r in rows:
+        mine = [i for i, a in enumerate(names) if a.startswith(r["city"] + "/")]
+        other = [i for i in range(n) if i not in mine]
+        assert len(r["dtw"]) == len(r["bc_weights"]) == n
+        assert all(r["dtw"][i] is not None for i in mine)  # every agent of the city drove
+        assert [r["dtw"][i] for i in other] == [before[i] for i in other]
+        before = r["dtw"]
+    from agents.reled import phi
+
+    for r in rows:  # w_i = w0 * eta**k * phi(DTW_i): a city not driven yet has phi = 1, and decays all the same
+        d = np.array([np.nan if x is None else x for x in r["dtw"]])
+        assert r["bc_weights"] == pytest.approx((5.0 * 0.9 ** r["reled_k"] * phi(d, 100.0)).tolist(), abs=1e-3)
+    (warm,) = [r for r in read_metrics(tmp_path / "run") if "pretrain_agreement" in r]  # the warm start on both
+    assert warm["pretrain_agreement"] > warm["pretrain_agreement_before"]
+    # resumed, the run goes on exactly: the weights' state per city travels in the checkpoint
+    train(TrainConfig.of(**{**CITIES, "method": "reled", "episodes": 2, "eval_every": 2}, demos=demos),
+          tmp_path / "half", progress=False)  # fmt: skip
+    train(cfg, tmp_path / "half", progress=False, resume=True)
+    from tests.test_train import _comparable
+
+    assert _comparable(read_metrics(tmp_path / "half")) == _comparable(read_metrics(tmp_path / "run"))
+    # the policy on one of its cities (no per-agent rows), and fine-tuned on kouvola with kouvola's demos:
+    # the loaded policy replaces the behaviour-cloning warm start
+    res = evaluate_checkpoint(tmp_path / "run", "helsinki", episodes=1, agents=6, horizon=600.0)
+    assert res["loaded"] == {"actor": True, "critic": True, "agent_embedding": None}
+    kouvola_demos = demos.split(",")[1]
+    train(TrainConfig.of(scenario="kouvola", method="reled", agents=6, horizon=600.0, episodes=1, eval_every=0,
+                         demos=kouvola_demos), tmp_path / "tuned", init=tmp_path / "run",
+          progress=False)  # fmt: skip
+    (row,) = [r for r in read_metrics(tmp_path / "tuned") if r["phase"] == "train"]
+    assert "pretrain_steps" not in row and row["reled_k"] == 0 and row["update_skipped"] is False
+    # on rollout workers each episode's DTW travels with its city: one iteration drives both here
+    train(TrainConfig.of(**{**CITIES, "method": "reled", "episodes": 2, "eval_every": 0, "rollout_workers": 2},
+                         demos=demos), tmp_path / "workers", progress=False)  # fmt: skip
+    wrows = read_metrics(tmp_path / "workers")
+    assert sorted(r["city"] for r in wrows if r["phase"] == "train") == ["helsinki", "kouvola"]
+    (update,) = [r for r in wrows if r["phase"] == "update"]
+    assert len(update["dtw"]) == n and None not in update["dtw"] and update["reled_k"] == 0
+
+
+def test_mappo_trains_on_two_cities_with_one_padded_critic(helsinki, kouvola, tmp_path):
+    """The central critic sees each city's global state padded to the larger one's, then the city's one-hot;
+    the actor alone runs on a third setting (kouvola, another agent count)."""
+    import torch
+
+    from agents.episode import make_env
+    from agents.marl import PPOLearner
+    from agents.methods import ppo_config
+
+    cfg = TrainConfig.of(**{**CITIES, "method": "mappo", "episodes": 3, "eval_every": 3})
+    train(cfg, tmp_path / "run", progress=False)
+    rows = read_metrics(tmp_path / "run")
+    assert {r["city"] for r in rows if r["phase"] == "train"} == {"helsinki", "kouvola"}
+    assert all(r["update_skipped"] is False for r in rows if r["phase"] == "train")
+    envs = [make_env(sc, cfg, {"control": "policy"}) for sc in (helsinki, kouvola)]
+    try:
+        learner = PPOLearner(ppo_config(cfg), critic="central", name="mappo")
+        learner.setup_cities(envs)
+        sizes = [e.state_size for e in envs]
+        assert sizes[0] != sizes[1] and learner.state_size == max(sizes) + 2
+        state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["method"]["policy"]
+        critic_in = [v for k, v in state.items() if k.startswith("critic.") and v.dim() == 3][0].shape[-1]
+        assert critic_in == learner.state_size + envs[0].obs_size
+        learner.switch_env(envs[1])
+        envs[1].reset(seed=5)
+        g = learner.global_state(envs[1])
+        assert g.shape == (learner.state_size,) and g[-2:].tolist() == [0.0, 1.0]
+        assert np.array_equal(g[: sizes[1]], envs[1].state()) and not g[sizes[1] : -2].any()
+    finally:
+        for e in envs:
+            e.close()
+    res = evaluate_checkpoint(tmp_path / "run", str(kouvola.path), episodes=1, agents=4, horizon=600.0)
+    assert res["loaded"]["actor"] and not res["loaded"]["critic"] and res["episodes"][0]["decisions"] > 0
+    # a fine-tune on one city starts from the actor (the critic is another size there) and learns
+    tuned = TrainConfig.of(scenario="kouvola", method="mappo", agents=4, horizon=600.0, episodes=1, eval_every=0)
+    train(tuned, tmp_path / "tuned", init=tmp_path / "run", progress=False)
+    start = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["method"]["policy"]
+    after = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)["method"]["policy"]
+    first = next(k for k in start if k.startswith("actor."))
+    assert start[first].shape == after[first].shape and not torch.equal(start[first], after[first])
+
+
 # ------------------------------------------------------------------------------- cosim generalize
 GEN = ["generalize", "-s", "helsinki", "--held-out", "kouvola", "--seeds", "2", "--episodes", "2", "--eval-every", "2",
        "--agents", "6", "--horizon", "600", "--eval-episodes", "2", "--fine-tune", "1"]  # fmt: skip
@@ -206,8 +315,8 @@ def test_cosim_generalize_writes_the_table_the_report_and_wandb(helsinki, kouvol
          "saw (--allow-overlap to evaluate there anyway)"),
         (["-s", "helsinki", "--held-out", "kouvola,atlantis"], "error: unknown city 'atlantis'; known cities: "),
         (["-s", "helsinki", "--held-out", "kouvola", "--fine-tune", "-2"], "error: --fine-tune must be >= 0 episodes, got -2"),
-        (["-s", "helsinki,kouvola", "--held-out", "adlershof", "-m", "mappo"],
-         "error: training on several cities (--scenario helsinki,kouvola) takes ippo with shared networks"),
+        (["-s", "helsinki,kouvola", "--held-out", "adlershof", "-m", "shortest"],
+         "error: training on several cities (--scenario helsinki,kouvola) is for learning methods; shortest learns"),
     ],
 )  # fmt: skip
 def test_cosim_generalize_bad_input_is_one_line_before_anything_runs(tmp_path, args, message):
