@@ -93,6 +93,11 @@ def register(app: typer.Typer) -> None:
         res = train(cfg, out_dir, resume=resume, progress=not quiet)
         ev = res["last_eval"] or res["last_train"]
         mtt, arr = ev.get("mean_travel_time"), ev.get("arrival_rate")
+        if len(res["last_evals"]) > 1:  # several cities: each one's last evaluation
+            for city, row in res["last_evals"].items():
+                if row.get("mean_travel_time") is not None:
+                    typer.echo(f"  {city}: eval mean travel time {row['mean_travel_time']:.1f} s, arrival rate "
+                               f"{row.get('arrival_rate', 0):.2f} (episode {row.get('episode')})")  # fmt: skip
         typer.echo(
             f"{cfg.algorithm.method} on {name}: {res['episodes']} episodes, {res['env_steps']} decisions, "
             f"{res['wall_s']:.0f} s, SUMO faults {res['sumo_faults']}; "

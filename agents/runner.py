@@ -668,6 +668,8 @@ def _summary(out: Path, state: dict) -> dict:
         "wall_s": state["wall_s"],
         "sumo_faults": state["sumo_faults"],
         "last_eval": next((r for r in reversed(rows) if r.get("phase") == "eval"), {}),
+        # on several cities the last evaluation has one row per city (last_eval is the last of them)
+        "last_evals": {r["city"]: r for r in rows if r.get("phase") == "eval" and r.get("city")},
         "last_train": next((r for r in reversed(rows) if r.get("phase") == "train"), {}),
         "out": str(out),
     }

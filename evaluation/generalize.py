@@ -84,8 +84,28 @@ def _train(cfg, out: Path, tags: list[str], log, init: Path | None = None) -> No
     ck = out / CHECKPOINT
     if ck.is_file() and load_checkpoint(ck)["episode"] >= cfg.run.episodes:
         return
+    from evaluation.compare import _inject
+
     log(f"training {out.name} ({cfg.algorithm.method} on {cfg.scenario.name}, {cfg.run.episodes} episodes)")
-    tracked_train(cfg, out, resume=ck.is_file(), tags=tags, init=None if ck.is_file() else init)
+    # a run that stopped early is resumed; one that failed before its first checkpoint starts over
+    resume = ck.is_file() or (out / "config.json").is_file()
+    tracked_train(cfg, out, resume=resume, tags=tags, init=None if ck.is_file() else init,
+                  on_row=lambda row: _inject(out.name, row))  # fmt: skip
+
+
+def _attempt(failed: dict, name: str, log, fn):
+    """One run's training and testing: a run that raises is recorded as failed and the study goes on
+    without it (its folder stays; a rerun tries it again)."""
+    from evaluation.tracking import scrub
+
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failed run must not stop the study
+        failed[name] = scrub(f"{type(exc).__name__}: {str(exc)[:300]}")
+        log(f"{name} failed ({failed[name]}); the study goes on without it")
+        return None
 
 
 def _evaluate(run: Path, city: str, episodes: int, seed: int, env) -> dict:
@@ -120,7 +140,7 @@ def _summary(evals: list[dict]) -> dict | None:
     episodes; a baseline (one run, no seeds): over its test episodes (`over` says which)."""
     from evaluation.results import stats
 
-    if len(evals) == 1:
+    if len(evals) == 1 and evals[0].get("seed") is None:
         (e,) = evals
         s = stats(e["per_episode"])
         over = "episodes"
@@ -167,38 +187,51 @@ def generalize(tree, held_out: list[str], *, out: Path, seeds: int, eval_episode
     t0 = time.perf_counter()
     runs = out / "runs"
     evals: dict[str, dict[str, list[dict]]] = {c: {} for c in held_out}
+    failed: dict[str, str] = {}
+
+    def trained_and_tested(run: Path, cfg, city: str, policy: str, seed: int | None = None, init=None) -> bool:
+        def go():
+            _train(cfg, run, tags, log, init=init)
+            return _evaluate(run, city, eval_episodes, test_seed, tree.env)
+
+        res = _attempt(failed, run.name, log, go)
+        if res is not None:
+            evals[city].setdefault(policy, []).append({**res, "seed": seed})
+        return res is not None
+
     for c in held_out:
         for b in BASELINES:
-            run = runs / f"{_slug(c)}-{b}"
             cfg = dataclasses.replace(_with(tree, [c], 0, episodes=1, eval_every=0, rollout_workers=1, policy_lag=0),
                                       algorithm=dataclasses.replace(tree.algorithm, method=b))  # fmt: skip
-            _train(cfg, run, tags, log)
-            evals[c][b] = [_evaluate(run, c, eval_episodes, test_seed, tree.env)]
+            trained_and_tested(runs / f"{_slug(c)}-{b}", cfg, c, b)
     for s in range(seeds):
         multi = runs / f"multi-s{s}"
-        _train(_with(tree, train_cities, s), multi, tags, log)
+        ok = _attempt(failed, multi.name, log,
+                      lambda m=multi, s=s: _train(_with(tree, train_cities, s), m, tags, log) or True)  # fmt: skip
         for c in held_out:
-            incity = runs / f"{_slug(c)}-s{s}"
-            _train(_with(tree, [c], s), incity, tags, log)
-            evals[c].setdefault("zero_shot", []).append(_evaluate(multi, c, eval_episodes, test_seed, tree.env))
-            evals[c].setdefault("in_city", []).append(_evaluate(incity, c, eval_episodes, test_seed, tree.env))
+            trained_and_tested(runs / f"{_slug(c)}-s{s}", _with(tree, [c], s), c, "in_city", s)
+            if not ok:
+                continue
+            res = _attempt(failed, f"{multi.name} on {c}", log,
+                           lambda m=multi, c=c: _evaluate(m, c, eval_episodes, test_seed, tree.env))  # fmt: skip
+            if res is not None:
+                evals[c].setdefault("zero_shot", []).append({**res, "seed": s})
             if fine_tune:
-                tuned = runs / f"{_slug(c)}-tuned-s{s}"
                 workers = min(tree.run.rollout_workers, fine_tune)  # a short fine-tune may have fewer episodes
                 tuned_cfg = _with(tree, [c], s, episodes=fine_tune, rollout_workers=workers,
                                   policy_lag=tree.run.policy_lag if workers > 1 else 0)  # fmt: skip
-                _train(tuned_cfg, tuned, tags, log, init=multi)
-                evals[c].setdefault("fine_tuned", []).append(_evaluate(tuned, c, eval_episodes, test_seed, tree.env))
+                trained_and_tested(runs / f"{_slug(c)}-tuned-s{s}", tuned_cfg, c, "fine_tuned", s, init=multi)
     cities = {}
     for c in held_out:
         e = evals[c]
-        gaps = [z["mean_travel_time"] / i["mean_travel_time"] for z, i in zip(e["zero_shot"], e["in_city"])
-                if z["mean_travel_time"] and i["mean_travel_time"]]  # fmt: skip
+        in_city = {i["seed"]: i["mean_travel_time"] for i in e.get("in_city", [])}
+        gaps = [z["mean_travel_time"] / in_city[z["seed"]] for z in e.get("zero_shot", [])
+                if z["mean_travel_time"] and in_city.get(z["seed"])]  # fmt: skip
         gap = stats(gaps)
         cities[c] = {"policies": {k: _summary(v) for k, v in e.items()}, "runs": e,
                      "gap": {**gap, "ci95": _ci95(gap)} if gap else None}  # fmt: skip
     res = {**{k: v for k, v in identity.items() if k != "config"}, "out": str(out), "cities": cities,
-           "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+           "failed": failed, "wall_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     from core.jsonio import atomic_write
 
     atomic_write(out / RESULTS_FILE, json.dumps(res, indent=1, default=str))
@@ -311,6 +344,10 @@ def register(app) -> None:
             gap = f"; gap {c['gap']['mean']:.3f}" if c["gap"] else ""
             print(f"{city}: " + ", ".join(parts) + f" s{gap}", file=sys.stderr)
         print(Path(res["out"]) / REPORT_FILE)
+        if res["failed"]:
+            print(f"warning: {len(res['failed'])} run(s) failed ({', '.join(res['failed'])}); the table leaves them out "
+                  f"(errors in {Path(res['out']) / RESULTS_FILE}); a rerun tries them again", file=sys.stderr)  # fmt: skip
+            raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -717,6 +717,9 @@ def write_generalization_report(out_dir: str | Path, res: dict) -> Path:
         "Generalisation gap: zero-shot ÷ in-city travel time per seed (1 = as good as training there; "
         "the target is ≤ 1.03). Full numbers, all-vehicles means and arrival rates: <code>results.json</code>.</p>",
     ]
+    if res.get("failed"):  # left out of the table; a rerun tries them again
+        items = "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in res["failed"].items())
+        body.append(f"<h2 id='failed'>Failed runs (left out above)</h2><ul id='failed-runs'>{items}</ul>")
     return _write_page(out_dir, f"Generalisation of {res['method']}", body)
 
 

@@ -374,6 +374,12 @@ class Tracker:
                 n = _number(v)
                 if n is not None and k not in ("phase",):
                     s[f"final/{k}"] = n
+            evals = result.get("last_evals") or {}
+            for city, row in evals.items() if len(evals) > 1 else ():  # several cities: each one's too
+                for k, v in row.items():
+                    n = _number(v)
+                    if n is not None and k not in ("phase",):
+                        s[f"final/{city}/{k}"] = n
         total = sum(self._time_totals.values())
         for k, v in self._time_totals.items():
             s[f"time/{k}"] = v

@@ -135,6 +135,11 @@ def test_a_run_on_two_cities_logs_each_citys_curve_to_wandb(helsinki, kouvola, t
         key = f"{row['phase']}/{row['city']}/mean_travel_time"
         assert h[key] == pytest.approx(row["mean_travel_time"])
         assert h[f"{row['phase']}/mean_travel_time"] == pytest.approx(row["mean_travel_time"])
+    # the run's summary holds each city's last evaluation, not only the last city's
+    summary = read_run_records(offline_runs(tmp_path / "run")[-1])["summary"]
+    for city in ("helsinki", "kouvola"):
+        (last,) = [r for r in rows if r["phase"] == "eval" and r["city"] == city and r["episode"] == 2]
+        assert summary[f"final/{city}/mean_travel_time"] == pytest.approx(last["mean_travel_time"])
 
 
 def _city_demos(root: Path, city: str) -> Path:
@@ -260,18 +265,33 @@ def _cosim(*args: str, timeout: float = 600):
                           env=env)  # fmt: skip
 
 
-def test_cosim_generalize_writes_the_table_the_report_and_wandb(helsinki, kouvola, tmp_path):
+def test_cosim_generalize_writes_the_table_the_report_and_wandb(helsinki, kouvola, tmp_path, monkeypatch):
     import json
     import statistics
 
     from tests.tools.wandb_records import offline_runs, read_run_records
 
     out = tmp_path / "gen"
+    # one run fails (an injected fault after its first metrics row): the study goes on without it, says so,
+    # exits 1 with the table of the rest, and a rerun tries it again
+    monkeypatch.setenv("COSIM_INJECT_FAULT", "kouvola-s1")
+    p = _cosim(*GEN, "--out", str(out))
+    assert p.returncode == 1 and "warning: 1 run(s) failed (kouvola-s1)" in p.stderr, p.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["failed"]) == ["kouvola-s1"] and "injected fault" in res["failed"]["kouvola-s1"]
+    partial = res["cities"]["kouvola"]
+    assert partial["policies"]["in_city"]["n"] == 1 and partial["policies"]["zero_shot"]["n"] == 2
+    assert partial["gap"]["n"] == 1 and partial["policies"]["fine_tuned"]["n"] == 2
+    html = (out / "report.html").read_text()
+    assert "id='generalization-table'" in html and "<li><code>kouvola-s1</code>: RuntimeError: injected fault" in html
+    monkeypatch.delenv("COSIM_INJECT_FAULT")
     p = _cosim(*GEN, "--out", str(out))
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "training kouvola-s1" in p.stderr and "training multi-s0" not in p.stderr
     assert p.stdout.strip().splitlines()[-1] == str(out / "report.html")
     res = json.loads((out / "results.json").read_text())
     assert res["train"] == ["helsinki"] and res["held_out"] == ["kouvola"] and res["seeds"] == 2
+    assert res["failed"] == {}
     city = res["cities"]["kouvola"]
     pol, runs = city["policies"], city["runs"]
     # the policies over the training seeds, the baselines (one run each) over their test episodes
