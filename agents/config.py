@@ -186,8 +186,9 @@ class TrainConfig:
             )
         demos = [d for d in (self.algorithm.demos or "").split(",") if d.strip()]
         if demos and len(demos) != len(cities):
-            raise TrainError(f"--demos names {len(demos)} folder{'s' * (len(demos) != 1)} for {len(cities)} cities: give one per city, "
-                             "comma-separated in the order of --scenario")  # fmt: skip
+            n = len(demos)
+            raise TrainError(f"--demos names {n} folder{'s' * (n != 1)} for {len(cities)} cities: give one per "
+                             "city, comma-separated in the order of --scenario")  # fmt: skip
 
     def _check_rollout_workers(self) -> None:
         """One rule for rollout workers: each runs one episode per iteration on its own core, so more

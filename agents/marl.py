@@ -331,10 +331,10 @@ PER_AGENT = "actor.embedding"  # agent indication (RELED's default): one learned
 def load_policy(policy, saved: dict, *, same_agents: bool = True, observation: tuple[str, str] = ("", "")) -> dict:
     """Load a checkpoint's policy weights into a policy set up for (possibly) another city.
 
-    The actor must fit; the critic is loaded only if it fits too. The actor's per-agent embedding (``agent_id``, on by
-    default for RELED and LEED) belongs to the training city's agents: it is loaded as it is for those
-    same agents, and elsewhere every agent gets the mean of the learned rows (the policy's average
-    agent), whatever the agent count. `observation` names the checkpoint's observation and this env's,
+    The actor must fit; the critic is loaded only if it fits too. The actor's per-agent embedding
+    (``agent_id``, on by default for RELED and LEED on one city) belongs to the training city's agents:
+    it is loaded as it is for those same agents, and elsewhere every agent gets the mean of the learned
+    rows (the policy's average agent), whatever the agent count. `observation` names the checkpoint's observation and this env's,
     for the error when they differ (a TrainError, like every other misfit).
     Returns what was loaded: {"actor": bool, "critic": bool, "agent_embedding": "own" | "mean" | None}."""
     own = policy.state_dict()

@@ -147,10 +147,10 @@ def load_expert_plans(folder: str | Path) -> dict[str, list[str]]:
 class RELEDLearner(PPOLearner):
     """PPO (IPPO-style local critic by default) plus the per-agent weighted expert term.
 
-    ``demos`` is a folder (see `load_demos`), or on several cities one folder per city in the run's order
-    of cities; ``cfg.adaptive`` selects RELED's DTW/decay weight or a fixed ``w0``. State kept across episodes and checkpoints: the iteration counter ``k``, the last
-    weights and DTW distances, and the demonstrations' digest (a resume with other demonstrations is
-    refused).
+    ``demos`` is a folder (see `load_demos`), or on several cities one folder per city in the run's
+    order of cities; ``cfg.adaptive`` selects RELED's DTW/decay weight or a fixed ``w0``. State kept
+    across episodes and checkpoints: the iteration counter ``k``, the last weights and DTW distances,
+    and the demonstrations' digest (a resume with other demonstrations is refused).
     """
 
     def __init__(
