@@ -7,8 +7,10 @@ arrivals, never per simulation step.
 Observations are *relative* (detours, ratios, normalised times) and padded to a fixed number of actions,
 so a policy trained on one city can be run on another. The default, ``live``, knows what a navigation
 app knows and more; ``candidate`` is the observation before 2026-12 (also registered as ``default``, its
-old name, so earlier runs' configurations reproduce). An observation class that sets ``live = True``
-makes the env sample live travel times; ``intent = True`` makes it track the agents' planned routes.
+old name, so earlier runs' configurations reproduce); ``live_trip`` is ``live`` with every time relative
+to the agent's own trip, for cities whose trips are much longer or shorter. An observation class that
+sets ``live = True`` makes the env sample live travel times; ``intent = True`` makes it track the
+agents' planned routes.
 """
 
 from __future__ import annotations
@@ -147,6 +149,42 @@ class LiveObservation:
                  d.time / max(d.horizon, 1.0))  # fmt: skip
         # every feature is >= 0 (the delay ratio can dip a hair below 0 where an edge runs faster than
         # its limit: clipped), and the upper bound keeps jams from dominating the input
+        return np.frombuffer(array("f", [0.0 if v < 0.0 else (v if v < 5.0 else 5.0) for v in vals]), dtype=np.float32)
+
+
+@register_observation("live_trip")
+class TripRelativeObservation:
+    """`LiveObservation` with no absolute time in it, so that its scale travels to a city whose trips
+    are longer or shorter: per candidate valid; live time to the destination through it ÷ the agent's
+    live time still to go, and its detour over the live-fastest candidate; the same two with free-flow
+    times; the delay ratio; speed ratio and occupancy; controlled agents on it and intent (counts, as in
+    `live`, capped). Then how much of the trip is done (elapsed ÷ (elapsed + live time to go)), the
+    whole remaining trip's delay (live ÷ free-flow time to go − 1) and time of day (÷ horizon)."""
+
+    PER_CANDIDATE = 10
+    GLOBAL = 3
+    live = True
+    intent = True
+
+    def size(self, max_actions: int) -> int:
+        return self.PER_CANDIDATE * max_actions + self.GLOBAL
+
+    def __call__(self, d: Decision, max_actions: int) -> np.ndarray:
+        vals: list[float] = []
+        times, live = d.cand_time, d.cand_live_time or d.cand_time
+        intent = d.cand_intent or (0,) * len(times)
+        live_rem = d.live_remaining or d.remaining
+        if times:
+            f0, l0 = min(times), min(live)
+            fb, lb = max(f0, 60.0), max(l0, 60.0)
+        # to go from here: at least the fastest candidate's time (60 s floor: a last short edge is not noise)
+        lr, fr = max(live_rem, l0 if times else 0.0, 60.0), max(d.remaining, f0 if times else 0.0, 60.0)
+        for t, lt, s, o, n, m in zip(times, live, d.cand_speed_ratio, d.cand_occupancy, d.cand_agents, intent):
+            vals += (1.0, lt / lr, (lt - l0) / lb, t / fr, (t - f0) / fb, lt / max(t, 1.0) - 1.0,
+                     s, o, n / 10.0, m / 10.0)  # fmt: skip
+        vals += [0.0] * (self.PER_CANDIDATE * (max_actions - len(times)))
+        vals += (d.elapsed / max(d.elapsed + live_rem, 1.0), live_rem / max(d.remaining, 1.0) - 1.0,
+                 d.time / max(d.horizon, 1.0))  # fmt: skip
         return np.frombuffer(array("f", [0.0 if v < 0.0 else (v if v < 5.0 else 5.0) for v in vals]), dtype=np.float32)
 
 

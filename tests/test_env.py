@@ -353,6 +353,45 @@ def test_libsumo_holds_one_simulation_per_process(env20, helsinki):
         other.close()
 
 
+def test_the_trip_relative_observation_has_no_time_scale():
+    """`live_trip`: a trip three times as long everywhere (times, elapsed, to go) looks the same but for
+    the time of day; `live` does not."""
+    from cosim.features import Decision, make_observation
+
+    def decision(k: float) -> Decision:
+        return Decision(time=600.0, horizon=3600.0, elapsed=120.0 * k, remaining=400.0 * k,
+                        cand_time=[300.0 * k, 360.0 * k], cand_speed_ratio=[0.9, 0.5], cand_occupancy=[0.1, 0.4],
+                        cand_agents=[1, 3], cand_live_time=[330.0 * k, 500.0 * k], live_remaining=450.0 * k,
+                        cand_intent=[0, 2])  # fmt: skip
+
+    trip, live = make_observation("live_trip"), make_observation("live")
+    a, b = trip(decision(1.0), 3), trip(decision(3.0), 3)
+    assert a.shape == (trip.size(3),) == (33,) and np.allclose(a, b, atol=1e-6)
+    assert a[1] == pytest.approx(330 / 450) and a[11] == pytest.approx(500 / 450) and a[-3] == pytest.approx(120 / 570)
+    assert a[-2] == pytest.approx(450 / 400 - 1) and a[-1] == pytest.approx(600 / 3600) and not a[20:30].any()
+    assert not np.allclose(live(decision(1.0), 3), live(decision(3.0), 3))
+
+
+def test_the_trip_relative_observation_in_the_env(helsinki):
+    env = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=10, observation="live_trip"))
+    try:
+        assert env.obs_size == 10 * env.config.max_actions + 3 and env.traffic is not None
+        obs, _ = env.reset(seed=0)
+        seen = 0
+        while env.agents and seen < 20:
+            for a in env.deciding_agents:
+                o = obs[a]["observation"]
+                n = int(obs[a]["action_mask"].sum())
+                per = o[: 10 * n].reshape(n, 10)
+                assert np.all(o >= 0) and np.all(o <= 5) and np.all(per[:, 0] == 1) and per[0, 2] == 0
+                assert np.all(np.diff(per[:, 1]) >= 0) and 0 <= o[-3] < 1 and 0 <= o[-1] <= 1
+                seen += 1
+            obs, *_ = env.step(shortest_actions(env, obs))
+        assert seen >= 20
+    finally:
+        env.close()
+
+
 def test_observations_have_the_same_shape_on_another_city(helsinki, kouvola):
     a = VehicleRoutingEnv(helsinki, EnvConfig(n_agents=5))
     b = VehicleRoutingEnv(kouvola, EnvConfig(n_agents=5))
