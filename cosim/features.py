@@ -118,6 +118,30 @@ class CandidateObservation:
         return np.frombuffer(array("f", [v if v < 5.0 else 5.0 for v in vals]), dtype=np.float32)
 
 
+def _live_candidates(d: Decision, max_actions: int, per: int, live_scale: float | None, free_scale: float | None):
+    """The per-candidate part of the live observations, padded: live and free-flow times to go are
+    divided by the given scales (None: by the agent's own live / free-flow time still to go, at least
+    the fastest candidate's and 60 s)."""
+    vals: list[float] = []
+    times, live = d.cand_time, d.cand_live_time or d.cand_time
+    intent = d.cand_intent or (0,) * len(times)
+    if times:
+        f0, l0 = min(times), min(live)
+        fb, lb = max(f0, 60.0), max(l0, 60.0)
+        ls = live_scale or max(d.live_remaining or d.remaining, l0, 60.0)
+        fs = free_scale or max(d.remaining, f0, 60.0)
+    for t, lt, s, o, n, m in zip(times, live, d.cand_speed_ratio, d.cand_occupancy, d.cand_agents, intent):
+        vals += (1.0, lt / ls, (lt - l0) / lb, t / fs, (t - f0) / fb, lt / max(t, 1.0) - 1.0, s, o, n / 10.0, m / 10.0)
+    vals += [0.0] * (per * (max_actions - len(times)))
+    return vals
+
+
+def _clipped(vals: list[float]) -> np.ndarray:
+    # every feature is >= 0 (the delay ratio can dip a hair below 0 where an edge runs faster than its
+    # limit: clipped), and the upper bound keeps jams from dominating the input
+    return np.frombuffer(array("f", [0.0 if v < 0.0 else (v if v < 5.0 else 5.0) for v in vals]), dtype=np.float32)
+
+
 @register_observation("live")
 class LiveObservation:
     """Per candidate edge: valid; live time to the destination through it, and its detour over the
@@ -135,25 +159,14 @@ class LiveObservation:
         return self.PER_CANDIDATE * max_actions + self.GLOBAL
 
     def __call__(self, d: Decision, max_actions: int) -> np.ndarray:
-        vals: list[float] = []
-        times, live = d.cand_time, d.cand_live_time or d.cand_time
-        intent = d.cand_intent or (0,) * len(times)
-        if times:
-            f0, l0 = min(times), min(live)
-            fb, lb = max(f0, 60.0), max(l0, 60.0)
-        for t, lt, s, o, n, m in zip(times, live, d.cand_speed_ratio, d.cand_occupancy, d.cand_agents, intent):
-            vals += (1.0, lt / TIME_SCALE, (lt - l0) / lb, t / TIME_SCALE, (t - f0) / fb, lt / max(t, 1.0) - 1.0,
-                     s, o, n / 10.0, m / 10.0)  # fmt: skip
-        vals += [0.0] * (self.PER_CANDIDATE * (max_actions - len(times)))
+        vals = _live_candidates(d, max_actions, self.PER_CANDIDATE, TIME_SCALE, TIME_SCALE)
         vals += (d.elapsed / TIME_SCALE, (d.live_remaining or d.remaining) / TIME_SCALE, d.remaining / TIME_SCALE,
                  d.time / max(d.horizon, 1.0))  # fmt: skip
-        # every feature is >= 0 (the delay ratio can dip a hair below 0 where an edge runs faster than
-        # its limit: clipped), and the upper bound keeps jams from dominating the input
-        return np.frombuffer(array("f", [0.0 if v < 0.0 else (v if v < 5.0 else 5.0) for v in vals]), dtype=np.float32)
+        return _clipped(vals)
 
 
 @register_observation("live_trip")
-class TripRelativeObservation:
+class TripRelativeObservation(LiveObservation):
     """`LiveObservation` with no absolute time in it, so that its scale travels to a city whose trips
     are longer or shorter: per candidate valid; live time to the destination through it ÷ the agent's
     live time still to go, and its detour over the live-fastest candidate; the same two with free-flow
@@ -161,31 +174,14 @@ class TripRelativeObservation:
     `live`, capped). Then how much of the trip is done (elapsed ÷ (elapsed + live time to go)), the
     whole remaining trip's delay (live ÷ free-flow time to go − 1) and time of day (÷ horizon)."""
 
-    PER_CANDIDATE = 10
     GLOBAL = 3
-    live = True
-    intent = True
-
-    def size(self, max_actions: int) -> int:
-        return self.PER_CANDIDATE * max_actions + self.GLOBAL
 
     def __call__(self, d: Decision, max_actions: int) -> np.ndarray:
-        vals: list[float] = []
-        times, live = d.cand_time, d.cand_live_time or d.cand_time
-        intent = d.cand_intent or (0,) * len(times)
+        vals = _live_candidates(d, max_actions, self.PER_CANDIDATE, None, None)
         live_rem = d.live_remaining or d.remaining
-        if times:
-            f0, l0 = min(times), min(live)
-            fb, lb = max(f0, 60.0), max(l0, 60.0)
-        # to go from here: at least the fastest candidate's time (60 s floor: a last short edge is not noise)
-        lr, fr = max(live_rem, l0 if times else 0.0, 60.0), max(d.remaining, f0 if times else 0.0, 60.0)
-        for t, lt, s, o, n, m in zip(times, live, d.cand_speed_ratio, d.cand_occupancy, d.cand_agents, intent):
-            vals += (1.0, lt / lr, (lt - l0) / lb, t / fr, (t - f0) / fb, lt / max(t, 1.0) - 1.0,
-                     s, o, n / 10.0, m / 10.0)  # fmt: skip
-        vals += [0.0] * (self.PER_CANDIDATE * (max_actions - len(times)))
         vals += (d.elapsed / max(d.elapsed + live_rem, 1.0), live_rem / max(d.remaining, 1.0) - 1.0,
                  d.time / max(d.horizon, 1.0))  # fmt: skip
-        return np.frombuffer(array("f", [0.0 if v < 0.0 else (v if v < 5.0 else 5.0) for v in vals]), dtype=np.float32)
+        return _clipped(vals)
 
 
 @register_reward("travel_time")
