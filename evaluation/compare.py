@@ -163,7 +163,7 @@ def prepare_out(out: Path, identity: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- runs
-def _inject(name: str, row: dict | None = None) -> None:
+def inject_fault(name: str, row: dict | None = None) -> None:
     """Testing hook: COSIM_INJECT_FAULT="name[:exit],..." fails that run after its first metrics row."""
     spec = os.environ.get(INJECT_ENV, "")
     for item in filter(None, (s.strip() for s in spec.split(","))):
@@ -214,7 +214,7 @@ def run_job(job: dict) -> dict:
             def on_row(row: dict) -> None:
                 if not first["seen"]:
                     first["seen"] = True
-                    _inject(job["name"], row)
+                    inject_fault(job["name"], row)
 
             out = tracked_train(
                 cfg, run_dir, resume=True, progress=False, demos=job.get("demos"), tags=job.get("tags", ()),

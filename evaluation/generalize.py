@@ -84,13 +84,13 @@ def _train(cfg, out: Path, tags: list[str], log, init: Path | None = None) -> No
     ck = out / CHECKPOINT
     if ck.is_file() and load_checkpoint(ck)["episode"] >= cfg.run.episodes:
         return
-    from evaluation.compare import _inject
+    from evaluation.compare import inject_fault
 
     log(f"training {out.name} ({cfg.algorithm.method} on {cfg.scenario.name}, {cfg.run.episodes} episodes)")
     # a run that stopped early is resumed; one that failed before its first checkpoint starts over
     resume = ck.is_file() or (out / "config.json").is_file()
     tracked_train(cfg, out, resume=resume, tags=tags, init=None if ck.is_file() else init,
-                  on_row=lambda row: _inject(out.name, row))  # fmt: skip
+                  on_row=lambda row: inject_fault(out.name, row))  # fmt: skip
 
 
 def _attempt(failed: dict, name: str, log, fn):
