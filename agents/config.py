@@ -166,18 +166,13 @@ class TrainConfig:
         agents (shared networks without a per-agent embedding; MAPPO's critic pads each city's global
         state, RELED takes one demonstrations set per city)."""
         from agents.base import TrainError
-        from agents.methods import METHODS
 
         cities = self.scenario.cities()
         if len(cities) < 2:
             return
         if len(set(cities)) < len(cities) or not all(cities):
             raise TrainError(f"--scenario {','.join(cities)}: name each city once")
-        ppo, method = self.algorithm.ppo, self.algorithm.method
-        spec = METHODS.get(method)
-        if spec is not None and not spec.learns:
-            raise TrainError(f"training on several cities (--scenario {','.join(cities)}) is for learning methods; "
-                             f"{method} learns nothing: evaluate it on each city instead")  # fmt: skip
+        ppo = self.algorithm.ppo
         if not ppo.shared or ppo.agent_id:
             raise TrainError(
                 f"training on several cities (--scenario {','.join(cities)}) takes shared networks without a "

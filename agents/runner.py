@@ -76,9 +76,12 @@ def validate(cfg: TrainConfig) -> None:
     """The whole tree, before any work: the method's name, then every range and name (one line each)."""
     from agents.methods import check_method
 
-    check_method(cfg.algorithm.method)
-    cfg.check()
+    spec = check_method(cfg.algorithm.method)
     cities = cfg.scenario.cities()
+    if len(cities) > 1 and not spec.learns:
+        raise TrainError(f"training on several cities (--scenario {','.join(cities)}) is for learning methods; "
+                         f"{spec.name} learns nothing: evaluate it on each city instead")  # fmt: skip
+    cfg.check()
     if len(cities) > 1:  # an unknown one is named before any city is built
         from scenarios.build import resolve
 
